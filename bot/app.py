@@ -1,0 +1,56 @@
+"""Building the engine from settings: the one place that wires the parts together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.config import Settings, secret
+from bot.engine import Engine
+from bot.llm import ModelClient
+from bot.store import Store
+from bot.tools.builtins import register_builtins
+from bot.tools.mcp import McpServers
+from bot.tools.plugins import load_entry_points, load_modules
+from bot.tools.registry import Registry
+from bot.usage import Prices
+
+log = logging.getLogger(__name__)
+
+
+def build_model_client(settings: Settings) -> ModelClient:
+    # base_url None lets the SDK read OPENAI_BASE_URL itself.
+    return ModelClient(
+        api_key=secret("OPENAI_API_KEY"),
+        base_url=None,
+        timeout_seconds=settings.timeout_seconds,
+        max_attempts=settings.max_attempts,
+        retry_max_wait_seconds=settings.retry_max_wait_seconds,
+    )
+
+
+def build_registry(settings: Settings) -> Registry:
+    registry = Registry()
+    register_builtins(registry)
+    for problem in load_modules(registry, settings.tool_modules) + load_entry_points(registry):
+        log.warning("tool plugin skipped: %s", problem)
+    return registry
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+    """An engine with its store, model client, tools and MCP servers; closed on exit."""
+    store = Store(settings.db_path)
+    model = build_model_client(settings)
+    registry = build_registry(settings)
+    try:
+        async with McpServers(registry, settings.mcp_servers) as servers:
+            for problem in servers.errors:
+                log.warning("MCP server skipped: %s", problem)
+            yield Engine(
+                settings, store, model, tools=registry, prices=Prices.load(settings.prices_path)
+            )
+    finally:
+        await model.close()
+        store.close()

@@ -1,0 +1,259 @@
+"""The neutral command router: the same commands answer on every platform.
+
+In the console a command is a line starting with "/"; adapters turn "/parley usage",
+"@Parley usage" and Discord's slash commands into the same "/usage" text. Admin
+commands check the caller first and reveal nothing to anyone else.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.config import Settings
+from bot.messages import Message, ReplyEvent, ReplyKind
+from bot.report import format_table
+from bot.store import Store, UserLimits
+from bot.usage import parse_period
+
+FORGET_CONFIRM_SECONDS = 120.0
+NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
+LIMIT_NAMES = {
+    "rpm": "requests_per_minute",
+    "requests_per_minute": "requests_per_minute",
+    "tpd": "tokens_per_day",
+    "tokens_per_day": "tokens_per_day",
+    "cost": "cost_per_day_usd",
+    "cost_per_day_usd": "cost_per_day_usd",
+}
+HELP = """Parley commands:
+/help: this list
+/reset: start this conversation afresh (older messages leave the context)
+Admins only:
+/usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
+/limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
+/block <user>, /unblock <user>
+/forget: delete this channel's stored history (asks to confirm)
+/system [text|reset]: show or set this channel's system prompt
+/model [name|reset]: show or set this channel's model"""
+
+
+class CommandError(Exception):
+    """A command was used wrongly; the message says how to use it."""
+
+
+@dataclass
+class CommandContext:
+    store: Store
+    settings: Settings
+    clock: Callable[[], float]
+    # (user_key, channel) -> deadline of a pending /forget confirmation
+    pending_forgets: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+Handler = Callable[[CommandContext, Message, list[str]], Awaitable[str]]
+_HANDLERS: dict[str, tuple[Handler, bool]] = {}
+
+
+def command(name: str, *, admin: bool) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _HANDLERS[name] = (handler, admin)
+        return handler
+
+    return register
+
+
+def is_command(text: str) -> bool:
+    return text.startswith("/") and len(text) > 1 and not text.startswith("//")
+
+
+def command_names() -> list[str]:
+    return sorted(_HANDLERS)
+
+
+def is_admin(settings: Settings, message: Message) -> bool:
+    if message.user_key in settings.admins:
+        return True
+    return settings.trust_platform_admins and message.platform_admin
+
+
+async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
+    """Answer one command line. Every reply is private where the platform allows."""
+    try:
+        words = shlex.split(message.text[1:])
+    except ValueError:
+        words = message.text[1:].split()
+    name, arguments = (words[0].lower(), words[1:]) if words else ("help", [])
+    entry = _HANDLERS.get(name)
+    if entry is None:
+        return ReplyEvent(ReplyKind.FINAL, f"Unknown command /{name}. Try /help.", private=True)
+    handler, admin_only = entry
+    if admin_only and not is_admin(context.settings, message):
+        return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
+    try:
+        text = await handler(context, message, arguments)
+    except CommandError as error:
+        return ReplyEvent(ReplyKind.ERROR, str(error), private=True)
+    return ReplyEvent(ReplyKind.FINAL, text, private=True)
+
+
+@command("help", admin=False)
+async def _help(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    return HELP
+
+
+@command("reset", admin=False)
+async def _reset(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    context.store.reset(message.conversation)
+    return "Conversation reset: I will not use the earlier messages from here on."
+
+
+@command("usage", admin=True)
+async def _usage(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    period, by = "7d", "user"
+    for argument in arguments:
+        if argument.lower() in ("user", "channel", "model", "day"):
+            by = argument.lower()
+        else:
+            period = argument
+    try:
+        seconds = parse_period(period)
+    except ValueError as error:
+        raise CommandError(f"{error}. Usage: /usage [period] [user|channel|model|day]") from None
+    since = context.clock() - seconds
+    rows = context.store.usage_report(since, by, limit=20)
+    if not rows:
+        return f"No usage in the last {period}."
+    refusals = context.store.refusal_counts(since)
+    refused = sum(refusals.values())
+    header = f"Usage over the last {period}, by {by} (top 20):"
+    footer = f"Requests refused by limits: {refused}" if refused else ""
+    return "\n".join(part for part in (header, format_table(rows, by), footer) if part)
+
+
+def _user_key(message: Message, text: str) -> str:
+    """'<@U123>', '@U123', 'U123' or 'slack:U123' -> 'slack:U123'."""
+    user = text.strip().removeprefix("<").removesuffix(">").lstrip("@!")
+    if ":" in user:
+        return user
+    return f"{message.platform}:{user}"
+
+
+def _describe_limits(key: str, limits: UserLimits) -> str:
+    def shown(value: float | None) -> str:
+        return "unlimited" if not value else f"{value:g}"
+
+    return (
+        f"{key}: {shown(limits.requests_per_minute)} requests/minute, "
+        f"{shown(limits.tokens_per_day)} tokens/day, "
+        f"{'$' + shown(limits.cost_per_day_usd) if limits.cost_per_day_usd else 'unlimited'}"
+        f" per day{', BLOCKED' if limits.blocked else ''}"
+    )
+
+
+def _defaults(settings: Settings) -> UserLimits:
+    return UserLimits(
+        settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
+    )
+
+
+@command("limits", admin=True)
+async def _limits(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    action = arguments[0].lower() if arguments else "show"
+    defaults = _defaults(context.settings)
+    if action == "show":
+        if len(arguments) > 1:
+            key = _user_key(message, arguments[1])
+            return _describe_limits(key, context.store.user_limits(key, defaults))
+        lines = [_describe_limits("default", defaults)]
+        for row in context.store.overridden_users():
+            key = row["user_key"]
+            lines.append(_describe_limits(key, context.store.user_limits(key, defaults)))
+        return "\n".join(lines)
+    if action == "set" and len(arguments) == 4:
+        return _set_limit(context, _user_key(message, arguments[1]), arguments[2], arguments[3])
+    raise CommandError(
+        "Usage: /limits show [user] or /limits set <user> <rpm|tpd|cost> <number|default>"
+    )
+
+
+def _set_limit(context: CommandContext, key: str, name: str, value: str) -> str:
+    column = LIMIT_NAMES.get(name.lower())
+    if column is None:
+        raise CommandError(f"Unknown limit {name!r}: use rpm, tpd or cost.")
+    number: float | None
+    if value.lower() == "default":
+        number = None
+    else:
+        try:
+            number = float(value) if column == "cost_per_day_usd" else int(value)
+        except ValueError:
+            raise CommandError(f"{value!r} is not a number (or 'default').") from None
+        if number < 0:
+            raise CommandError("Limits cannot be negative; 0 means unlimited.")
+    context.store.set_user_limit(key, column, number)
+    return "Done. " + _describe_limits(
+        key, context.store.user_limits(key, _defaults(context.settings))
+    )
+
+
+async def _set_blocked(
+    context: CommandContext, message: Message, arguments: list[str], blocked: bool
+) -> str:
+    if len(arguments) != 1:
+        raise CommandError(f"Usage: /{'block' if blocked else 'unblock'} <user>")
+    key = _user_key(message, arguments[0])
+    context.store.set_user_limit(key, "blocked", 1 if blocked else 0)
+    return f"{key} is {'now blocked' if blocked else 'no longer blocked'}."
+
+
+@command("block", admin=True)
+async def _block(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    return await _set_blocked(context, message, arguments, True)
+
+
+@command("unblock", admin=True)
+async def _unblock(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    return await _set_blocked(context, message, arguments, False)
+
+
+@command("forget", admin=True)
+async def _forget(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    pending_key = (message.user_key, f"{message.platform}/{message.workspace}/{message.channel}")
+    now = context.clock()
+    deadline = context.pending_forgets.pop(pending_key, 0.0)
+    if arguments == ["confirm"] and now <= deadline:
+        deleted = context.store.forget_channel(message.platform, message.workspace, message.channel)
+        return f"Deleted {deleted} stored messages of this channel."
+    context.pending_forgets[pending_key] = now + FORGET_CONFIRM_SECONDS
+    return (
+        "This deletes every stored message of this channel, its threads included, for good. "
+        "Send /forget confirm within 2 minutes to go ahead."
+    )
+
+
+async def _channel_setting(
+    context: CommandContext, message: Message, arguments: list[str], name: str, label: str
+) -> str:
+    where = (message.platform, message.workspace, message.channel)
+    if not arguments:
+        current = context.store.channel_setting(*where, name)
+        default = getattr(context.settings, name)
+        return f"This channel's {label}: {current or default}" + ("" if current else " (default)")
+    value = " ".join(arguments)
+    if value.lower() == "reset":
+        context.store.set_channel_setting(*where, name, "")
+        return f"This channel's {label} is back to the default."
+    context.store.set_channel_setting(*where, name, value)
+    return f"This channel's {label} is now: {value}"
+
+
+@command("system", admin=True)
+async def _system(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    return await _channel_setting(context, message, arguments, "system_prompt", "system prompt")
+
+
+@command("model", admin=True)
+async def _model(context: CommandContext, message: Message, arguments: list[str]) -> str:
+    return await _channel_setting(context, message, arguments, "model", "model")

@@ -1,0 +1,265 @@
+"""Settings: defaults < config file < environment < CLI flags.
+
+Every setting has one name (section.key) used in the TOML file and in error
+messages. Secrets (API keys, bot tokens) come only from the environment: they are
+read where they are used, never stored in Settings, so a printed or logged Settings
+can never leak one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+DEFAULT_CONFIG_PATH = Path("config/parley.toml")
+SECRET_NAMES = (
+    "OPENAI_API_KEY",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "DISCORD_BOT_TOKEN",
+    "PARLEY_ADMIN_TOKEN",
+    "PARLEY_WEB_TOKEN",
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "gpt-4o-mini"
+    context_tokens: int = 8000
+    reply_tokens: int = 1000
+    history_messages: int = 100
+    timeout_seconds: float = 60.0
+    max_attempts: int = 4
+    retry_max_wait_seconds: float = 30.0
+    max_concurrent_calls: int = 8
+    system_prompt: str = "You are Parley, a helpful assistant in a team chat. Answer concisely."
+    db_path: str = "data/parley.db"
+    prices_path: str = "config/prices.toml"
+    max_input_chars: int = 8000
+    requests_per_minute: int = 20
+    tokens_per_day: int = 200_000
+    cost_per_day_usd: float = 0.0
+    admins_exempt: bool = True
+    admins: tuple[str, ...] = ()
+    trust_platform_admins: bool = True
+    tools: tuple[str, ...] = ("calculate", "current_time", "search_history")
+    tool_modules: tuple[str, ...] = ()
+    tool_timeout_seconds: float = 10.0
+    max_tool_rounds: int = 5
+    mcp_servers: tuple[Mapping[str, Any], ...] = field(default=())
+    slack_allow_bots: bool = False
+    discord_sharded: bool = False
+    web_host: str = "127.0.0.1"
+    port: int = 3000
+    config_path: str = ""
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError
+    return value
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError
+
+
+def _table_list(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return tuple(value)
+    raise ValueError
+
+
+@dataclass(frozen=True)
+class _Option:
+    attribute: str
+    parse: Callable[[Any], Any]
+    expected: str
+    env: str = ""
+
+
+# section.key in the TOML file -> attribute, parser, what a good value looks like, env
+OPTIONS: dict[str, _Option] = {
+    "model.name": _Option("model", _text, "a model name", "PARLEY_MODEL"),
+    "model.context_tokens": _Option("context_tokens", _positive_int, "a whole number > 0"),
+    "model.reply_tokens": _Option("reply_tokens", _positive_int, "a whole number > 0"),
+    "model.history_messages": _Option("history_messages", _positive_int, "a whole number > 0"),
+    "model.timeout_seconds": _Option("timeout_seconds", _positive_float, "seconds > 0"),
+    "model.max_attempts": _Option("max_attempts", _positive_int, "a whole number > 0"),
+    "model.retry_max_wait_seconds": _Option(
+        "retry_max_wait_seconds", _positive_float, "seconds > 0"
+    ),
+    "model.max_concurrent_calls": _Option(
+        "max_concurrent_calls", _positive_int, "a whole number > 0"
+    ),
+    "model.system_prompt": _Option("system_prompt", _text, "some text"),
+    "store.path": _Option("db_path", _text, "a file path", "PARLEY_DB"),
+    "usage.prices_path": _Option("prices_path", _text, "a file path"),
+    "chat.max_input_chars": _Option("max_input_chars", _positive_int, "a whole number > 0"),
+    "limits.requests_per_minute": _Option(
+        "requests_per_minute", _non_negative_int, "a whole number >= 0", "PARLEY_RATE_PER_MINUTE"
+    ),
+    "limits.tokens_per_day": _Option(
+        "tokens_per_day", _non_negative_int, "a whole number >= 0", "PARLEY_TOKENS_PER_DAY"
+    ),
+    "limits.cost_per_day_usd": _Option("cost_per_day_usd", _non_negative_float, "dollars >= 0"),
+    "limits.admins_exempt": _Option("admins_exempt", _boolean, "true or false"),
+    "admins.users": _Option(
+        "admins", _string_list, "platform:user ids, e.g. slack:U123", "PARLEY_ADMINS"
+    ),
+    "admins.trust_platform_admins": _Option("trust_platform_admins", _boolean, "true or false"),
+    "tools.enabled": _Option("tools", _string_list, "a list of tool names"),
+    "tools.modules": _Option("tool_modules", _string_list, "a list of module names"),
+    "tools.timeout_seconds": _Option("tool_timeout_seconds", _positive_float, "seconds > 0"),
+    "tools.max_rounds": _Option("max_tool_rounds", _positive_int, "a whole number > 0"),
+    "tools.mcp_servers": _Option("mcp_servers", _table_list, "a list of [[tools.mcp_servers]]"),
+    "slack.allow_bots": _Option("slack_allow_bots", _boolean, "true or false"),
+    "discord.sharded": _Option("discord_sharded", _boolean, "true or false"),
+    "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
+    "web.port": _Option("port", _positive_int, "a port number", "PORT"),
+}
+
+
+def _flatten(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: '{section}' must be a [section], not a value")
+        for key, value in table.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    flat = _flatten(document, str(path))
+    for name in flat:
+        if name not in OPTIONS:
+            secretish = any(word in name for word in ("key", "token", "secret"))
+            hint = (
+                "secrets belong in the environment, never in the config file"
+                if secretish
+                else "see config/parley.toml for the known settings"
+            )
+            raise ConfigError(f"{path}: unknown setting '{name}' ({hint})")
+    return flat
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    option = OPTIONS[name]
+    try:
+        return option.parse(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} must be {option.expected}, got {value!r} (from {source})"
+        ) from None
+
+
+def _validate(settings: Settings) -> Settings:
+    if settings.reply_tokens >= settings.context_tokens:
+        raise ConfigError(
+            "model.reply_tokens must be smaller than model.context_tokens "
+            f"({settings.reply_tokens} >= {settings.context_tokens}): the answer needs room"
+        )
+    for admin in settings.admins:
+        platform, _, user = admin.partition(":")
+        if not platform or not user:
+            raise ConfigError(
+                f"admins.users / PARLEY_ADMINS: {admin!r} must look like platform:user, "
+                "e.g. slack:U123,discord:456,console:alice"
+            )
+    return settings
+
+
+def load_settings(
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from the config file, the environment and CLI overrides.
+
+    `overrides` maps option names (section.key) to values from the command line.
+    Reads a .env file into the process environment first, if one is present.
+    """
+    if environ is None:
+        load_dotenv(override=False)
+        environ = os.environ
+    chosen = config_path or environ.get("PARLEY_CONFIG") or ""
+    path = Path(chosen) if chosen else DEFAULT_CONFIG_PATH
+    if chosen and not path.is_file():
+        raise ConfigError(f"PARLEY_CONFIG: config file {path} does not exist")
+    values: dict[str, Any] = {}
+    file_values = _read_file(path) if path.is_file() else {}
+    for name, value in file_values.items():
+        values[OPTIONS[name].attribute] = _parse(name, value, str(path))
+    for name, option in OPTIONS.items():
+        if option.env and environ.get(option.env, "").strip():
+            values[option.attribute] = _parse(name, environ[option.env], option.env)
+    for name, value in (overrides or {}).items():
+        values[OPTIONS[name].attribute] = _parse(name, value, "the command line")
+    known = {f.name for f in fields(Settings)}
+    assert set(values) <= known
+    return _validate(replace(Settings(), config_path=str(path), **values))
+
+
+def secret(name: str) -> str:
+    """A secret from the environment, or "" when unset. Never log the result."""
+    assert name in SECRET_NAMES, name
+    return os.environ.get(name, "").strip()

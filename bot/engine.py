@@ -1,0 +1,274 @@
+"""The conversation engine: Engine.handle(message) -> async iterator of ReplyEvent.
+
+One message goes: validate -> commands -> limits -> store the user's message ->
+build the prompt -> call the model (and its tools) -> store the reply and usage,
+yielding ReplyEvents as things happen. Messages of one conversation are handled in
+order; different conversations run concurrently, with a global cap on model calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.commands import CommandContext, is_admin, is_command, run_command
+from bot.config import Settings
+from bot.llm import Completion, Delta, ModelClient, ModelError, Usage
+from bot.locks import KeyedLocks
+from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
+from bot.ratelimit import Limiter
+from bot.store import Store, StoredMessage, UsageRecord
+from bot.tokens import Counted, count_message, count_text, newest_that_fit
+from bot.tools.registry import Registry, ToolContext
+from bot.usage import Prices
+
+log = logging.getLogger(__name__)
+
+TRIM_NOTICE = "(Only the most recent messages fit in my context; older ones were left out.)"
+EMPTY_MESSAGE = "Your message is empty: tell me what you would like to know."
+TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Please shorten it."
+EMPTY_ANSWER = "The model returned an empty answer. Please try again."
+ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
+# Text the model may stream before the first delta; adapters show it at once.
+THINKING = "thinking…"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    messages: list[dict[str, Any]]
+    trimmed: bool
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        model: ModelClient,
+        *,
+        tools: Registry | None = None,
+        prices: Prices | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.tools = tools or Registry()
+        self.prices = prices or Prices({})
+        self.clock = clock
+        self.limiter = Limiter(store, settings)
+        self.commands = CommandContext(store, settings, clock)
+        self.conversation_locks = KeyedLocks[ConversationKey]()
+        self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
+        self.last_model_success = 0.0
+
+    def knows_conversation(self, key: ConversationKey) -> bool:
+        """True if Parley has taken part in this conversation (thread follow-ups)."""
+        return self.store.has_history(key)
+
+    async def handle(self, message: Message) -> AsyncIterator[ReplyEvent]:
+        """Answer one message, yielding what the user should see as it happens."""
+        problem = self._invalid(message)
+        if problem:
+            yield ReplyEvent(ReplyKind.ERROR, problem)
+            return
+        if not self.store.claim_delivery(message.dedupe_keys):
+            log.info("duplicate delivery ignored: %s", message.dedupe_keys)
+            return
+        if is_command(message.text):
+            yield await run_command(self.commands, message)
+            return
+        async with self.conversation_locks.hold(message.conversation):
+            refusal = self.limiter.check(
+                message.user_key, is_admin(self.settings, message), self.clock()
+            )
+            if refusal:
+                yield ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
+                return
+            self.store.append(
+                message.conversation, "user", message.text, count_message(message.text),
+                user=message.user_key,
+            )  # fmt: skip
+            async for event in self._answer(message):
+                yield event
+
+    def _invalid(self, message: Message) -> str:
+        text = message.text.strip()
+        if not text:
+            return EMPTY_MESSAGE
+        if len(text) > self.settings.max_input_chars:
+            return TOO_LONG.format(length=len(text), limit=self.settings.max_input_chars)
+        return ""
+
+    def _channel(self, message: Message, name: str) -> str:
+        value = self.store.channel_setting(
+            message.platform, message.workspace, message.channel, name
+        )
+        return value or str(getattr(self.settings, name))
+
+    def build_prompt(self, key: ConversationKey, system_prompt: str, tools_tokens: int) -> Prompt:
+        """The system prompt, then the newest whole history groups that fit the budget."""
+        budget = (
+            self.settings.context_tokens
+            - self.settings.reply_tokens
+            - count_message(system_prompt)
+            - tools_tokens
+        )
+        window = self.store.recent(key, self.settings.history_messages)
+        history = _drop_orphans(window.messages)
+        fit = newest_that_fit([Counted(m.tokens, m.group_id) for m in history], budget)
+        kept = _drop_orphans(history[len(history) - fit :])
+        messages = [{"role": "system", "content": system_prompt}]
+        messages.extend(m.as_chat() for m in kept)
+        return Prompt(messages, window.dropped_older or len(kept) < len(window.messages))
+
+    async def _answer(self, message: Message) -> AsyncIterator[ReplyEvent]:
+        model = self._channel(message, "model")
+        schemas = self.tools.schemas(self.settings.tools)
+        prompt = self.build_prompt(
+            message.conversation,
+            self._channel(message, "system_prompt"),
+            count_text(str(schemas)) if schemas else 0,
+        )
+        if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
+            yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
+            return
+        if prompt.trimmed and self.store.claim_trim_notice(message.conversation):
+            yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
+        yield ReplyEvent(ReplyKind.STATUS, THINKING)
+        for _ in range(self.settings.max_tool_rounds + 1):
+            completion: Completion | None = None
+            async for item in self._call_model(message, model, prompt.messages, schemas):
+                if isinstance(item, Delta):
+                    yield ReplyEvent(ReplyKind.DELTA, item.text)
+                elif isinstance(item, Completion):
+                    completion = item
+                else:
+                    yield item
+            if completion is None:
+                return
+            if not completion.tool_calls:
+                yield self._finish(message, completion)
+                return
+            async for event in self._run_tools(message, completion, prompt.messages):
+                yield event
+        yield ReplyEvent(
+            ReplyKind.ERROR, ROUNDS_EXHAUSTED.format(rounds=self.settings.max_tool_rounds)
+        )
+
+    def _finish(self, message: Message, completion: Completion) -> ReplyEvent:
+        text = completion.text.strip()
+        if not text:
+            return ReplyEvent(ReplyKind.ERROR, EMPTY_ANSWER)
+        self.store.append(message.conversation, "assistant", text, count_message(text))
+        return ReplyEvent(ReplyKind.FINAL, text)
+
+    async def _call_model(
+        self,
+        message: Message,
+        model: str,
+        prompt: list[dict[str, Any]],
+        schemas: list[dict[str, Any]],
+    ) -> AsyncIterator[Delta | Completion | ReplyEvent]:
+        """One model call: streams deltas, records usage; an error becomes a ReplyEvent."""
+        started = time.perf_counter()
+        completion: Completion | None = None
+        status = "ok"
+        try:
+            async with self.model_calls:
+                async for item in self.model.stream(
+                    model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
+                ):
+                    if isinstance(item, Completion):
+                        completion = item
+                    yield item
+        except ModelError as error:
+            status = error.kind
+            log.warning("model call failed for %s: %s", message.conversation, error)
+            yield ReplyEvent(ReplyKind.ERROR, error.user_message)
+        finally:
+            self._record_usage(message, model, prompt, completion, status, started)
+
+    def _record_usage(
+        self,
+        message: Message,
+        model: str,
+        prompt: list[dict[str, Any]],
+        completion: Completion | None,
+        status: str,
+        started: float,
+    ) -> None:
+        usage = completion.usage if completion else None
+        if completion is not None and usage is None:
+            # The server sent no usage: count ourselves rather than record nothing.
+            usage = _estimate_usage(prompt, completion)
+        if status == "ok":
+            self.last_model_success = self.clock()
+        self.store.record_usage(
+            UsageRecord(
+                message.platform, message.workspace, message.channel, message.user_key, model,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+                usage.cached_tokens if usage else 0,
+                len(completion.tool_calls) if completion else 0,
+                self.prices.cost(model, usage or Usage()),
+                (time.perf_counter() - started) * 1000,
+                status,
+                self.clock(),
+            )
+        )  # fmt: skip
+
+    async def _run_tools(
+        self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
+    ) -> AsyncIterator[ReplyEvent]:
+        """Run every tool call (parallel ones concurrently) and extend the prompt."""
+        calls = [call.as_chat() for call in completion.tool_calls]
+        key = message.conversation
+        content = completion.text
+        group = self.store.append(
+            key, "assistant", content, count_message(content + str(calls)), tool_calls=calls
+        )
+        names = ", ".join(sorted({call.name for call in completion.tool_calls}))
+        yield ReplyEvent(ReplyKind.STATUS, f"running {names}…")
+        context = self._tool_context(message)
+        results = await asyncio.gather(
+            *(
+                self.tools.run(
+                    call.name, call.arguments, context, timeout=self.settings.tool_timeout_seconds
+                )
+                for call in completion.tool_calls
+            )
+        )
+        prompt.append({"role": "assistant", "content": content, "tool_calls": calls})
+        for call, result in zip(completion.tool_calls, results, strict=True):
+            self.store.append(
+                key, "tool", result.content, count_message(result.content),
+                tool_call_id=call.id, group_id=group,
+            )  # fmt: skip
+            prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+
+    def _tool_context(self, message: Message) -> ToolContext:
+        def search_history(query: str, limit: int) -> list[dict[str, Any]]:
+            # Bound to this message's channel: a tool can never reach another one.
+            return self.store.search_channel(
+                message.platform, message.workspace, message.channel, query, limit
+            )
+
+        return ToolContext(message.conversation, message.user_key, search_history)
+
+
+def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """Drop leading tool results whose assistant tool call was left out."""
+    start = 0
+    while start < len(messages) and messages[start].role == "tool":
+        start += 1
+    return messages[start:]
+
+
+def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:
+    prompt_tokens = sum(count_message(str(m.get("content") or "")) for m in prompt)
+    return Usage(prompt_tokens, count_text(completion.text))

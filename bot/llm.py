@@ -1,0 +1,312 @@
+"""OpenAI-compatible model client: streaming, retries, usage.
+
+One AsyncOpenAI client is built and reused (a new one loads the CA bundle each
+time). Requests go through the client's low-level post(): chat.completions.create()
+walks and transforms every prompt message before sending, which costs about 0.15 ms
+per message, while post() sends our already-valid body as it is (see bench/).
+
+Retries are tenacity's, not the SDK's (its max_retries is 0): 429 (honouring
+Retry-After), 5xx, connection errors and timeouts are retried with exponential
+backoff and jitter; other 4xx never are. Once any text has been streamed to the
+user, a failure is final: retrying would repeat what they already saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai._base_client import make_request_options
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text exactly as the model sent it; may be malformed
+
+    def as_chat(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str = ""
+    attempts: int = 1
+
+
+# What ModelError.kind can be, with what the user is told.
+USER_MESSAGES = {
+    "rate_limited": "The model provider is rate limiting Parley right now. "
+    "Please try again in a minute.",
+    "unavailable": "The model is unavailable right now. Please try again shortly.",
+    "timeout": "The model took too long to answer. Please try again.",
+    "bad_request": "The model rejected this request. If the conversation is long, try /reset.",
+    "auth": "The model endpoint refused Parley's credentials; an admin should check "
+    "OPENAI_API_KEY.",
+    "malformed": "The model sent an answer Parley could not read. Please try again.",
+}
+
+
+class ModelError(Exception):
+    """The model call failed for good. `kind` is one of USER_MESSAGES' keys."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+    @property
+    def user_message(self) -> str:
+        return USER_MESSAGES[self.kind]
+
+
+class _StreamBroken(Exception):
+    """A failure after text reached the user: never retried."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def classify(error: BaseException) -> ModelError:
+    """Turn an SDK or parsing exception into a ModelError."""
+    if isinstance(error, _StreamBroken):
+        error = error.cause
+    if isinstance(error, ModelError):
+        return error
+    if isinstance(error, openai.APITimeoutError):
+        return ModelError("timeout", str(error))
+    if isinstance(error, openai.RateLimitError):
+        return ModelError("rate_limited", str(error))
+    if isinstance(error, openai.APIStatusError):
+        if error.status_code in (401, 403):
+            return ModelError("auth", f"HTTP {error.status_code}")
+        if error.status_code >= 500:
+            return ModelError("unavailable", f"HTTP {error.status_code}")
+        return ModelError("bad_request", f"HTTP {error.status_code}: {error.message}")
+    if isinstance(error, openai.APIConnectionError):
+        return ModelError("unavailable", str(error))
+    return ModelError("malformed", f"{type(error).__name__}: {error}")
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code == 429 or error.status_code >= 500
+    return isinstance(error, openai.APIConnectionError)  # includes timeouts
+
+
+def _retry_after_seconds(error: BaseException | None) -> float | None:
+    if not isinstance(error, openai.APIStatusError):
+        return None
+    headers = error.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date, or garbage: fall back to our own backoff
+        return None
+
+
+class _WaitRetryAfter:
+    """Exponential backoff with jitter, unless the server said how long to wait."""
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+        self.backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def __call__(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        told = _retry_after_seconds(outcome.exception() if outcome else None)
+        return min(told, self.max_wait) if told is not None else self.backoff(state)
+
+
+class _ChunkAssembler:
+    """Collects a streamed answer: text, tool-call fragments by index, usage."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.usage: Usage | None = None
+        self.finish_reason = ""
+
+    def add(self, chunk: ChatCompletionChunk) -> str:
+        """Take one chunk; returns its new text (may be empty)."""
+        if chunk.usage is not None:
+            self.usage = _usage_of(chunk.usage)
+        text = ""
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            if choice.delta.content:
+                text += choice.delta.content
+            for call in choice.delta.tool_calls or ():
+                slot = self.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                slot["id"] = call.id or slot["id"]
+                if call.function is not None:
+                    slot["name"] += call.function.name or ""
+                    slot["arguments"] += call.function.arguments or ""
+        if text:
+            self.parts.append(text)
+        return text
+
+    def result(self) -> Completion:
+        calls = [
+            ToolCall(slot["id"] or f"call_{index}", slot["name"], slot["arguments"])
+            for index, slot in sorted(self.calls.items())
+        ]
+        return Completion("".join(self.parts), calls, self.usage, self.finish_reason)
+
+
+def _usage_of(usage: Any) -> Usage:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", 0) or 0
+    return Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), int(cached))
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+class ModelClient:
+    """Streams chat completions from one OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        timeout_seconds: float,
+        max_attempts: int,
+        retry_max_wait_seconds: float,
+    ) -> None:
+        self.client = AsyncOpenAI(
+            # Local servers (Ollama, vLLM, LM Studio) take any key; the SDK needs one.
+            api_key=api_key or "not-needed",
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=timeout_seconds,
+        )
+        self.timeout_seconds = timeout_seconds
+        self.max_attempts = max_attempts
+        self.wait = _WaitRetryAfter(retry_max_wait_seconds)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[dict[str, Any]],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[Delta | Completion]:
+        """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
+        body = _request_body(model, messages, tools, max_tokens)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_worth_retrying),
+            wait=self.wait,
+            stop=stop_after_attempt(self.max_attempts),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    assembler = _ChunkAssembler()
+                    async for text in self._attempt(body, assembler):
+                        yield Delta(text)
+                    completion = assembler.result()
+                    completion.attempts = attempt.retry_state.attempt_number
+                    yield completion
+        except Exception as error:  # every failure becomes one ModelError
+            raise classify(error) from error
+
+    async def _attempt(
+        self, body: dict[str, Any], assembler: _ChunkAssembler
+    ) -> AsyncIterator[str]:
+        stream = await self.client.post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletion,
+            options=make_request_options(
+                timeout=self.timeout_seconds, security={"bearer_auth": True}
+            ),
+            stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
+        emitted = False
+        try:
+            async for chunk in stream:
+                text = assembler.add(chunk)
+                if text:
+                    emitted = True
+                    yield text
+        except Exception as error:
+            raise (_StreamBroken(error) if emitted else error) from error
+        finally:
+            await stream.close()
+
+
+def _request_body(
+    model: str,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]],
+    max_tokens: int | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if max_tokens:
+        body["max_completion_tokens"] = max_tokens
+    if tools:
+        body["tools"] = list(tools)
+    return body
+
+
+def parse_arguments(call: ToolCall) -> dict[str, Any]:
+    """The call's arguments as a dict; ValueError with a clear reason otherwise."""
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"arguments are not valid JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError("arguments must be a JSON object")
+    return value

@@ -1,0 +1,77 @@
+"""The only types adapters and the engine exchange.
+
+An adapter turns a platform event into a `Message`, hands it to `Engine.handle`, and
+turns the `ReplyEvent`s it gets back into platform calls. Nothing platform-specific
+lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation lives. History never crosses two different keys."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str = ""
+
+    def __str__(self) -> str:
+        # "/" separates the parts, so it is escaped inside them: a channel can never
+        # pass for a prefix of another one.
+        parts = (self.platform, self.workspace, self.channel, self.thread)
+        return "/".join(part.replace("%", "%25").replace("/", "%2F") for part in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One thing a user said, in neutral form."""
+
+    platform: str
+    workspace: str
+    channel: str
+    user: str
+    text: str
+    thread: str = ""
+    user_name: str = ""
+    # Keys that identify this delivery; the engine answers a message only if none of
+    # its keys was seen before (Slack delivers one mention twice, and retries).
+    dedupe_keys: tuple[str, ...] = ()
+    # The platform itself says this user administers the workspace (Discord's
+    # Manage Server, a Slack workspace admin); honoured only where config allows.
+    platform_admin: bool = False
+    is_direct: bool = False
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def conversation(self) -> ConversationKey:
+        return ConversationKey(self.platform, self.workspace, self.channel, self.thread)
+
+    @property
+    def user_key(self) -> str:
+        """The id admins and limits use: platform:user."""
+        return f"{self.platform}:{self.user}"
+
+
+class ReplyKind(Enum):
+    STATUS = "status"  # progress such as "thinking…" or "running calculate…"
+    DELTA = "delta"  # a piece of streamed answer text
+    FINAL = "final"  # the whole answer; adapters replace what they streamed with it
+    NOTICE = "notice"  # a short note alongside the answer (older messages dropped...)
+    ERROR = "error"  # a short message saying why there is no answer
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEvent:
+    kind: ReplyKind
+    text: str
+    # Admin command replies: shown only to the asking user where the platform allows.
+    private: bool = False
+    # A PNG to attach (usage charts), with its file name.
+    image: bytes | None = None
+    image_name: str = ""

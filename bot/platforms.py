@@ -1,0 +1,52 @@
+"""Which adapters can run, given the environment, and what is missing for the rest."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from bot.config import ConfigError, secret
+
+
+def slack_ready() -> bool:
+    return bool(secret("SLACK_BOT_TOKEN")) and bool(
+        secret("SLACK_APP_TOKEN") or secret("SLACK_SIGNING_SECRET")
+    )
+
+
+def discord_ready() -> bool:
+    return bool(secret("DISCORD_BOT_TOKEN"))
+
+
+def availability() -> list[str]:
+    """One line per adapter: ready, or what to set."""
+    model = os.environ.get("OPENAI_BASE_URL") or "OpenAI (set OPENAI_BASE_URL for another server)"
+    key = "set" if secret("OPENAI_API_KEY") else "not set (needed for OpenAI itself)"
+    return [
+        f"Model endpoint: {model}; OPENAI_API_KEY {key}",
+        "Console chat: ready (python -m bot chat)",
+        "Web chat: ready (python -m bot run web)",
+        "Slack: ready (python -m bot run slack)"
+        if slack_ready()
+        else "Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, "
+        "or SLACK_APP_TOKEN for Socket Mode",
+        "Discord: ready (python -m bot run discord)"
+        if discord_ready()
+        else "Discord: set DISCORD_BOT_TOKEN (and DISCORD_GUILD_IDS to sync commands at once)",
+    ]
+
+
+def choose_adapters(names: Sequence[str]) -> list[str]:
+    """The adapters to run: those named, else every one whose token is set, else web."""
+    chosen = list(dict.fromkeys(names))
+    if "slack" in chosen and not slack_ready():
+        raise ConfigError(
+            "Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP Events API), "
+            "or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode)"
+        )
+    if "discord" in chosen and not discord_ready():
+        raise ConfigError("Discord: set DISCORD_BOT_TOKEN")
+    if chosen:
+        return chosen
+    ready = [name for name, ok in (("slack", slack_ready()), ("discord", discord_ready())) if ok]
+    return ready or ["web"]

@@ -1,0 +1,68 @@
+"""Per-user limits: which apply to whom, and what a refused user is told.
+
+The counting itself is one SQLite transaction in the store (Store.admit), so it is
+exact under concurrency and across processes sharing the database. Token and cost
+limits use the usage the API reported after each call: a call already in flight when
+the limit is reached may overshoot it by at most that call's tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.store import Admission, Store, UserLimits
+
+REFUSALS = {
+    "blocked": "You are blocked from using Parley here. Ask an admin if this is a mistake.",
+    "requests_per_minute": "You have reached your limit of {rpm} requests per minute. "
+    "Try again in {wait}.",
+    "tokens_per_day": "You have used your {tpd} tokens for today. Try again in {wait} "
+    "(limits reset at 00:00 UTC).",
+    "cost_per_day": "You have reached your daily spending limit of ${cost:.2f}. "
+    "Try again in {wait} (limits reset at 00:00 UTC).",
+}
+
+
+def describe_wait(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} minutes"
+    return f"{math.ceil(minutes / 60)} hours"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    kind: str
+    text: str
+
+
+class Limiter:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.defaults = UserLimits(
+            settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
+        )
+
+    def check(self, user_key: str, is_admin: bool, now: float) -> Refusal | None:
+        """Admit one request now, or say which limit refuses it and until when."""
+        if is_admin and self.settings.admins_exempt:
+            return None
+        verdict = self.store.admit(user_key, self.defaults, now)
+        if not verdict.refused:
+            return None
+        return Refusal(verdict.refused, self._explain(user_key, verdict, now))
+
+    def _explain(self, user_key: str, verdict: Admission, now: float) -> str:
+        limits = self.store.user_limits(user_key, self.defaults)
+        return REFUSALS[verdict.refused].format(
+            rpm=limits.requests_per_minute,
+            tpd=limits.tokens_per_day,
+            cost=limits.cost_per_day_usd or 0.0,
+            wait=describe_wait(verdict.retry_at - now),
+        )

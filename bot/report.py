@@ -1,0 +1,58 @@
+"""Usage reports as text: a table for chat and the terminal, CSV and JSON for tools."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors")
+
+
+def _cost(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    return f"${value:.2f}" if value >= 10 else f"${value:.6f}".rstrip("0").rstrip(".")
+
+
+def format_table(rows: Sequence[dict[str, Any]], by: str) -> str:
+    """A fixed-width table; cost shows 'unknown' where a price is missing."""
+    header = (by, "requests", "prompt", "completion", "total", "cost", "errors")
+    lines = [header] + [
+        (
+            str(row["key"]),
+            str(row["requests"]),
+            str(row["prompt_tokens"]),
+            str(row["completion_tokens"]),
+            str(row["total_tokens"]),
+            _cost(row["cost_usd"]),
+            str(row["errors"]),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                  for i, (cell, width) in enumerate(zip(line, widths, strict=True)))
+        for line in lines
+    ]  # fmt: skip
+    return "```\n" + "\n".join(text) + "\n```"
+
+
+def as_records(rows: Sequence[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    """The documented JSON shape: the group key named as --by, then the figures."""
+    return [{by: row["key"], **{name: row[name] for name in COLUMNS}} for row in rows]
+
+
+def format_json(rows: Sequence[dict[str, Any]], by: str) -> str:
+    return json.dumps(as_records(rows, by), indent=2)
+
+
+def format_csv(rows: Sequence[dict[str, Any]], by: str) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[by, *COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(as_records(rows, by))
+    return buffer.getvalue()

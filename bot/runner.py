@@ -1,0 +1,54 @@
+"""Run the chosen adapters in one process, sharing one engine and one HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiohttp import web
+
+from bot.app import open_engine
+from bot.config import Settings
+from bot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Adapter(Protocol):
+    name: str
+
+    def add_routes(self, app: web.Application) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def connected(self) -> bool: ...
+
+
+def create_adapter(name: str, engine: Engine, settings: Settings) -> Adapter:
+    module = importlib.import_module(f"adapters.{name}")
+    adapter: Adapter = module.create(engine, settings)
+    return adapter
+
+
+async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
+    """Start every adapter and the HTTP server; run until cancelled."""
+    async with open_engine(settings) as engine:
+        adapters = [create_adapter(name, engine, settings) for name in names]
+        app = web.Application()
+        for adapter in adapters:
+            adapter.add_routes(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.web_host, settings.port)
+        await site.start()
+        log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
+        try:
+            for adapter in adapters:
+                await adapter.start()
+            await asyncio.Event().wait()
+        finally:
+            for adapter in adapters:
+                await adapter.stop()
+            await runner.cleanup()

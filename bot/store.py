@@ -1,0 +1,259 @@
+"""SQLite through sqlite-utils: history, channel settings, dedupe, usage and limits.
+
+This is the only module that speaks SQL. The engine uses the narrow interface below;
+a PostgreSQL store with the same methods can replace it when a team outgrows one
+machine.
+
+Calls are synchronous and short (indexed reads of a few dozen rows, single-row
+writes), so the engine calls them on the event loop: a thread hop would cost more
+than the query.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bot.messages import ConversationKey
+from bot.store_schema import MIGRATIONS
+from bot.store_usage import Admission, UsageRecord, UsageTables, UserLimits
+
+__all__ = ["Admission", "Migrations", "Store", "StoredMessage", "UsageRecord", "UserLimits"]
+
+# How long another process may hold the write lock before we give up.
+BUSY_TIMEOUT_SECONDS = 10.0
+DEDUPE_KEEP_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    role: str  # user | assistant | tool
+    content: str
+    tokens: int
+    group_id: int
+    user: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str = ""
+
+    def as_chat(self) -> dict[str, Any]:
+        """The message as the chat completions API takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The newest history that fits, and how much older history was left out."""
+
+    messages: list[StoredMessage]
+    dropped_older: bool
+
+
+_COLUMNS = "id, role, content, tokens, group_id, user, tool_calls, tool_call_id"
+
+
+def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
+    tool_calls = json.loads(row[6]) if row[6] else None
+    # group_id 0 means "a group of its own", which saves a second write per message.
+    group_id = row[4] or row[0]
+    return StoredMessage(row[0], row[1], row[2], row[3], group_id, row[5], tool_calls, row[7])
+
+
+class Store(UsageTables):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+        )
+        self.db = Database(connection, execute_plugins=False)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        # WAL with synchronous=NORMAL never corrupts; a power cut may lose the last
+        # commit, which is an acceptable trade for several times faster writes.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        MIGRATIONS.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self.db.atomic():
+            yield
+
+    # -- history ---------------------------------------------------------------
+
+    def append(
+        self,
+        key: ConversationKey,
+        role: str,
+        content: str,
+        tokens: int,
+        *,
+        user: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str = "",
+        group_id: int | None = None,
+    ) -> int:
+        """Store one message; returns its id. A message is its own group unless given one."""
+        cursor = self.db.execute(
+            "INSERT INTO messages (conversation, role, content, tokens, group_id, user,"
+            " tool_calls, tool_call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(key),
+                role,
+                content,
+                tokens,
+                group_id or 0,
+                user,
+                json.dumps(tool_calls) if tool_calls else None,
+                tool_call_id,
+                time.time(),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def recent(self, key: ConversationKey, max_messages: int) -> Window:
+        """Up to `max_messages` newest messages since the last reset, oldest first."""
+        start = self._context_start(key)
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND id > ?"
+            " ORDER BY id DESC LIMIT ?",
+            (str(key), start, max_messages + 1),
+        ).fetchall()
+        dropped = len(rows) > max_messages
+        messages = [_row_to_message(row) for row in reversed(rows[:max_messages])]
+        return Window(messages, dropped)
+
+    def has_history(self, key: ConversationKey) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM messages WHERE conversation = ? LIMIT 1", (str(key),)
+        ).fetchone()
+        return row is not None
+
+    def count_messages(self, key: ConversationKey) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM messages WHERE conversation = ?", (str(key),)
+        ).fetchone()
+        return int(row[0])
+
+    def reset(self, key: ConversationKey) -> None:
+        """Start afresh: stored messages stay but leave the context."""
+        last = self.db.execute(
+            "SELECT coalesce(max(id), 0) FROM messages WHERE conversation = ?", (str(key),)
+        ).fetchone()[0]
+        self.db.execute(
+            "INSERT INTO conversations (conversation, context_start, trim_noticed)"
+            " VALUES (?, ?, 0) ON CONFLICT(conversation) DO UPDATE SET"
+            " context_start = excluded.context_start, trim_noticed = 0",
+            (str(key), last),
+        )
+
+    def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
+        """Delete every stored message of a channel, all its threads included."""
+        prefix = str(ConversationKey(platform, workspace, channel, ""))
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "DELETE FROM messages WHERE conversation >= ? AND conversation < ?",
+                (prefix, prefix + "\uffff"),
+            )
+            self.db.execute(
+                "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
+                (prefix, prefix + "\uffff"),
+            )
+        return int(cursor.rowcount)
+
+    def _context_start(self, key: ConversationKey) -> int:
+        row = self.db.execute(
+            "SELECT context_start FROM conversations WHERE conversation = ?", (str(key),)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def claim_trim_notice(self, key: ConversationKey) -> bool:
+        """True the first time older messages are dropped since the last reset."""
+        cursor = self.db.execute(
+            "INSERT INTO conversations (conversation, context_start, trim_noticed)"
+            " VALUES (?, 0, 1) ON CONFLICT(conversation) DO UPDATE SET trim_noticed = 1"
+            " WHERE trim_noticed = 0",
+            (str(key),),
+        )
+        return cursor.rowcount > 0
+
+    # -- channel settings --------------------------------------------------------
+
+    def channel_setting(self, platform: str, workspace: str, channel: str, name: str) -> str:
+        assert name in ("system_prompt", "model")
+        row = self.db.execute(
+            f"SELECT {name} FROM channel_settings WHERE platform = ? AND workspace = ?"
+            " AND channel = ?",
+            (platform, workspace, channel),
+        ).fetchone()
+        return str(row[0]) if row and row[0] else ""
+
+    def set_channel_setting(
+        self, platform: str, workspace: str, channel: str, name: str, value: str
+    ) -> None:
+        assert name in ("system_prompt", "model")
+        self.db.execute(
+            f"INSERT INTO channel_settings (platform, workspace, channel, {name})"
+            f" VALUES (?, ?, ?, ?) ON CONFLICT(platform, workspace, channel)"
+            f" DO UPDATE SET {name} = excluded.{name}",
+            (platform, workspace, channel, value or None),
+        )
+
+    # -- dedupe -------------------------------------------------------------------
+
+    def claim_delivery(self, keys: tuple[str, ...]) -> bool:
+        """Record delivery keys; False if any was seen before (answer exactly once)."""
+        if not keys:
+            return True
+        now = time.time()
+        fresh = True
+        # The primary key decides: two processes racing on one key cannot both insert.
+        with self.db.atomic():
+            for key in keys:
+                cursor = self.db.execute(
+                    "INSERT OR IGNORE INTO deliveries (key, seen_at) VALUES (?, ?)", (key, now)
+                )
+                fresh = fresh and cursor.rowcount == 1
+        return fresh
+
+    # -- search -------------------------------------------------------------------
+
+    def search_channel(
+        self, platform: str, workspace: str, channel: str, query: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Full-text search over one channel's messages (all its threads), best first."""
+        prefix = str(ConversationKey(platform, workspace, channel, ""))
+        cursor = self.db.execute(
+            "SELECT m.role, m.content, m.created_at FROM messages_fts"
+            " JOIN messages m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ? AND m.conversation >= ? AND m.conversation < ?"
+            " ORDER BY rank LIMIT ?",
+            (self.db.quote_fts(query), prefix, prefix + "\uffff", limit),
+        )
+        return [
+            {"role": role, "content": content, "created_at": created_at}
+            for role, content, created_at in cursor.fetchall()
+        ]
+
+    def prune_deliveries(self, now: float | None = None) -> int:
+        cutoff = (now or time.time()) - DEDUPE_KEEP_SECONDS
+        cursor = self.db.execute("DELETE FROM deliveries WHERE seen_at < ?", (cutoff,))
+        return int(cursor.rowcount)

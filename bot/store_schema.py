@@ -1,0 +1,83 @@
+"""The database schema as sqlite-utils migrations: each one runs once, in order."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("parley")
+
+
+@MIGRATIONS()
+def history(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation TEXT NOT NULL,"
+        " role TEXT NOT NULL, content TEXT NOT NULL, tokens INTEGER NOT NULL,"
+        " group_id INTEGER NOT NULL, user TEXT NOT NULL DEFAULT '', tool_calls TEXT,"
+        " tool_call_id TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL)"
+    )
+    # Every history read is "the newest rows of one conversation".
+    db.execute("CREATE INDEX messages_by_conversation ON messages (conversation, id)")
+    db.execute(
+        "CREATE TABLE conversations (conversation TEXT PRIMARY KEY,"
+        " context_start INTEGER NOT NULL DEFAULT 0, trim_noticed INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute(
+        "CREATE TABLE channel_settings (platform TEXT NOT NULL, workspace TEXT NOT NULL,"
+        " channel TEXT NOT NULL, system_prompt TEXT, model TEXT,"
+        " PRIMARY KEY (platform, workspace, channel))"
+    )
+    db.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY, seen_at REAL NOT NULL)")
+    db.execute("CREATE INDEX deliveries_by_age ON deliveries (seen_at)")
+
+
+@MIGRATIONS()
+def usage_and_limits(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE usage (id INTEGER PRIMARY KEY, created_at REAL NOT NULL,"
+        " day TEXT NOT NULL, platform TEXT NOT NULL, workspace TEXT NOT NULL,"
+        " channel TEXT NOT NULL, user_key TEXT NOT NULL, model TEXT NOT NULL,"
+        " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+        " cached_tokens INTEGER NOT NULL, tool_calls INTEGER NOT NULL, cost_usd REAL,"
+        " latency_ms REAL NOT NULL, status TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX usage_by_time ON usage (created_at)")
+    # One row per user and UTC day, updated with each call, so the daily token and
+    # cost checks read one row however busy the user has been.
+    db.execute(
+        "CREATE TABLE daily_totals (user_key TEXT NOT NULL, day TEXT NOT NULL,"
+        " tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (user_key, day))"
+    )
+    db.execute(
+        "CREATE TABLE limits (user_key TEXT PRIMARY KEY, requests_per_minute INTEGER,"
+        " tokens_per_day INTEGER, cost_per_day_usd REAL, blocked INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute(
+        "CREATE TABLE admissions (id INTEGER PRIMARY KEY, user_key TEXT NOT NULL, at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX admissions_by_user ON admissions (user_key, at)")
+    db.execute(
+        "CREATE TABLE refusals (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
+        " user_key TEXT NOT NULL, kind TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX refusals_by_time ON refusals (at)")
+
+
+@MIGRATIONS()
+def history_search(db: Database) -> None:
+    # An external-content FTS5 index over messages, kept in step by triggers.
+    db.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages',"
+        " content_rowid='id')"
+    )
+    db.execute(
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN"
+        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END"
+    )
+    db.execute(
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, content)"
+        " VALUES ('delete', old.id, old.content); END"
+    )
+    db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")

@@ -1,0 +1,82 @@
+"""Prices, cost and report periods for usage accounting."""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import ConfigError
+from bot.llm import Usage
+
+_PERIOD = re.compile(r"^(\d+)([mhdw])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float
+
+
+class Prices:
+    def __init__(self, prices: dict[str, Price]) -> None:
+        self.prices = prices
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prices:
+        """Read config/prices.toml; a missing file means every cost is unknown."""
+        path = Path(path)
+        if not path.is_file():
+            return cls({})
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+        return cls({name: _price(path, name, table) for name, table in document.items()})
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """Cost in USD, or None for a model with no known price (never a silent 0)."""
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        uncached = max(0, usage.prompt_tokens - usage.cached_tokens)
+        return (
+            uncached * price.input
+            + usage.cached_tokens * price.cached_input
+            + usage.completion_tokens * price.output
+        ) / 1_000_000
+
+
+def _price(path: Path, name: str, table: object) -> Price:
+    if not isinstance(table, dict):
+        raise ConfigError(f'{path}: ["{name}"] must be a table with input and output')
+    try:
+        input_price = float(table["input"])
+        output_price = float(table["output"])
+        cached = float(table.get("cached_input", input_price))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            f'{path}: ["{name}"] needs numbers input and output (USD per million tokens),'
+            " and optionally cached_input"
+        ) from None
+    return Price(input_price, output_price, cached)
+
+
+def parse_period(text: str) -> int:
+    """'7d' -> seconds. Units: m(inutes), h(ours), d(ays), w(eeks)."""
+    match = _PERIOD.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(
+            f"period {text!r} is not understood: use a number and a unit, e.g. 30m, 12h, 7d, 4w"
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def since(period: str, now: float | None = None) -> float:
+    return (now if now is not None else time.time()) - parse_period(period)

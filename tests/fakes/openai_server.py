@@ -1,0 +1,355 @@
+"""A fake OpenAI-compatible Chat Completions server for tests and benchmarks.
+
+The real ``openai`` SDK talks to it over a real socket, so retries, timeouts, SSE parsing
+and the ``.stream()`` helper are exercised exactly as in production. Responses are scripted
+with small dataclasses consumed FIFO, one per request; with nothing scripted it echoes the
+last user message. There are no sleeps except Hang/Delay, so it is usable in benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+JSON: TypeAlias = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Text:
+    """A plain assistant reply. Token counts default to a deterministic estimate."""
+
+    content: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int = 0
+    chunks: int | None = None  # number of streamed content deltas; None = one per word
+
+
+@dataclass(frozen=True)
+class Call:
+    """One tool call. A dict is JSON-encoded; a str is sent verbatim (may be malformed)."""
+
+    name: str
+    arguments: str | dict[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """An assistant turn with one or more (parallel) tool calls; finish_reason "tool_calls"."""
+
+    calls: list[Call]
+    content: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Status:
+    """An HTTP error in OpenAI's error shape, optionally with Retry-After."""
+
+    code: int
+    body: JSON | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Sleep before answering (with the default echo), to exercise client timeouts."""
+
+    seconds: float = 30
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """200 with an unparsable body (or an unparsable SSE data line when streaming)."""
+
+    body: str = "this is not json"
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Sleep, then answer with ``then`` (default echo when None)."""
+
+    seconds: float
+    then: Response | None = None
+
+
+Response: TypeAlias = Text | ToolCalls | Status | Hang | Malformed | Delay
+
+# OpenAI's (type, code) for common statuses, so error-classifying code sees realistic bodies.
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
+}
+
+
+def _message_text(message: JSON) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep only the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _estimate_tokens(text: str) -> int:
+    # ~4 chars per token, like OpenAI's rule of thumb; never 0 so usage asserts are meaningful.
+    return max(1, len(text) // 4)
+
+
+def _split(text: str, pieces: int | None) -> list[str]:
+    if not text:
+        return []
+    if pieces is None:
+        # A word plus its trailing whitespace per piece, so "".join() restores the text exactly.
+        return re.findall(r"\S+\s*|\s+", text)
+    n = max(1, min(pieces, len(text)))
+    bounds = [len(text) * i // n for i in range(n + 1)]
+    return [text[bounds[i] : bounds[i + 1]] for i in range(n)]
+
+
+class FakeOpenAI:
+    """In-process fake of ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+
+    def __init__(self, models: Sequence[str] = ("gpt-fake",)) -> None:
+        self.models = list(models)
+        self.requests: list[JSON] = []
+        self.request_headers: list[CIMultiDictProxy[str]] = []  # case-insensitive
+        self._queue: deque[Response] = deque()  # deque: appends are thread-safe
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()  # set by stop(); recreated by start() for its loop
+        self._port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        # Short shutdown_timeout: aiohttp otherwise waits up to 60s for in-flight handlers.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._closing = asyncio.Event()
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self._port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is None:
+            return
+        self._closing.set()  # wakes every Hang/Delay so shutdown doesn't wait for them
+        await self._runner.cleanup()
+        self._runner = None
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @contextmanager
+    def run_in_thread(self) -> Iterator[FakeOpenAI]:
+        """Serve from a daemon thread's own loop, for sync clients or subprocess clients."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
+            yield self
+        finally:
+            try:
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=10)
+                loop.close()
+
+    @property
+    def base_url(self) -> str:
+        if not self._port:
+            raise RuntimeError("FakeOpenAI is not started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def script(self, *responses: Response) -> None:
+        self._queue.extend(responses)
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    @property
+    def pending(self) -> int:
+        """Scripted responses not consumed yet (assert 0 to prove a test used them all)."""
+        return len(self._queue)
+
+    def reset(self) -> None:
+        self._queue.clear()
+        self.requests.clear()
+        self.request_headers.clear()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _error(Status(400, {"error": {"message": "invalid JSON body"}}))
+        if not isinstance(body, dict):
+            return _error(Status(400))
+        self.requests.append(body)
+        self.request_headers.append(request.headers)
+        response = self._queue.popleft() if self._queue else None
+        while isinstance(response, Hang | Delay):
+            # Wait on the closing event, not sleep(), so stop() wakes hung handlers at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), response.seconds)
+            if self._closing.is_set():
+                return _error(Status(503))  # server is stopping; the client is going away
+            response = response.then if isinstance(response, Delay) else None
+        if response is None:
+            users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+            response = Text("echo: " + (_message_text(users[-1]) if users else ""))
+        if isinstance(response, Status):
+            return _error(response)
+        if body.get("stream"):
+            return await self._stream(request, body, response)
+        if isinstance(response, Malformed):
+            return web.Response(text=response.body, content_type="application/json")
+        return web.json_response(self._completion(body, response))
+
+    def _usage(self, body: JSON, reply: Text | ToolCalls) -> JSON:
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = _estimate_tokens("".join(_message_text(m) for m in body.get("messages", [])))
+        completion = reply.completion_tokens
+        if completion is None:
+            out = reply.content
+            if isinstance(reply, ToolCalls):
+                out += "".join(c.name + _args(c) for c in reply.calls)
+            completion = _estimate_tokens(out)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+        }
+
+    def _envelope(self, body: JSON, obj: str) -> JSON:
+        return {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.get("model", "gpt-fake"),
+        }
+
+    def _tool_calls(self, reply: ToolCalls) -> list[JSON]:
+        return [
+            {
+                "id": c.id or f"call_fake_{next(self._ids)}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": _args(c)},
+            }
+            for c in reply.calls
+        ]
+
+    def _completion(self, body: JSON, reply: Text | ToolCalls) -> JSON:
+        message: JSON = {"role": "assistant", "content": reply.content, "refusal": None}
+        finish = "stop"
+        if isinstance(reply, ToolCalls):
+            message["content"] = reply.content or None  # OpenAI sends null beside tool calls
+            message["tool_calls"] = self._tool_calls(reply)
+            finish = "tool_calls"
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        return {
+            **self._envelope(body, "chat.completion"),
+            "choices": [choice],
+            "usage": self._usage(body, reply),
+        }
+
+    async def _stream(
+        self, request: web.Request, body: JSON, reply: Text | ToolCalls | Malformed
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if isinstance(reply, Malformed):
+            await resp.write(f"data: {reply.body}\n\n".encode())
+        else:
+            for chunk in self._chunks(body, reply):
+                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    def _chunks(self, body: JSON, reply: Text | ToolCalls) -> Iterator[JSON]:
+        """Yield chunks in OpenAI's order: role, content, tool calls, finish, [usage]."""
+        env = self._envelope(body, "chat.completion.chunk")  # one id for the whole stream
+        options = body.get("stream_options") or {}
+        with_usage = bool(options.get("include_usage"))
+
+        def chunk(delta: JSON, finish: str | None = None) -> JSON:
+            out: JSON = {
+                **env,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+            }
+            if with_usage:
+                out["usage"] = None
+            return out
+
+        is_tools = isinstance(reply, ToolCalls)
+        first_content = None if is_tools and not reply.content else ""
+        yield chunk({"role": "assistant", "content": first_content, "refusal": None})
+        pieces = _split(reply.content, reply.chunks if isinstance(reply, Text) else None)
+        for piece in pieces:
+            yield chunk({"content": piece})
+        if isinstance(reply, ToolCalls):
+            for index, call in enumerate(self._tool_calls(reply)):
+                fn = call["function"]
+                head = {**call, "index": index, "function": {"name": fn["name"], "arguments": ""}}
+                yield chunk({"tool_calls": [head]})
+                # OpenAI streams arguments in many fragments; 3 is enough to test reassembly.
+                for fragment in _split(fn["arguments"], 3):
+                    delta = {"index": index, "function": {"arguments": fragment}}
+                    yield chunk({"tool_calls": [delta]})
+        yield chunk({}, "tool_calls" if is_tools else "stop")
+        if with_usage:
+            yield {**env, "choices": [], "usage": self._usage(body, reply)}
+
+
+def _args(call: Call) -> str:
+    return call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+
+
+def _error(status: Status) -> web.Response:
+    kind, code = _ERROR_KINDS.get(status.code, ("api_error", None))
+    body = status.body or {
+        "error": {"message": f"fake error {status.code}", "type": kind, "param": None, "code": code}
+    }
+    headers: dict[str, str] = {}
+    if status.retry_after is not None:
+        # Both headers, as OpenAI sends; the SDK prefers -ms, other clients read Retry-After.
+        headers["Retry-After"] = f"{status.retry_after:g}"
+        headers["retry-after-ms"] = str(int(status.retry_after * 1000))
+    return web.json_response(body, status=status.code, headers=headers)
