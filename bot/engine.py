@@ -9,6 +9,7 @@ order; different conversations run concurrently, with a global cap on model call
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,7 +41,7 @@ THINKING = "thinking…"
 @dataclass(frozen=True, slots=True)
 class Prompt:
     messages: list[dict[str, Any]]
-    trimmed: bool
+    trimmed: bool  # older history was left out and the user was not told yet
 
 
 class Engine:
@@ -65,6 +66,7 @@ class Engine:
         self.conversation_locks = KeyedLocks[ConversationKey]()
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
+        self._schema_token_cache: dict[tuple[str, ...], int] = {}
 
     def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
@@ -104,11 +106,21 @@ class Engine:
             return TOO_LONG.format(length=len(text), limit=self.settings.max_input_chars)
         return ""
 
-    def _channel(self, message: Message, name: str) -> str:
-        value = self.store.channel_setting(
-            message.platform, message.workspace, message.channel, name
-        )
-        return value or str(getattr(self.settings, name))
+    def _channel_settings(self, message: Message) -> tuple[str, str]:
+        """This channel's model and system prompt, or the configured defaults."""
+        own = self.store.channel_settings(message.platform, message.workspace, message.channel)
+        return own["model"] or self.settings.model, own[
+            "system_prompt"
+        ] or self.settings.system_prompt
+
+    def _schema_tokens(self, schemas: list[dict[str, Any]]) -> int:
+        """Tokens the tool definitions take in the prompt, counted once per tool set."""
+        if not schemas:
+            return 0
+        key = tuple(schema["function"]["name"] for schema in schemas)
+        if key not in self._schema_token_cache:
+            self._schema_token_cache[key] = count_text(json.dumps(schemas))
+        return self._schema_token_cache[key]
 
     def build_prompt(self, key: ConversationKey, system_prompt: str, tools_tokens: int) -> Prompt:
         """The system prompt, then the newest whole history groups that fit the budget."""
@@ -124,15 +136,14 @@ class Engine:
         kept = _drop_orphans(history[len(history) - fit :])
         messages = [{"role": "system", "content": system_prompt}]
         messages.extend(m.as_chat() for m in kept)
-        return Prompt(messages, window.dropped_older or len(kept) < len(window.messages))
+        trimmed = window.dropped_older or len(kept) < len(window.messages)
+        return Prompt(messages, trimmed and not window.trim_noticed)
 
     async def _answer(self, message: Message) -> AsyncIterator[ReplyEvent]:
-        model = self._channel(message, "model")
+        model, system_prompt = self._channel_settings(message)
         schemas = self.tools.schemas(self.settings.tools)
         prompt = self.build_prompt(
-            message.conversation,
-            self._channel(message, "system_prompt"),
-            count_text(str(schemas)) if schemas else 0,
+            message.conversation, system_prompt, self._schema_tokens(schemas)
         )
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")

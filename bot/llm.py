@@ -9,6 +9,9 @@ Retries are tenacity's, not the SDK's (its max_retries is 0): 429 (honouring
 Retry-After), 5xx, connection errors and timeouts are retried with exponential
 backoff and jitter; other 4xx never are. Once any text has been streamed to the
 user, a failure is final: retrying would repeat what they already saw.
+
+Chunks are read as plain dicts (see _attempt); any shape we cannot read becomes a
+"malformed" ModelError, never a crash.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI, AsyncStream
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -163,25 +166,28 @@ class _ChunkAssembler:
         self.usage: Usage | None = None
         self.finish_reason = ""
 
-    def add(self, chunk: ChatCompletionChunk) -> str:
-        """Take one chunk; returns its new text (may be empty)."""
-        if chunk.usage is not None:
-            self.usage = _usage_of(chunk.usage)
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one raw chunk; returns its new text (may be empty)."""
+        if chunk.get("usage"):
+            self.usage = _usage_of(chunk["usage"])
         text = ""
-        for choice in chunk.choices:
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-            if choice.delta.content:
-                text += choice.delta.content
-            for call in choice.delta.tool_calls or ():
-                slot = self.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                slot["id"] = call.id or slot["id"]
-                if call.function is not None:
-                    slot["name"] += call.function.name or ""
-                    slot["arguments"] += call.function.arguments or ""
+        for choice in chunk.get("choices") or ():
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            for call in delta.get("tool_calls") or ():
+                self._add_call_fragment(call)
         if text:
             self.parts.append(text)
         return text
+
+    def _add_call_fragment(self, call: dict[str, Any]) -> None:
+        slot = self.calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+        slot["id"] = call.get("id") or slot["id"]
+        function = call.get("function") or {}
+        slot["name"] += function.get("name") or ""
+        slot["arguments"] += function.get("arguments") or ""
 
     def result(self) -> Completion:
         calls = [
@@ -191,10 +197,11 @@ class _ChunkAssembler:
         return Completion("".join(self.parts), calls, self.usage, self.finish_reason)
 
 
-def _usage_of(usage: Any) -> Usage:
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", 0) or 0
-    return Usage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), int(cached))
+def _usage_of(usage: dict[str, Any]) -> Usage:
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +274,15 @@ class ModelClient:
                 timeout=self.timeout_seconds, security={"bearer_auth": True}
             ),
             stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
+            # Raw dicts: building the SDK's typed chunk objects cost more than the
+            # rest of the engine together (see bench/); we read the few fields we need.
+            stream_cls=AsyncStream[object],
         )
         emitted = False
         try:
             async for chunk in stream:
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"a stream chunk is not an object: {chunk!r:.80}")
                 text = assembler.add(chunk)
                 if text:
                     emitted = True

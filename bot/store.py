@@ -61,6 +61,7 @@ class Window:
 
     messages: list[StoredMessage]
     dropped_older: bool
+    trim_noticed: bool = False
 
 
 _COLUMNS = "id, role, content, tokens, group_id, user, tool_calls, tool_call_id"
@@ -131,7 +132,7 @@ class Store(UsageTables):
 
     def recent(self, key: ConversationKey, max_messages: int) -> Window:
         """Up to `max_messages` newest messages since the last reset, oldest first."""
-        start = self._context_start(key)
+        start, noticed = self._conversation_state(key)
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND id > ?"
             " ORDER BY id DESC LIMIT ?",
@@ -139,7 +140,7 @@ class Store(UsageTables):
         ).fetchall()
         dropped = len(rows) > max_messages
         messages = [_row_to_message(row) for row in reversed(rows[:max_messages])]
-        return Window(messages, dropped)
+        return Window(messages, dropped, noticed)
 
     def has_history(self, key: ConversationKey) -> bool:
         row = self.db.execute(
@@ -179,11 +180,13 @@ class Store(UsageTables):
             )
         return int(cursor.rowcount)
 
-    def _context_start(self, key: ConversationKey) -> int:
+    def _conversation_state(self, key: ConversationKey) -> tuple[int, bool]:
+        """Where the context starts (after a reset), and whether trimming was told."""
         row = self.db.execute(
-            "SELECT context_start FROM conversations WHERE conversation = ?", (str(key),)
+            "SELECT context_start, trim_noticed FROM conversations WHERE conversation = ?",
+            (str(key),),
         ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), bool(row[1])) if row else (0, False)
 
     def claim_trim_notice(self, key: ConversationKey) -> bool:
         """True the first time older messages are dropped since the last reset."""
@@ -197,14 +200,18 @@ class Store(UsageTables):
 
     # -- channel settings --------------------------------------------------------
 
-    def channel_setting(self, platform: str, workspace: str, channel: str, name: str) -> str:
-        assert name in ("system_prompt", "model")
+    def channel_settings(self, platform: str, workspace: str, channel: str) -> dict[str, str]:
+        """This channel's own system_prompt and model ("" where it has none)."""
         row = self.db.execute(
-            f"SELECT {name} FROM channel_settings WHERE platform = ? AND workspace = ?"
-            " AND channel = ?",
+            "SELECT system_prompt, model FROM channel_settings WHERE platform = ?"
+            " AND workspace = ? AND channel = ?",
             (platform, workspace, channel),
         ).fetchone()
-        return str(row[0]) if row and row[0] else ""
+        system_prompt, model = row if row else ("", "")
+        return {"system_prompt": system_prompt or "", "model": model or ""}
+
+    def channel_setting(self, platform: str, workspace: str, channel: str, name: str) -> str:
+        return self.channel_settings(platform, workspace, channel)[name]
 
     def set_channel_setting(
         self, platform: str, workspace: str, channel: str, name: str, value: str

@@ -1,0 +1,205 @@
+"""Engine time per message at 10, 1,000 and 100,000 stored messages.
+
+    python bench/engine_bench.py [--messages 400] [--sizes 10,1000,100000]
+
+The fake model runs in another process (zero latency, real socket), so the figures
+are this process's work. For each history size it prints, per message:
+- engine time: everything Engine.handle does except waiting for the model call
+  (validation, dedupe, limit check, storing, prompt building, usage write),
+- model call: the SDK call over the socket to the fake (the SDK's own work included),
+- messages per second, sequential in one conversation (bound by the round trip),
+then messages per second with 16 conversations at once (this process is one core),
+and then the cost of the limit check and the usage write on their own.
+Targets: engine p50 <= 2 ms, p99 <= 10 ms, 100,000 within 1.25x of 10; >= 300 msg/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.config import Settings
+from bot.engine import Engine
+from bot.llm import Completion, Delta, ModelClient
+from bot.messages import ConversationKey, Message
+from bot.store import Store, UsageRecord
+from bot.tokens import count_message
+from bot.usage import Prices
+
+
+class TimedModel(ModelClient):
+    """The real client, with the time spent inside each call added up."""
+
+    spent = 0.0
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Delta | Completion]:
+        started = time.perf_counter()
+        try:
+            async for item in super().stream(*args, **kwargs):
+                paused = time.perf_counter()
+                self.spent += paused - started
+                yield item
+                started = time.perf_counter()
+        finally:
+            self.spent += time.perf_counter() - started
+
+
+def start_fake_model() -> tuple[subprocess.Popen[str], str]:
+    code = (
+        "import sys; from tests.fakes.openai_server import FakeOpenAI\n"
+        "with FakeOpenAI().run_in_thread() as fake:\n"
+        "    print(fake.base_url, flush=True); sys.stdin.read()\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, cwd=root,
+    )  # fmt: skip
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def fill_history(store: Store, key: ConversationKey, count: int) -> None:
+    text = "An earlier message of an ordinary length, about twenty tokens or so in all."
+    tokens = count_message(text)
+    with store.atomic():
+        for index in range(count):
+            store.append(key, "user" if index % 2 == 0 else "assistant", text, tokens)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run_size(base_url: str, size: int, messages: int, folder: Path) -> dict[str, float]:
+    settings = Settings(
+        db_path=str(folder / f"bench-{size}.db"), requests_per_minute=1_000_000,
+        tokens_per_day=1_000_000_000, tools=(),
+    )  # fmt: skip
+    store = Store(settings.db_path)
+    key = ConversationKey("bench", "w", "c", "")
+    fill_history(store, key, size)
+    model = TimedModel(
+        api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
+        retry_max_wait_seconds=1,
+    )  # fmt: skip
+    engine = Engine(settings, store, model, prices=Prices.load("config/prices.toml"))
+    engine_ms: list[float] = []
+    model_ms: list[float] = []
+    wall_started = time.perf_counter()
+    for index in range(messages + 20):
+        message = Message("bench", "w", "c", "u1", f"Question number {index}, short.")
+        model.spent = 0.0
+        started = time.perf_counter()
+        async for _ in engine.handle(message):
+            pass
+        total = time.perf_counter() - started
+        if index >= 20:  # the first calls warm up connections and caches
+            engine_ms.append((total - model.spent) * 1000)
+            model_ms.append(model.spent * 1000)
+    wall = time.perf_counter() - wall_started
+    await model.close()
+    store.close()
+    return {
+        "p50": statistics.median(engine_ms),
+        "p99": percentile(engine_ms, 0.99),
+        "model_p50": statistics.median(model_ms),
+        "per_second": (messages + 20) / wall,
+    }
+
+
+async def concurrent_rate(base_url: str, folder: Path, conversations: int, each: int) -> float:
+    """Messages per second with many conversations in flight on this one core."""
+    settings = Settings(
+        db_path=str(folder / "concurrent.db"), requests_per_minute=1_000_000,
+        tokens_per_day=1_000_000_000, tools=(), max_concurrent_calls=conversations,
+    )  # fmt: skip
+    store = Store(settings.db_path)
+    model = ModelClient(
+        api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
+        retry_max_wait_seconds=1,
+    )  # fmt: skip
+    engine = Engine(settings, store, model, prices=Prices.load("config/prices.toml"))
+
+    async def talk(channel: str, count: int) -> None:
+        for index in range(count):
+            message = Message("bench", "w", channel, "u1", f"Question {index}, short.")
+            async for _ in engine.handle(message):
+                pass
+
+    await asyncio.gather(*(talk(f"warm{i}", 3) for i in range(conversations)))
+    started = time.perf_counter()
+    await asyncio.gather(*(talk(f"c{i}", each) for i in range(conversations)))
+    rate = conversations * each / (time.perf_counter() - started)
+    await model.close()
+    store.close()
+    return rate
+
+
+def micro(folder: Path, rounds: int = 2000) -> tuple[float, float]:
+    """Microseconds per limit check and per usage write, alone."""
+    from bot.ratelimit import Limiter
+
+    settings = Settings(requests_per_minute=1_000_000, tokens_per_day=1_000_000_000)
+    store = Store(folder / "micro.db")
+    limiter = Limiter(store, settings)
+    started = time.perf_counter()
+    for index in range(rounds):
+        limiter.check(f"bench:u{index % 50}", False, time.time())
+    check_us = (time.perf_counter() - started) / rounds * 1e6
+    record = UsageRecord(
+        "bench", "w", "c", "bench:u1", "gpt-4o-mini", 500, 50, 0, 0, 0.001, 5.0, "ok"
+    )
+    started = time.perf_counter()
+    for _ in range(rounds):
+        store.record_usage(record)
+    write_us = (time.perf_counter() - started) / rounds * 1e6
+    store.close()
+    return check_us, write_us
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--sizes", default="10,1000,100000")
+    arguments = parser.parse_args()
+    process, base_url = start_fake_model()
+    try:
+        with tempfile.TemporaryDirectory() as name:
+            folder = Path(name)
+            print(f"{'history':>9} {'engine p50':>11} {'engine p99':>11}", end="")
+            print(f" {'model p50':>10} {'msg/s':>7}")
+            results = {}
+            for size in (int(s) for s in arguments.sizes.split(",")):
+                result = await run_size(base_url, size, arguments.messages, folder)
+                results[size] = result
+                print(
+                    f"{size:>9,} {result['p50']:>8.2f} ms {result['p99']:>8.2f} ms"
+                    f" {result['model_p50']:>7.2f} ms {result['per_second']:>7.0f}"
+                )
+            sizes = sorted(results)
+            ratio = results[sizes[-1]]["p50"] / results[sizes[0]]["p50"]
+            print(f"engine p50 at {sizes[-1]:,} / at {sizes[0]:,}: {ratio:.2f}x")
+            rate = await concurrent_rate(base_url, folder, 16, 40)
+            print(f"16 conversations at once: {rate:.0f} msg/s")
+            check_us, write_us = micro(folder)
+            print(f"limit check: {check_us:.0f} us per message; usage write: {write_us:.0f} us")
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,91 @@
+"""Shared fixtures: a fake model server, and engines built on a fresh database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.engine import Engine
+from bot.llm import ModelClient
+from bot.messages import Message, ReplyEvent, ReplyKind
+from bot.store import Store
+from bot.tools.builtins import register_builtins
+from bot.tools.registry import Registry
+from bot.usage import Prices
+from tests.fakes.openai_server import FakeOpenAI
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for tests: a database in tmp_path, fast retries, no limits."""
+    base = Settings(
+        db_path=str(tmp_path / "parley.db"),
+        max_attempts=3,
+        retry_max_wait_seconds=0.05,
+        timeout_seconds=5.0,
+        requests_per_minute=0,
+        tokens_per_day=0,
+        prices_path="config/prices.toml",
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+async def make_engine(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[EngineFactory]:
+    """make_engine(**settings) -> an Engine on a database in tmp_path and the fake model."""
+    opened: list[Engine] = []
+
+    def build(clock: Callable[[], float] | None = None, **overrides: Any) -> Engine:
+        settings = test_settings(tmp_path, **overrides)
+        model = ModelClient(
+            api_key="test",
+            base_url=fake_openai.base_url,
+            timeout_seconds=settings.timeout_seconds,
+            max_attempts=settings.max_attempts,
+            retry_max_wait_seconds=settings.retry_max_wait_seconds,
+        )
+        registry = Registry()
+        register_builtins(registry)
+        extra = {"clock": clock} if clock else {}
+        engine = Engine(
+            settings, Store(settings.db_path), model, tools=registry,
+            prices=Prices.load(settings.prices_path), **extra,
+        )  # fmt: skip
+        opened.append(engine)
+        return engine
+
+    yield build
+    for engine in opened:
+        await engine.model.close()
+        engine.store.close()
+
+
+def message(text: str, **fields: Any) -> Message:
+    defaults: dict[str, Any] = {
+        "platform": "test", "workspace": "w1", "channel": "c1", "user": "alice",
+    }  # fmt: skip
+    return Message(text=text, **(defaults | fields))
+
+
+async def collect(engine: Engine, msg: Message) -> list[ReplyEvent]:
+    return [event async for event in engine.handle(msg)]
+
+
+def final_text(events: list[ReplyEvent]) -> str:
+    """The text the user ends up with: the final answer or the error."""
+    for event in reversed(events):
+        if event.kind in (ReplyKind.FINAL, ReplyKind.ERROR):
+            return event.text
+    raise AssertionError(f"no final or error event in {events}")

@@ -1,0 +1,90 @@
+"""Settings: precedence, and bad values stopping start-up with a message that helps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "parley.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(str(write(tmp_path, "")), environ={})
+    assert settings.model == "gpt-4o-mini"
+    assert settings.db_path == "data/parley.db"
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, '[model]\nname = "from-file"\n[limits]\nrequests_per_minute = 5\n')
+    assert load_settings(path, environ={}).model == "from-file"
+    environ = {"PARLEY_MODEL": "from-env", "PARLEY_RATE_PER_MINUTE": "7"}
+    settings = load_settings(path, environ=environ)
+    assert (settings.model, settings.requests_per_minute) == ("from-env", 7)
+    flagged = load_settings(path, environ=environ, overrides={"model.name": "from-flag"})
+    assert flagged.model == "from-flag"
+
+
+def test_admins_from_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, ""), environ={"PARLEY_ADMINS": "slack:U1, discord:2,console:al"}
+    )
+    assert settings.admins == ("slack:U1", "discord:2", "console:al")
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "names"),
+    [
+        ("[limits]\nrequests_per_minute = -1\n", {}, "limits.requests_per_minute"),
+        ("", {"PARLEY_RATE_PER_MINUTE": "lots"}, "PARLEY_RATE_PER_MINUTE"),
+        ("", {"PARLEY_TOKENS_PER_DAY": "1.5"}, "limits.tokens_per_day"),
+        ("[model]\ncontext_tokens = 100\nreply_tokens = 200\n", {}, "model.reply_tokens"),
+        ("[model]\nnmae = 'typo'\n", {}, "model.nmae"),
+        ("[slack]\nbot_token = 'xoxb-secret'\n", {}, "secrets belong in the environment"),
+        ("[model\n", {}, "not valid TOML"),
+        ("", {"PARLEY_ADMINS": "alice"}, "platform:user"),
+        ("", {"PORT": "http"}, "web.port"),
+    ],
+)
+def test_bad_settings_name_the_setting(
+    tmp_path: Path, text: str, environ: dict[str, str], names: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), environ=environ)
+    assert names in str(raised.value)
+
+
+def test_missing_config_file_named_by_environment(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PARLEY_CONFIG"):
+        load_settings(environ={"PARLEY_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_shipped_config_file_is_valid_and_matches_defaults() -> None:
+    from bot.config import Settings
+
+    settings = load_settings("config/parley.toml", environ={})
+    defaults = Settings()
+    assert settings.model == defaults.model
+    assert settings.context_tokens == defaults.context_tokens
+    assert settings.requests_per_minute == defaults.requests_per_minute
+
+
+def test_bad_config_stops_the_cli_with_a_clear_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "usage"],
+        env={"PARLEY_RATE_PER_MINUTE": "many", "PATH": "", "PARLEY_DB": str(tmp_path / "d.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "PARLEY_RATE_PER_MINUTE" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,89 @@
+"""python -m bot chat as a user runs it: a real subprocess against the fake model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, Status
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI().run_in_thread() as fake:
+        yield fake
+
+
+def run_chat(
+    fake: FakeOpenAI, tmp_path: Path, lines: str, *arguments: str, **environ: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-test-secret-value",
+        "PARLEY_DB": str(tmp_path / "chat.db"),
+        "PARLEY_CONFIG": str(Path("config/parley.toml").resolve()),
+        **environ,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "chat", *arguments],
+        input=lines,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_each_line_is_a_message_and_each_reply_is_printed_whole(
+    model_server: FakeOpenAI, tmp_path: Path
+) -> None:
+    result = run_chat(model_server, tmp_path, "hello\nhow are you?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["parley> echo: hello", "parley> echo: how are you?"]
+
+
+def test_history_survives_a_restart(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    run_chat(model_server, tmp_path, "first\n", "--user", "ann")
+    run_chat(model_server, tmp_path, "second\n", "--user", "ann")
+    contents = [m["content"] for m in model_server.requests[-1]["messages"]]
+    assert contents[1:] == ["first", "echo: first", "second"]
+
+
+def test_user_and_channel_pick_the_conversation(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    run_chat(model_server, tmp_path, "in general\n", "--channel", "general")
+    run_chat(model_server, tmp_path, "in random\n", "--channel", "random")
+    contents = [m["content"] for m in model_server.requests[-1]["messages"]]
+    assert contents[1:] == ["in random"]
+
+
+def test_commands_and_errors_print_clearly(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    model_server.script(Status(400))
+    result = run_chat(model_server, tmp_path, "hi\n/usage\n/help\n", "--user", "bob")
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0]
+        == "parley! The model rejected this request. If the conversation is long, try /reset."
+    )
+    assert lines[1] == "parley! Sorry, only Parley admins can use /usage."
+    assert "/reset" in result.stdout
+    assert result.returncode == 0
+
+
+def test_admin_sees_usage(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    result = run_chat(
+        model_server, tmp_path, "hi\n/usage 1d\n", "--user", "root", PARLEY_ADMINS="console:root"
+    )
+    assert "console:root" in result.stdout
+    assert "requests" in result.stdout
+
+
+def test_secrets_never_reach_the_output(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    result = run_chat(model_server, tmp_path, "hi\n", "-v")
+    assert "sk-test-secret-value" not in result.stdout + result.stderr

@@ -1,0 +1,137 @@
+"""The model client against the fake server: retries, timeouts, usage, streaming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.llm import Completion, Delta, ModelClient, ModelError
+from tests.fakes.openai_server import Call, FakeOpenAI, Hang, Status, Text, ToolCalls
+
+PROMPT = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+async def client(fake_openai: FakeOpenAI) -> AsyncIterator[ModelClient]:
+    model = ModelClient(
+        api_key="test",
+        base_url=fake_openai.base_url,
+        timeout_seconds=0.5,
+        max_attempts=3,
+        retry_max_wait_seconds=0.05,
+    )
+    yield model
+    await model.close()
+
+
+async def complete(client: ModelClient) -> tuple[str, Completion]:
+    streamed = ""
+    final = None
+    async for item in client.stream("gpt-fake", PROMPT):
+        if isinstance(item, Delta):
+            streamed += item.text
+        else:
+            final = item
+    assert final is not None
+    return streamed, final
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Status(429), Status(500), Status(502), Status(503), Hang(5)],
+    ids=["429", "500", "502", "503", "timeout"],
+)
+async def test_retryable_failures_are_retried(
+    client: ModelClient, fake_openai: FakeOpenAI, fault: object
+) -> None:
+    fake_openai.script(fault, Text("recovered"))  # type: ignore[arg-type]
+    streamed, final = await complete(client)
+    assert streamed == final.text == "recovered"
+    assert fake_openai.request_count == 2
+    assert final.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (400, "bad_request"),
+        (401, "auth"),
+        (403, "auth"),
+        (404, "bad_request"),
+        (422, "bad_request"),
+    ],
+)
+async def test_other_client_errors_are_never_retried(
+    client: ModelClient, fake_openai: FakeOpenAI, code: int, kind: str
+) -> None:
+    fake_openai.script(Status(code))
+    with pytest.raises(ModelError) as raised:
+        await complete(client)
+    assert raised.value.kind == kind
+    assert fake_openai.request_count == 1
+
+
+async def test_gives_up_after_max_attempts(client: ModelClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Status(500), Status(500), Status(500), Text("too late"))
+    with pytest.raises(ModelError) as raised:
+        await complete(client)
+    assert raised.value.kind == "unavailable"
+    assert fake_openai.request_count == 3
+
+
+async def test_timeout_is_reported_as_timeout(client: ModelClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Hang(5), Hang(5), Hang(5))
+    with pytest.raises(ModelError) as raised:
+        await complete(client)
+    assert raised.value.kind == "timeout"
+    assert fake_openai.request_count == 3
+
+
+async def test_retry_after_is_honoured(fake_openai: FakeOpenAI) -> None:
+    model = ModelClient(
+        api_key="t", base_url=fake_openai.base_url, timeout_seconds=2,
+        max_attempts=2, retry_max_wait_seconds=5,
+    )  # fmt: skip
+    fake_openai.script(Status(429, retry_after=0.4), Text("ok"))
+    started = time.monotonic()
+    async for _ in model.stream("gpt-fake", PROMPT):
+        pass
+    waited = time.monotonic() - started
+    await model.close()
+    assert waited >= 0.4
+    assert fake_openai.request_count == 2
+
+
+async def test_usage_includes_cached_tokens_and_asks_for_stream_usage(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Text("hey", prompt_tokens=50, completion_tokens=7, cached_tokens=32))
+    _, final = await complete(client)
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 7)
+    assert final.usage.cached_tokens == 32
+    body = fake_openai.requests[-1]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+async def test_streamed_parallel_tool_calls_are_assembled(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(
+        ToolCalls([Call("calculate", {"expression": "2+2"}), Call("current_time", {})])
+    )
+    _, final = await complete(client)
+    assert [(c.name, c.arguments) for c in final.tool_calls] == [
+        ("calculate", '{"expression": "2+2"}'),
+        ("current_time", "{}"),
+    ]
+    assert all(call.id for call in final.tool_calls)
+    assert final.finish_reason == "tool_calls"
+
+
+async def test_api_key_is_sent_as_bearer(client: ModelClient, fake_openai: FakeOpenAI) -> None:
+    await complete(client)
+    assert fake_openai.request_headers[-1]["Authorization"] == "Bearer test"
