@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from bot.config import Settings, secret
 from bot.engine import Engine
 from bot.llm import ModelClient
 from bot.store import Store
 from bot.tools.builtins import register_builtins
-from bot.tools.mcp import McpServers
 from bot.tools.plugins import load_entry_points, load_modules
 from bot.tools.registry import Registry
 from bot.usage import Prices
@@ -45,12 +44,26 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     model = build_model_client(settings)
     registry = build_registry(settings)
     try:
-        async with McpServers(registry, settings.mcp_servers) as servers:
-            for problem in servers.errors:
-                log.warning("MCP server skipped: %s", problem)
+        async with AsyncExitStack() as stack:
+            if settings.mcp_servers:
+                await stack.enter_async_context(_mcp_servers(registry, settings))
             yield Engine(
                 settings, store, model, tools=registry, prices=Prices.load(settings.prices_path)
             )
     finally:
         await model.close()
         store.close()
+
+
+@asynccontextmanager
+async def _mcp_servers(registry: Registry, settings: Settings) -> AsyncIterator[None]:
+    # Imported only when servers are configured: the mcp package takes most of a
+    # second to import, which every `python -m bot chat` would otherwise pay.
+    from bot.tools.mcp import McpServers
+
+    async with McpServers(registry, settings.mcp_servers) as servers:
+        for problem in servers.errors:
+            log.warning("MCP server skipped: %s", problem)
+        for name in servers.connected:
+            log.info("MCP server connected: %s", name)
+        yield

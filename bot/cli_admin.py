@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from bot.commands import LIMIT_NAMES
+from bot.commands import LIMIT_NAMES, describe_limits
 from bot.config import Settings
 from bot.report import format_csv, format_json, format_table
 from bot.store import Store, UserLimits
@@ -74,9 +74,9 @@ def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> 
         settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
     )
     if arguments.action == "show" and not arguments.user:
-        print(f"default: {defaults}")
+        print(describe_limits("default", defaults))
         for row in store.overridden_users():
-            print(f"{row['user_key']}: {store.user_limits(row['user_key'], defaults)}")
+            print(describe_limits(row["user_key"], store.user_limits(row["user_key"], defaults)))
         return 0
     user = _user(arguments.user)
     if user is None:
@@ -88,7 +88,7 @@ def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> 
         store.set_user_limit(user, LIMIT_NAMES[arguments.limit], value)
     elif arguments.action in ("block", "unblock"):
         store.set_user_limit(user, "blocked", 1 if arguments.action == "block" else 0)
-    print(f"{user}: {store.user_limits(user, defaults)}")
+    print(describe_limits(user, store.user_limits(user, defaults)))
     return 0
 
 

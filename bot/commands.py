@@ -140,7 +140,7 @@ def _user_key(message: Message, text: str) -> str:
     return f"{message.platform}:{user}"
 
 
-def _describe_limits(key: str, limits: UserLimits) -> str:
+def describe_limits(key: str, limits: UserLimits) -> str:
     def shown(value: float | None) -> str:
         return "unlimited" if not value else f"{value:g}"
 
@@ -165,11 +165,11 @@ async def _limits(context: CommandContext, message: Message, arguments: list[str
     if action == "show":
         if len(arguments) > 1:
             key = _user_key(message, arguments[1])
-            return _describe_limits(key, context.store.user_limits(key, defaults))
-        lines = [_describe_limits("default", defaults)]
+            return describe_limits(key, context.store.user_limits(key, defaults))
+        lines = [describe_limits("default", defaults)]
         for row in context.store.overridden_users():
             key = row["user_key"]
-            lines.append(_describe_limits(key, context.store.user_limits(key, defaults)))
+            lines.append(describe_limits(key, context.store.user_limits(key, defaults)))
         return "\n".join(lines)
     if action == "set" and len(arguments) == 4:
         return _set_limit(context, _user_key(message, arguments[1]), arguments[2], arguments[3])
@@ -193,7 +193,7 @@ def _set_limit(context: CommandContext, key: str, name: str, value: str) -> str:
         if number < 0:
             raise CommandError("Limits cannot be negative; 0 means unlimited.")
     context.store.set_user_limit(key, column, number)
-    return "Done. " + _describe_limits(
+    return "Done. " + describe_limits(
         key, context.store.user_limits(key, _defaults(context.settings))
     )
 

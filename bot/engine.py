@@ -273,9 +273,13 @@ class Engine:
 
 
 def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
-    """Drop leading tool results whose assistant tool call was left out."""
+    """Start the history at a user message.
+
+    A tool result whose call was cut off is rejected by the API, and the chat
+    templates of many local models (Mistral's, for one) require user first.
+    """
     start = 0
-    while start < len(messages) and messages[start].role == "tool":
+    while start < len(messages) and messages[start].role != "user":
         start += 1
     return messages[start:]
 

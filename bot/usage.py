@@ -7,9 +7,12 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError
-from bot.llm import Usage
+
+if TYPE_CHECKING:  # the admin CLI reads usage without loading the model client
+    from bot.llm import Usage
 
 _PERIOD = re.compile(r"^(\d+)([mhdw])$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -1,0 +1,196 @@
+"""Per-user limits: boundaries, the rolling window, overrides, blocks, processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.messages import ReplyKind
+from bot.ratelimit import Limiter, describe_wait
+from bot.store import Store, UsageRecord
+from tests.conftest import EngineFactory, collect, final_text, message
+from tests.fakes.openai_server import FakeOpenAI, Text
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+async def test_n_requests_pass_and_the_next_is_refused(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, limit: int
+) -> None:
+    clock = Clock()
+    engine = make_engine(clock=clock, requests_per_minute=limit)
+    for _ in range(limit):
+        assert final_text(await collect(engine, message("hi"))) == "echo: hi"
+    refused = await collect(engine, message("one more"))
+    assert refused[-1].kind is ReplyKind.ERROR
+    assert f"limit of {limit} requests per minute" in final_text(refused)
+    assert "Try again in 60 seconds" in final_text(refused)
+    assert fake_openai.request_count == limit
+    # The refused message was not stored and not sent anywhere.
+    stored = [m.content for m in engine.store.recent(message("x").conversation, 50).messages]
+    assert "one more" not in stored
+
+
+async def test_the_window_rolls_over(make_engine: EngineFactory) -> None:
+    clock = Clock()
+    engine = make_engine(clock=clock, requests_per_minute=2)
+    await collect(engine, message("a"))
+    clock.now += 30
+    await collect(engine, message("b"))
+    clock.now += 29
+    assert "Try again in 1 second" in final_text(await collect(engine, message("c")))
+    clock.now += 1.5  # the first request is now older than a minute
+    assert final_text(await collect(engine, message("d"))) == "echo: d"
+    assert "per minute" in final_text(await collect(engine, message("e")))
+
+
+async def test_limits_are_per_user(make_engine: EngineFactory) -> None:
+    engine = make_engine(clock=Clock(), requests_per_minute=1)
+    await collect(engine, message("a", user="ann"))
+    assert final_text(await collect(engine, message("b", user="bob"))) == "echo: b"
+    assert "per minute" in final_text(await collect(engine, message("c", user="ann")))
+    # The same id on another platform is another user.
+    assert (
+        final_text(await collect(engine, message("d", user="ann", platform="other"))) == "echo: d"
+    )
+
+
+async def test_token_budget_uses_reported_usage(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(clock=Clock(), tokens_per_day=1000)
+    fake_openai.script(Text("big", prompt_tokens=900, completion_tokens=99))
+    await collect(engine, message("first"))  # 999 tokens used: still under
+    fake_openai.script(Text("over", prompt_tokens=50, completion_tokens=50))
+    assert final_text(await collect(engine, message("second"))) == "over"  # overshoots by one call
+    refused = final_text(await collect(engine, message("third")))
+    assert "You have used your 1000 tokens for today" in refused
+    assert "00:00 UTC" in refused
+    assert fake_openai.request_count == 2
+
+
+async def test_token_budget_resets_the_next_utc_day(make_engine: EngineFactory) -> None:
+    clock = Clock(1_800_000_000.0)  # 2027-01-15 08:00 UTC
+    engine = make_engine(clock=clock, tokens_per_day=1)
+    await collect(engine, message("a"))
+    assert "tokens for today" in final_text(await collect(engine, message("b")))
+    clock.now += 16 * 3600 + 1
+    assert final_text(await collect(engine, message("c"))) == "echo: c"
+
+
+async def test_cost_limit(make_engine: EngineFactory, fake_openai: FakeOpenAI) -> None:
+    engine = make_engine(clock=Clock(), cost_per_day_usd=0.001)
+    fake_openai.script(Text("pricey", prompt_tokens=10_000, completion_tokens=0))  # $0.0015
+    await collect(engine, message("a"))
+    assert "daily spending limit of $0.00" in final_text(await collect(engine, message("b")))
+
+
+async def test_overrides_and_blocks(make_engine: EngineFactory) -> None:
+    engine = make_engine(clock=Clock(), requests_per_minute=1)
+    engine.store.set_user_limit("test:alice", "requests_per_minute", 3)
+    for text in ("a", "b", "c"):
+        assert final_text(await collect(engine, message(text))) == f"echo: {text}"
+    assert "limit of 3 requests" in final_text(await collect(engine, message("d")))
+    engine.store.set_user_limit("test:bob", "blocked", 1)
+    blocked = await collect(engine, message("hello", user="bob"))
+    assert "blocked" in final_text(blocked)
+    assert blocked[-1].private
+
+
+async def test_unlimited_override_beats_a_default(make_engine: EngineFactory) -> None:
+    engine = make_engine(clock=Clock(), requests_per_minute=1)
+    engine.store.set_user_limit("test:alice", "requests_per_minute", 0)
+    for text in ("a", "b", "c"):
+        assert final_text(await collect(engine, message(text))) == f"echo: {text}"
+
+
+@pytest.mark.parametrize(("exempt", "answered"), [(True, 3), (False, 1)])
+async def test_admins_are_exempt_unless_configured(
+    make_engine: EngineFactory, exempt: bool, answered: int
+) -> None:
+    engine = make_engine(
+        clock=Clock(), requests_per_minute=1, admins=("test:alice",), admins_exempt=exempt
+    )
+    finals = [final_text(await collect(engine, message(t))) for t in ("a", "b", "c")]
+    assert sum(text.startswith("echo") for text in finals) == answered
+
+
+async def test_refusals_are_counted(make_engine: EngineFactory) -> None:
+    engine = make_engine(clock=Clock(), requests_per_minute=1)
+    for text in ("a", "b", "c"):
+        await collect(engine, message(text))
+    assert engine.store.refusal_counts(0) == {"requests_per_minute": 2}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.2, "1 second"),
+        (1, "1 second"),
+        (45, "45 seconds"),
+        (600, "10 minutes"),
+        (30000, "9 hours"),
+    ],
+)
+def test_wait_is_described_in_words(seconds: float, text: str) -> None:
+    assert describe_wait(seconds) == text
+
+
+HAMMER = """
+import sys, time
+from bot.config import Settings
+from bot.ratelimit import Limiter
+from bot.store import Store
+store = Store(sys.argv[1])
+limiter = Limiter(store, Settings(requests_per_minute=int(sys.argv[2]), tokens_per_day=0))
+start = float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.001)
+admitted = 0
+for _ in range(400):
+    admitted += limiter.check("slack:U1", False, time.time()) is None
+    time.sleep(0.0002)  # requests arrive spaced, so both processes get turns at the lock
+print(admitted)
+"""
+
+
+def test_two_processes_never_let_more_than_the_limit_through(tmp_path: Path) -> None:
+    import time
+
+    database = tmp_path / "shared.db"
+    Store(database).close()  # create the schema once, before the race
+    start = str(time.time() + 3)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(database), "300", start],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    admitted = [int(p.communicate(timeout=60)[0]) for p in processes]
+    assert sum(admitted) == 300
+    assert all(count > 0 for count in admitted)  # both really competed
+    store = Store(database)
+    assert store.refusal_counts(0) == {"requests_per_minute": 500}
+
+
+def test_limiter_alone_with_usage_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "l.db")
+    limiter = Limiter(store, Settings(requests_per_minute=0, tokens_per_day=100))
+    record = UsageRecord("s", "w", "c", "s:u", "m", 60, 40, 0, 0, None, 1.0, "ok", 1000.0)
+    assert limiter.check("s:u", False, 1000.0) is None
+    store.record_usage(record)
+    refusal = limiter.check("s:u", False, 1001.0)
+    assert refusal is not None and refusal.kind == "tokens_per_day"

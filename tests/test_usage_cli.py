@@ -1,0 +1,99 @@
+"""python -m bot usage and python -m bot limits, as an admin runs them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.store import Store, UsageRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(database: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "PARLEY_DB": str(database)}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *arguments],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "usage.db"
+    store = Store(path)
+    now = time.time()
+    rows = [
+        ("slack", "T1", "C1", "slack:U1", "gpt-4o-mini", 1000, 100, 0.00021, "ok", now - 60),
+        ("slack", "T1", "C1", "slack:U1", "gpt-4o-mini", 2000, 200, 0.00042, "ok", now - 120),
+        ("discord", "G1", "9", "discord:7", "local-llama", 500, 50, None, "timeout", now - 180),
+        ("slack", "T1", "C2", "slack:U2", "gpt-4o-mini", 9999, 9, 0.0015, "ok", now - 30 * 86400),
+    ]
+    for platform, ws, channel, user, model, prompt, completion, cost, status, at in rows:
+        store.record_usage(
+            UsageRecord(platform, ws, channel, user, model, prompt, completion, 0, 0, cost, 5.0,
+                        status, at)
+        )  # fmt: skip
+    store.close()
+    return path
+
+
+def test_json_by_user_has_the_documented_shape(database: Path) -> None:
+    result = cli(database, "usage", "--since", "7d", "--by", "user", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows == [
+        {
+            "user": "slack:U1", "requests": 2, "prompt_tokens": 3000, "completion_tokens": 300,
+            "total_tokens": 3300, "cost_usd": pytest.approx(0.00063), "errors": 0,
+        },
+        {
+            "user": "discord:7", "requests": 1, "prompt_tokens": 500, "completion_tokens": 50,
+            "total_tokens": 550, "cost_usd": None, "errors": 1,
+        },
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("by", ["user", "channel", "model", "day"])
+def test_csv_groups(database: Path, by: str) -> None:
+    result = cli(database, "usage", "--by", by, "--format", "csv", "--since", "4w")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows and set(rows[0]) == {
+        by,
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_usd",
+        "errors",
+    }
+    assert sum(int(row["requests"]) for row in rows) == 3  # the 30-day-old row is outside
+
+
+def test_table_shows_unknown_cost(database: Path) -> None:
+    result = cli(database, "usage", "--by", "model")
+    assert "local-llama" in result.stdout and "unknown" in result.stdout
+
+
+def test_bad_period_is_a_clear_error(database: Path) -> None:
+    result = cli(database, "usage", "--since", "lastweek")
+    assert result.returncode == 2
+    assert "not understood" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_limits_set_block_show(database: Path) -> None:
+    assert cli(database, "limits", "set", "slack:U1", "rpm", "3").returncode == 0
+    assert cli(database, "limits", "block", "discord:7").returncode == 0
+    shown = cli(database, "limits", "show").stdout
+    assert "slack:U1: 3 requests/minute" in shown
+    assert "discord:7" in shown and "BLOCKED" in shown
+    bad = cli(database, "limits", "set", "U1", "rpm", "3")
+    assert bad.returncode == 2 and "platform:user" in bad.stderr
