@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.llm import Completion, Delta, ModelClient, ModelError, Usage
 from bot.locks import KeyedLocks
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
+from bot.metrics import Metrics
 from bot.ratelimit import Limiter
 from bot.store import Store, StoredMessage, UsageRecord
 from bot.tokens import Counted, count_message, count_text, newest_that_fit
@@ -36,6 +37,13 @@ EMPTY_ANSWER = "The model returned an empty answer. Please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
 # Text the model may stream before the first delta; adapters show it at once.
 THINKING = "thinking…"
+
+
+@dataclass(slots=True)
+class Turn:
+    """What one message's handling measures about itself."""
+
+    model_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +75,33 @@ class Engine:
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
+        self.metrics = Metrics()
 
     def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
         return self.store.has_history(key)
 
+    def transcript(self, key: ConversationKey, limit: int = 50) -> list[tuple[str, str]]:
+        """The newest (role, text) pairs of a conversation since its last reset, for
+        adapters that redraw a conversation (the web chat after a reload)."""
+        messages = self.store.recent(key, limit).messages
+        return [
+            (m.role, m.content) for m in messages if m.role in ("user", "assistant") and m.content
+        ]
+
     async def handle(self, message: Message) -> AsyncIterator[ReplyEvent]:
         """Answer one message, yielding what the user should see as it happens."""
+        self.metrics.messages.labels(message.platform).inc()
+        started = time.perf_counter()
+        turn = Turn()
+        try:
+            async for event in self._handle(message, turn):
+                yield event
+        finally:
+            engine_time = time.perf_counter() - started - turn.model_seconds
+            self.metrics.engine_seconds.observe(max(0.0, engine_time))
+
+    async def _handle(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
         problem = self._invalid(message)
         if problem:
             yield ReplyEvent(ReplyKind.ERROR, problem)
@@ -89,13 +117,14 @@ class Engine:
                 message.user_key, is_admin(self.settings, message), self.clock()
             )
             if refusal:
+                self.metrics.refusals.labels(refusal.kind).inc()
                 yield ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
                 return
             self.store.append(
                 message.conversation, "user", message.text, count_message(message.text),
                 user=message.user_key,
             )  # fmt: skip
-            async for event in self._answer(message):
+            async for event in self._answer(message, turn):
                 yield event
 
     def _invalid(self, message: Message) -> str:
@@ -139,7 +168,7 @@ class Engine:
         trimmed = window.dropped_older or len(kept) < len(window.messages)
         return Prompt(messages, trimmed and not window.trim_noticed)
 
-    async def _answer(self, message: Message) -> AsyncIterator[ReplyEvent]:
+    async def _answer(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
         model, system_prompt = self._channel_settings(message)
         schemas = self.tools.schemas(self.settings.tools)
         prompt = self.build_prompt(
@@ -153,7 +182,7 @@ class Engine:
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
-            async for item in self._call_model(message, model, prompt.messages, schemas):
+            async for item in self._call_model(message, model, prompt.messages, schemas, turn):
                 if isinstance(item, Delta):
                     yield ReplyEvent(ReplyKind.DELTA, item.text)
                 elif isinstance(item, Completion):
@@ -184,25 +213,33 @@ class Engine:
         model: str,
         prompt: list[dict[str, Any]],
         schemas: list[dict[str, Any]],
+        turn: Turn,
     ) -> AsyncIterator[Delta | Completion | ReplyEvent]:
         """One model call: streams deltas, records usage; an error becomes a ReplyEvent."""
-        started = time.perf_counter()
         completion: Completion | None = None
         status = "ok"
-        try:
-            async with self.model_calls:
+        async with self.model_calls:
+            started = time.perf_counter()
+            first_token = True
+            self.metrics.in_flight.inc()
+            try:
                 async for item in self.model.stream(
                     model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
                 ):
+                    if first_token:
+                        first_token = False
+                        self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                     if isinstance(item, Completion):
                         completion = item
                     yield item
-        except ModelError as error:
-            status = error.kind
-            log.warning("model call failed for %s: %s", message.conversation, error)
-            yield ReplyEvent(ReplyKind.ERROR, error.user_message)
-        finally:
-            self._record_usage(message, model, prompt, completion, status, started)
+            except ModelError as error:
+                status = error.kind
+                log.warning("model call failed for %s: %s", message.conversation, error)
+                yield ReplyEvent(ReplyKind.ERROR, error.user_message)
+            finally:
+                self.metrics.in_flight.dec()
+                turn.model_seconds += time.perf_counter() - started
+                self._record_usage(message, model, prompt, completion, status, started)
 
     def _record_usage(
         self,
@@ -219,6 +256,9 @@ class Engine:
             usage = _estimate_usage(prompt, completion)
         if status == "ok":
             self.last_model_success = self.clock()
+        elapsed = time.perf_counter() - started
+        cost = self.prices.cost(model, usage or Usage())
+        self._count_call(status, usage, cost, elapsed)
         self.store.record_usage(
             UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
@@ -226,12 +266,25 @@ class Engine:
                 usage.completion_tokens if usage else 0,
                 usage.cached_tokens if usage else 0,
                 len(completion.tool_calls) if completion else 0,
-                self.prices.cost(model, usage or Usage()),
-                (time.perf_counter() - started) * 1000,
+                cost,
+                elapsed * 1000,
                 status,
                 self.clock(),
             )
         )  # fmt: skip
+
+    def _count_call(
+        self, status: str, usage: Usage | None, cost: float | None, elapsed: float
+    ) -> None:
+        metrics = self.metrics
+        metrics.model_calls.labels(status).inc()
+        metrics.model_seconds.observe(elapsed)
+        if usage:
+            metrics.tokens.labels("prompt").inc(usage.prompt_tokens)
+            metrics.tokens.labels("completion").inc(usage.completion_tokens)
+            metrics.tokens.labels("cached").inc(usage.cached_tokens)
+        if cost:
+            metrics.cost.inc(cost)
 
     async def _run_tools(
         self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
@@ -256,6 +309,7 @@ class Engine:
         )
         prompt.append({"role": "assistant", "content": content, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
+            self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
             self.store.append(
                 key, "tool", result.content, count_message(result.content),
                 tool_call_id=call.id, group_id=group,

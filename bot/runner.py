@@ -13,6 +13,7 @@ from aiohttp import web
 from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
+from bot.http import make_app
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
     """Start every adapter and the HTTP server; run until cancelled."""
     async with open_engine(settings) as engine:
         adapters = [create_adapter(name, engine, settings) for name in names]
-        app = web.Application()
+        app = make_app(engine, {adapter.name: adapter.connected for adapter in adapters})
         for adapter in adapters:
             adapter.add_routes(app)
         runner = web.AppRunner(app)

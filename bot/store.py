@@ -64,6 +64,10 @@ class Window:
     trim_noticed: bool = False
 
 
+class _Probe(Exception):
+    """Raised to roll back a health probe's write."""
+
+
 _COLUMNS = "id, role, content, tokens, group_id, user, tool_calls, tool_call_id"
 
 
@@ -92,6 +96,17 @@ class Store(UsageTables):
 
     def close(self) -> None:
         self.db.close()
+
+    def writable(self) -> bool:
+        """True if this process can take the database's write lock right now."""
+        try:
+            with self.db.atomic():
+                self.db.execute("INSERT INTO deliveries (key, seen_at) VALUES ('health', 0)")
+                raise _Probe
+        except _Probe:
+            return True
+        except sqlite3.Error:
+            return False
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

@@ -1,0 +1,46 @@
+"""Prometheus metrics for one engine, in their own registry (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Engine time is sub-millisecond to a few ms; model calls take seconds.
+ENGINE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+MODEL_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("parley_messages", "Messages handled", ["platform"], registry=r)
+        self.model_calls = Counter(
+            "parley_model_calls", "Model calls by outcome", ["status"], registry=r
+        )
+        self.engine_seconds = Histogram(
+            "parley_engine_seconds", "Engine time per message, model calls excluded",
+            buckets=ENGINE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.first_token_seconds = Histogram(
+            "parley_first_token_seconds", "Time from model call to first token",
+            buckets=MODEL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            "parley_model_call_seconds", "Total time of a model call",
+            buckets=MODEL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter("parley_tokens", "Tokens by kind", ["kind"], registry=r)
+        self.cost = Counter("parley_cost_usd", "Cost of model calls with a known price", registry=r)
+        self.refusals = Counter(
+            "parley_rate_limit_refusals", "Requests refused by a limit", ["limit"], registry=r
+        )
+        self.tool_calls = Counter(
+            "parley_tool_calls", "Tool calls by tool and outcome", ["tool", "status"], registry=r
+        )
+        self.in_flight = Gauge(
+            "parley_model_calls_in_flight", "Model calls in flight now", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format."""
+        return generate_latest(self.registry)
