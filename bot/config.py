@@ -54,6 +54,8 @@ class Settings:
     admins: tuple[str, ...] = ()
     trust_platform_admins: bool = True
     tools: tuple[str, ...] = ("calculate", "current_time", "search_history")
+    # "platform:workspace:channel" -> the tools that channel gets instead of `tools`
+    tool_channels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tool_modules: tuple[str, ...] = ()
     tool_timeout_seconds: float = 10.0
     max_tool_rounds: int = 5
@@ -118,6 +120,12 @@ def _string_list(value: Any) -> tuple[str, ...]:
     raise ValueError
 
 
+def _channel_tools(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ValueError
+    return {str(channel): _string_list(tools) for channel, tools in value.items()}
+
+
 def _table_list(value: Any) -> tuple[Mapping[str, Any], ...]:
     if isinstance(value, list) and all(isinstance(item, dict) for item in value):
         return tuple(value)
@@ -163,6 +171,9 @@ OPTIONS: dict[str, _Option] = {
     ),
     "admins.trust_platform_admins": _Option("trust_platform_admins", _boolean, "true or false"),
     "tools.enabled": _Option("tools", _string_list, "a list of tool names"),
+    "tools.channels": _Option(
+        "tool_channels", _channel_tools, 'a table of "platform:workspace:channel" = [tools]'
+    ),
     "tools.modules": _Option("tool_modules", _string_list, "a list of module names"),
     "tools.timeout_seconds": _Option("tool_timeout_seconds", _positive_float, "seconds > 0"),
     "tools.max_rounds": _Option("max_tool_rounds", _positive_int, "a whole number > 0"),

@@ -142,6 +142,10 @@ class Engine:
             "system_prompt"
         ] or self.settings.system_prompt
 
+    def _enabled_tools(self, message: Message) -> tuple[str, ...]:
+        channel = f"{message.platform}:{message.workspace}:{message.channel}"
+        return self.settings.tool_channels.get(channel, self.settings.tools)
+
     def _schema_tokens(self, schemas: list[dict[str, Any]]) -> int:
         """Tokens the tool definitions take in the prompt, counted once per tool set."""
         if not schemas:
@@ -170,7 +174,7 @@ class Engine:
 
     async def _answer(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
         model, system_prompt = self._channel_settings(message)
-        schemas = self.tools.schemas(self.settings.tools)
+        schemas = self.tools.schemas(self._enabled_tools(message))
         prompt = self.build_prompt(
             message.conversation, system_prompt, self._schema_tokens(schemas)
         )

@@ -17,9 +17,20 @@ def _cost(value: Any) -> str:
     return f"${value:.2f}" if value >= 10 else f"${value:.6f}".rstrip("0").rstrip(".")
 
 
+def total_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of every group; the cost is unknown if any group's cost is."""
+    total: dict[str, Any] = {"key": "TOTAL"}
+    for name in ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors"):
+        total[name] = sum(row[name] for row in rows)
+    costs = [row["cost_usd"] for row in rows]
+    total["cost_usd"] = None if any(cost is None for cost in costs) else sum(costs)
+    return total
+
+
 def format_table(rows: Sequence[dict[str, Any]], by: str) -> str:
-    """A fixed-width table; cost shows 'unknown' where a price is missing."""
+    """A fixed-width table with a TOTAL line; cost shows 'unknown' where a price is missing."""
     header = (by, "requests", "prompt", "completion", "total", "cost", "errors")
+    rows = [*rows, total_row(rows)] if len(rows) > 1 else list(rows)
     lines = [header] + [
         (
             str(row["key"]),

@@ -77,7 +77,8 @@ async def test_usage_sums_equal_what_the_server_reported(
     assert rows["test:bob"]["cached_tokens"] == 50
     text = final_text(await collect(engine, message("/usage 7d user", user="root")))
     assert "test:alice" in text and "test:bob" in text
-    assert "330" not in text  # per-user rows, not a silent total
+    total_line = next(line for line in text.splitlines() if line.startswith("TOTAL"))
+    assert total_line.split()[1:5] == ["2", "300", "30", "330"]
     by_channel = final_text(await collect(engine, message("/usage 7d channel", user="root")))
     assert "test:w1:c1" in by_channel and "test:w1:c2" in by_channel
 

@@ -88,3 +88,9 @@ def test_bad_config_stops_the_cli_with_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "PARLEY_RATE_PER_MINUTE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_per_channel_tools_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tools.channels]\n"slack:T1:C1" = ["calculate"]\n"discord:1:2" = []\n')
+    settings = load_settings(path, environ={})
+    assert settings.tool_channels == {"slack:T1:C1": ("calculate",), "discord:1:2": ()}

@@ -219,3 +219,14 @@ async def test_an_mcp_tool_called_by_the_model_end_to_end(
     assert final_text(events) == "42 it is"
     [result] = tool_messages(fake_openai.requests[1])
     assert json.loads(result["content"]) == 42 or result["content"].strip() == "42"
+
+
+async def test_tools_are_configurable_per_channel(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(tool_channels={"test:w1:quiet": (), "test:w1:maths": ("calculate",)})
+    await collect(engine, message("hi", channel="quiet"))
+    await collect(engine, message("hi", channel="maths"))
+    await collect(engine, message("hi", channel="other"))
+    offered = [[t["function"]["name"] for t in r.get("tools", [])] for r in fake_openai.requests]
+    assert offered == [[], ["calculate"], list(BUILTINS)]
