@@ -10,9 +10,10 @@ import asyncio
 from typing import TextIO
 
 from bot.engine import Engine
-from bot.messages import Message, ReplyKind
+from bot.messages import Message, ReplyEvent, ReplyKind
 
 PROMPT = "you> "
+CLEAR_LINE = "\r\033[K"  # back to the line start and erase it: replaces the status
 
 
 async def _read_line(stream: TextIO) -> str | None:
@@ -20,25 +21,38 @@ async def _read_line(stream: TextIO) -> str | None:
     return line if line else None
 
 
+class _Printer:
+    """Writes one reply: streamed in place when interactive, whole otherwise."""
+
+    def __init__(self, out: TextIO, stream: bool) -> None:
+        self.out = out
+        self.stream = stream
+        self.streamed = False
+
+    def _start(self) -> str:
+        # An interactive status line ("… thinking…") is erased before what replaces it.
+        return CLEAR_LINE if self.stream and not self.streamed else ""
+
+    def show(self, event: ReplyEvent) -> None:
+        if event.kind is ReplyKind.DELTA and self.stream:
+            self.out.write(self._start() + ("" if self.streamed else "parley> ") + event.text)
+            self.streamed = True
+        elif event.kind is ReplyKind.FINAL:
+            self.out.write("\n" if self.streamed else f"{self._start()}parley> {event.text}\n")
+        elif event.kind is ReplyKind.ERROR:
+            self.out.write(("\n" if self.streamed else self._start()) + f"parley! {event.text}\n")
+        elif event.kind is ReplyKind.NOTICE:
+            self.out.write(f"{self._start()}{event.text}\n")
+        elif event.kind is ReplyKind.STATUS and self.stream and not self.streamed:
+            self.out.write(f"{CLEAR_LINE}… {event.text}")
+        self.out.flush()
+
+
 async def answer(engine: Engine, message: Message, out: TextIO, *, stream: bool) -> None:
     """Print the engine's reply to one message."""
-    streamed = False
+    printer = _Printer(out, stream)
     async for event in engine.handle(message):
-        if event.kind is ReplyKind.DELTA and stream:
-            if not streamed:
-                out.write("parley> ")
-            out.write(event.text)
-            out.flush()
-            streamed = True
-        elif event.kind is ReplyKind.FINAL:
-            out.write("\n" if streamed else f"parley> {event.text}\n")
-        elif event.kind is ReplyKind.ERROR:
-            out.write(("\n" if streamed else "") + f"parley! {event.text}\n")
-        elif event.kind is ReplyKind.NOTICE:
-            out.write(f"{event.text}\n")
-        elif event.kind is ReplyKind.STATUS and stream and not streamed:
-            out.write(f"… {event.text}\r")
-    out.flush()
+        printer.show(event)
 
 
 async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: TextIO) -> None:

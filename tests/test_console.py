@@ -87,3 +87,41 @@ def test_admin_sees_usage(model_server: FakeOpenAI, tmp_path: Path) -> None:
 def test_secrets_never_reach_the_output(model_server: FakeOpenAI, tmp_path: Path) -> None:
     result = run_chat(model_server, tmp_path, "hi\n", "-v")
     assert "sk-test-secret-value" not in result.stdout + result.stderr
+
+
+def test_interactive_terminal_streams_the_answer(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    import pty
+    import select
+
+    from tests.fakes.openai_server import Text
+
+    model_server.script(Text("one two three four"))
+    leader, follower = pty.openpty()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": model_server.base_url,
+        "PARLEY_DB": str(tmp_path / "tty.db"), "TERM": "dumb",
+    }  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat", "--user", "tty"],
+        stdin=follower, stdout=follower, stderr=subprocess.DEVNULL, env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, f"timed out waiting for {marker!r}; got {seen!r}"
+            seen += os.read(leader, 4096)
+
+    read_until(b"you> ")
+    os.write(leader, b"hello\n")
+    read_until(b"four\r\nyou> ")  # the answer ends its line, then the next prompt
+    os.write(leader, b"\x04")  # end of input
+    process.wait(timeout=30)
+    os.close(leader)
+    assert b"\xe2\x80\xa6 thinking\xe2\x80\xa6" in seen  # the status showed first
+    assert b"parley> one two three four" in seen
+    assert seen.count(b"you> ") == 2
