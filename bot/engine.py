@@ -76,6 +76,7 @@ class Engine:
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
+        self._last_prune = 0.0
 
     def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
@@ -106,6 +107,7 @@ class Engine:
         if problem:
             yield ReplyEvent(ReplyKind.ERROR, problem)
             return
+        self._prune_now_and_then()
         if not self.store.claim_delivery(message.dedupe_keys):
             log.info("duplicate delivery ignored: %s", message.dedupe_keys)
             return
@@ -126,6 +128,14 @@ class Engine:
             )  # fmt: skip
             async for event in self._answer(message, turn):
                 yield event
+
+    def _prune_now_and_then(self) -> None:
+        # Delivery keys only matter while a platform may still redeliver (days, not
+        # months); dropping old ones hourly keeps that table small.
+        now = self.clock()
+        if now - self._last_prune > 3600:
+            self._last_prune = now
+            self.store.prune_deliveries(now)
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()

@@ -243,3 +243,15 @@ async def test_usage_is_recorded_per_call_with_reported_tokens(
 
 def test_conversation_key_parts_cannot_alias() -> None:
     assert str(ConversationKey("p", "w", "a/b", "")) != str(ConversationKey("p", "w", "a", "b"))
+
+
+async def test_old_delivery_keys_are_pruned(make_engine: EngineFactory) -> None:
+    from bot.store import DEDUPE_KEEP_SECONDS
+
+    now = [1_800_000_000.0]
+    engine = make_engine(clock=lambda: now[0])
+    await collect(engine, message("hi", dedupe_keys=("event:old",)))
+    now[0] += DEDUPE_KEEP_SECONDS + 7200
+    await collect(engine, message("later", dedupe_keys=("event:new",)))
+    keys = {row[0] for row in engine.store.db.execute("SELECT key FROM deliveries").fetchall()}
+    assert keys == {"event:new"}
