@@ -67,32 +67,25 @@ class Settings:
     config_path: str = ""
 
 
-def _positive_int(value: Any) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError
-    return number
+def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], Any]:
+    """A parser for whole or decimal numbers > 0 (or >= 0)."""
+
+    def parse(value: Any) -> int | float:
+        # TOML's true and 1.5 must not pass as the whole numbers 1 and 1.
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ValueError
+        number = kind(value)
+        if number < 0 or (above_zero and number == 0):
+            raise ValueError
+        return number
+
+    return parse
 
 
-def _non_negative_int(value: Any) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError
-    return number
-
-
-def _positive_float(value: Any) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError
-    return number
-
-
-def _non_negative_float(value: Any) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError
-    return number
+_positive_int = _number(int, above_zero=True)
+_non_negative_int = _number(int, above_zero=False)
+_positive_float = _number(float, above_zero=True)
+_non_negative_float = _number(float, above_zero=False)
 
 
 def _boolean(value: Any) -> bool:
