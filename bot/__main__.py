@@ -62,7 +62,16 @@ async def _chat(settings: Settings, user: str, channel: str) -> None:
 async def _run(settings: Settings, names: Sequence[str]) -> None:
     from bot.runner import run_adapters
 
-    await run_adapters(settings, choose_adapters(names))
+    chosen = choose_adapters(names)
+    if not names and chosen == ["web"]:
+        print(
+            "No Slack or Discord token is set, so Parley starts its local web chat at "
+            f"http://{settings.web_host}:{settings.port}/\n"
+            "To add Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN).\n"
+            "To add Discord: set DISCORD_BOT_TOKEN.",
+            file=sys.stderr,
+        )
+    await run_adapters(settings, chosen)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,10 +7,12 @@ commands check the caller first and reveal nothing to anyone else.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot.charts import daily_usage, usage_png
 from bot.config import Settings
 from bot.messages import Message, ReplyEvent, ReplyKind
 from bot.report import format_table
@@ -32,6 +34,7 @@ HELP = """Parley commands:
 /reset: start this conversation afresh (older messages leave the context)
 Admins only:
 /usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
+/usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
 /limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
 /block <user>, /unblock <user>
 /forget: delete this channel's stored history (asks to confirm)
@@ -91,6 +94,8 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
     handler, admin_only = entry
     if admin_only and not is_admin(context.settings, message):
         return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
+    if name == "usage" and arguments[:1] and arguments[0].lower() == "chart":
+        return await _usage_chart(context, arguments[1:])
     try:
         text = await handler(context, message, arguments)
     except CommandError as error:
@@ -130,6 +135,29 @@ async def _usage(context: CommandContext, message: Message, arguments: list[str]
     header = f"Usage over the last {period}, by {by} (top 20):"
     footer = f"Requests refused by limits: {refused}" if refused else ""
     return "\n".join(part for part in (header, format_table(rows, by), footer) if part)
+
+
+async def _usage_chart(context: CommandContext, arguments: list[str]) -> ReplyEvent:
+    """/usage chart [period]: a PNG of tokens and cost per day (admins only)."""
+    period = arguments[0] if arguments else "7d"
+    try:
+        if len(arguments) > 1:
+            raise ValueError(f"/usage chart takes one period, got {' '.join(arguments)!r}")
+        seconds = parse_period(period)
+    except ValueError as error:
+        usage = "Usage: /usage chart [period], e.g. /usage chart 30d"
+        return ReplyEvent(ReplyKind.ERROR, f"{error}. {usage}", private=True)
+    now = context.clock()
+    rows = context.store.usage_report(now - seconds, "day")
+    if not rows:
+        return ReplyEvent(ReplyKind.FINAL, f"No usage in the last {period}.", private=True)
+    days = daily_usage(rows, now - seconds, now)
+    # Drawing takes tens of milliseconds: off the event loop, so chats keep flowing.
+    png = await asyncio.to_thread(usage_png, days, f"Parley usage, last {period}")
+    return ReplyEvent(
+        ReplyKind.FINAL, f"Usage chart, last {period}", private=True,
+        image=png, image_name="usage.png",
+    )  # fmt: skip
 
 
 def _user_key(message: Message, text: str) -> str:
