@@ -103,13 +103,14 @@ class Engine:
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
 
     async def _handle(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
-        problem = self._invalid(message)
-        if problem:
-            yield ReplyEvent(ReplyKind.ERROR, problem)
-            return
+        # Duplicates first: a redelivered bad message must not get a second complaint.
         self._prune_now_and_then()
         if not self.store.claim_delivery(message.dedupe_keys):
             log.info("duplicate delivery ignored: %s", message.dedupe_keys)
+            return
+        problem = self._invalid(message)
+        if problem:
+            yield ReplyEvent(ReplyKind.ERROR, problem)
             return
         if is_command(message.text):
             yield await run_command(self.commands, message)

@@ -1,0 +1,352 @@
+"""A fake Slack: the Web API, response_url, Socket Mode, and signed Events API requests.
+
+The real slack-sdk AsyncWebClient talks to `FakeSlack.api_url` over a real socket. Every
+call is recorded (method, parsed params, headers) and the messages the bot posted are
+kept as Slack would show them: posted, edited, streamed, deleted. `EventSender` plays
+Slack's side of the Events API: it signs requests exactly as Slack does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from slack_sdk.signature import SignatureVerifier
+
+JSON: TypeAlias = dict[str, Any]
+BOT_USER_ID = "UBOT"
+BOT_ID = "BBOT"
+TEAM_ID = "T1"
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: JSON
+    headers: CIMultiDictProxy[str]
+
+
+@dataclass
+class Posted:
+    """One message the bot made, as a user would now see it."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    text: str
+    ephemeral_user: str = ""
+    streaming: bool = False
+    deleted: bool = False
+    blocks: list[JSON] = field(default_factory=list)
+
+
+@dataclass
+class _Fault:
+    error: str = ""
+    status: int = 200
+    retry_after: int = 0
+    times: int | None = None  # None: for ever
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[ApiCall] = []
+        self.posted: dict[str, Posted] = {}
+        self.responses: list[JSON] = []  # what was sent to response_urls
+        self.admins: set[str] = set()
+        self.socket_acks: list[JSON] = []
+        self._faults: dict[str, _Fault] = {}
+        self._ts = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)  # some methods use GET
+        app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self._port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for socket in self._sockets:
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/"
+
+    def response_url(self, name: str = "1") -> str:
+        return f"{self.base}/respond/{name}"
+
+    # -- scripting -------------------------------------------------------------------
+
+    def fail(self, method: str, error: str = "unknown_method", times: int | None = None) -> None:
+        """Make a method answer {"ok": false, "error": error}."""
+        self._faults[method] = _Fault(error=error, times=times)
+
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 0) -> None:
+        """Make a method answer HTTP 429 with Retry-After, `times` times."""
+        self._faults[method] = _Fault(status=429, retry_after=retry_after, times=times)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [call for call in self.calls if call.method == method]
+
+    def thread(self, channel: str, thread_ts: str = "") -> list[Posted]:
+        """Visible, non-ephemeral bot messages in a thread (or top level), oldest first."""
+        return [
+            p for p in self.posted.values()
+            if p.channel == channel and p.thread_ts == thread_ts
+            and not p.deleted and not p.ephemeral_user
+        ]  # fmt: skip
+
+    def ephemerals(self, user: str) -> list[Posted]:
+        return [p for p in self.posted.values() if p.ephemeral_user == user]
+
+    async def wait_for(self, condition: Callable[[], Any], seconds: float = 5.0) -> None:
+        """Poll until condition() is truthy; fail the test with a clear message if not."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                methods = [call.method for call in self.calls]
+                raise AssertionError(f"timed out; Slack calls so far: {methods}")
+            await asyncio.sleep(0.01)
+
+    # -- Socket Mode -----------------------------------------------------------------
+
+    async def send_socket_event(self, body: JSON, envelope_id: str = "env-1") -> None:
+        """Deliver an Events API body over every connected Socket Mode WebSocket."""
+        envelope = {
+            "envelope_id": envelope_id, "type": "events_api", "payload": body,
+            "accepts_response_payload": False, "retry_attempt": 0, "retry_reason": "",
+        }  # fmt: skip
+        for socket in self._sockets:
+            await socket.send_str(json.dumps(envelope))
+
+    @property
+    def socket_connected(self) -> bool:
+        return any(not socket.closed for socket in self._sockets)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        await socket.send_str(json.dumps({"type": "hello", "num_connections": 1}))
+        async for frame in socket:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(frame.data))
+        return socket
+
+    # -- Web API ---------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append(ApiCall(method, params, request.headers))
+        fault = self._faults.get(method)
+        if fault is not None and fault.times != 0:
+            if fault.times is not None:
+                fault.times -= 1
+            return self._fault(fault)
+        if not request.headers.get("Authorization", "").startswith("Bearer x"):
+            return _json({"ok": False, "error": "not_authed"})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return _json({"ok": False, "error": "unknown_method"})
+        return _json(handler(params))
+
+    def _fault(self, fault: _Fault) -> web.Response:
+        if fault.status == 429:
+            headers = {"Retry-After": str(fault.retry_after)}
+            return _json({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
+        return _json({"ok": False, "error": fault.error})
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    def _auth_test(self, params: JSON) -> JSON:
+        return {"ok": True, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "team_id": TEAM_ID,
+                "user": "parley", "team": "Test Team", "url": "https://t.slack.com/"}  # fmt: skip
+
+    def _apps_connections_open(self, params: JSON) -> JSON:
+        return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket"}
+
+    def _users_info(self, params: JSON) -> JSON:
+        user = str(params.get("user", ""))
+        admin = user in self.admins
+        return {"ok": True, "user": {
+            "id": user, "name": user.lower(), "real_name": f"User {user}", "is_bot": False,
+            "is_admin": admin, "is_owner": False, "profile": {"display_name": user.lower()},
+        }}  # fmt: skip
+
+    def _store(self, params: JSON, *, streaming: bool = False, user: str = "") -> Posted:
+        channel = str(params.get("channel", ""))
+        posted = Posted(
+            channel, self._next_ts(), str(params.get("thread_ts", "")), _text(params),
+            ephemeral_user=user, streaming=streaming, blocks=_blocks(params),
+        )  # fmt: skip
+        self.posted[posted.ts] = posted
+        return posted
+
+    def _chat_postMessage(self, params: JSON) -> JSON:
+        posted = self._store(params)
+        return {"ok": True, "channel": posted.channel, "ts": posted.ts,
+                "message": {"text": posted.text, "ts": posted.ts}}  # fmt: skip
+
+    def _chat_postEphemeral(self, params: JSON) -> JSON:
+        posted = self._store(params, user=str(params.get("user", "")))
+        return {"ok": True, "message_ts": posted.ts}
+
+    def _chat_startStream(self, params: JSON) -> JSON:
+        if not params.get("thread_ts"):
+            return {"ok": False, "error": "invalid_arguments"}
+        posted = self._store(params, streaming=True)
+        return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+    def _find(self, params: JSON) -> Posted | None:
+        posted = self.posted.get(str(params.get("ts", "")))
+        if posted is None or posted.deleted or posted.channel != params.get("channel"):
+            return None
+        return posted
+
+    def _chat_appendStream(self, params: JSON) -> JSON:
+        posted = self._find(params)
+        if posted is None or not posted.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        posted.text += _text(params)
+        return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+    def _chat_stopStream(self, params: JSON) -> JSON:
+        result = self._chat_appendStream(params)
+        posted = self._find(params)
+        if posted is not None:
+            posted.streaming = False
+        return result
+
+    def _chat_update(self, params: JSON) -> JSON:
+        posted = self._find(params)
+        if posted is None:
+            return {"ok": False, "error": "message_not_found"}
+        posted.text = _text(params)
+        return {"ok": True, "channel": posted.channel, "ts": posted.ts, "text": posted.text}
+
+    def _chat_delete(self, params: JSON) -> JSON:
+        posted = self._find(params)
+        if posted is None:
+            return {"ok": False, "error": "message_not_found"}
+        posted.deleted = True
+        return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+    def _assistant_threads_setStatus(self, params: JSON) -> JSON:
+        return {"ok": True}
+
+    def _reactions_add(self, params: JSON) -> JSON:
+        return {"ok": True}
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.Response(text="ok")
+
+
+async def _params(request: web.Request) -> JSON:
+    if request.method == "GET":
+        return dict(request.query)
+    raw = await request.text()
+    if request.content_type == "application/json":
+        return dict(json.loads(raw or "{}"))
+    return dict(parse_qsl(raw, keep_blank_values=True))
+
+
+def _text(params: JSON) -> str:
+    return str(params.get("markdown_text") or params.get("text") or "")
+
+
+def _blocks(params: JSON) -> list[JSON]:
+    blocks = params.get("blocks") or []
+    return list(json.loads(blocks) if isinstance(blocks, str) else blocks)
+
+
+def _json(body: JSON, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+class EventSender:
+    """Slack's side of the HTTP Events API: signed POSTs to the adapter's endpoint."""
+
+    def __init__(self, url: str, signing_secret: str) -> None:
+        self.url = url
+        self.verifier = SignatureVerifier(signing_secret)
+        self._event_ids = itertools.count(1)
+
+    async def post(
+        self, body: str, content_type: str, *, headers: dict[str, str] | None = None,
+        signature: str | None = None,
+    ) -> tuple[int, str]:  # fmt: skip
+        timestamp = str(int(time.time()))
+        signed = self.verifier.generate_signature(timestamp=timestamp, body=body) or ""
+        all_headers = {
+            "Content-Type": content_type, "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature if signature is not None else signed,
+            **(headers or {}),
+        }  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            async with session.post(self.url, data=body.encode(), headers=all_headers) as resp:
+                return resp.status, await resp.text()
+
+    def envelope(self, event: JSON, event_id: str = "") -> JSON:
+        return {
+            "token": "legacy", "team_id": TEAM_ID, "api_app_id": "A1", "type": "event_callback",
+            "event_id": event_id or f"Ev{next(self._event_ids):04d}",
+            "event_time": int(time.time()), "event": event,
+            "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+        }  # fmt: skip
+
+    async def event(
+        self, event: JSON, *, event_id: str = "", retry_num: int | None = None,
+        signature: str | None = None,
+    ) -> int:  # fmt: skip
+        headers = {}
+        if retry_num is not None:
+            headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        body = json.dumps(self.envelope(event, event_id))
+        status, _ = await self.post(body, "application/json", headers=headers, signature=signature)
+        return status
+
+    async def url_verification(self, challenge: str) -> tuple[int, str]:
+        body = json.dumps({"token": "legacy", "challenge": challenge, "type": "url_verification"})
+        return await self.post(body, "application/json")
+
+    async def slash_command(
+        self, text: str, *, user: str, channel: str, response_url: str
+    ) -> tuple[int, str]:
+        form = {
+            "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel,
+            "channel_name": "general", "user_id": user, "user_name": user.lower(),
+            "command": "/parley", "text": text, "api_app_id": "A1", "response_url": response_url,
+            "trigger_id": hashlib.sha1(f"{user}{text}{time.time()}".encode()).hexdigest(),
+        }  # fmt: skip
+        return await self.post(urlencode(form), "application/x-www-form-urlencoded")
