@@ -1,0 +1,119 @@
+"""Parley's Discord slash commands, translated into the neutral command text.
+
+/ask and /chat talk to the model; every other command becomes the line the console
+would take ("/usage 7d user", "/limits show", "/system be brief"), so the engine routes
+it, checks admin rights and answers the same way on every platform. Arguments are
+shell-quoted because the neutral router splits command lines with shlex.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Literal, Protocol
+
+import discord
+from discord import app_commands
+
+Interaction = discord.Interaction[discord.Client]
+SlashCommand = app_commands.Command[Any, ..., None]
+MAX_PROMPT = 4000
+
+
+class Handlers(Protocol):
+    async def ask(self, interaction: Interaction, prompt: str) -> None: ...
+    async def chat(self, interaction: Interaction, prompt: str) -> None: ...
+    async def command(self, interaction: Interaction, text: str) -> None: ...
+
+
+def command_line(*words: str | None) -> str:
+    """'/name arg ...' with the arguments quoted and the missing ones left out."""
+    name, *arguments = [word for word in words if word]
+    return " ".join([f"/{name}", *(shlex.quote(argument) for argument in arguments)])
+
+
+def user_key(user: discord.User | discord.Member | None) -> str | None:
+    return f"discord:{user.id}" if user is not None else None
+
+
+def build_commands(handlers: Handlers) -> list[SlashCommand]:
+    """Every slash command, each calling into `handlers`."""
+    return [*_conversation_commands(handlers), *_admin_commands(handlers)]
+
+
+def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
+    @app_commands.command(name="ask", description="Ask Parley; it answers in this channel")
+    @app_commands.describe(prompt="What you would like to know")
+    async def ask(interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]) -> None:
+        await handlers.ask(interaction, prompt)
+
+    @app_commands.command(name="chat", description="Open a thread and talk with Parley there")
+    @app_commands.describe(prompt="How to start the conversation")
+    async def chat(
+        interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]
+    ) -> None:
+        await handlers.chat(interaction, prompt)
+
+    @app_commands.command(name="reset", description="Start this conversation afresh")
+    async def reset(interaction: Interaction) -> None:
+        await handlers.command(interaction, command_line("reset"))
+
+    @app_commands.command(name="help", description="What Parley's commands do")
+    async def help_(interaction: Interaction) -> None:
+        await handlers.command(interaction, command_line("help"))
+
+    return [ask, chat, reset, help_]
+
+
+def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
+    @app_commands.command(name="usage", description="Admins: usage and cost")
+    @app_commands.describe(period="How far back, e.g. 24h, 7d, 30d", by="How to group")
+    async def usage(
+        interaction: Interaction,
+        period: str = "7d",
+        by: Literal["user", "channel", "model", "day"] = "user",
+    ) -> None:
+        await handlers.command(interaction, command_line("usage", period, by))
+
+    @app_commands.command(name="limits", description="Admins: show or set per-user limits")
+    @app_commands.describe(
+        action="show or set", user="Whose limits", limit="Which limit to set",
+        value="A number, or 'default'",
+    )  # fmt: skip
+    async def limits(
+        interaction: Interaction,
+        action: Literal["show", "set"] = "show",
+        user: discord.User | None = None,
+        limit: Literal["rpm", "tpd", "cost"] | None = None,
+        value: str | None = None,
+    ) -> None:
+        line = command_line("limits", action, user_key(user), limit, value)
+        await handlers.command(interaction, line)
+
+    @app_commands.command(name="system", description="Admins: show or set this channel's prompt")
+    @app_commands.describe(text="The new system prompt, or 'reset'; empty shows it")
+    async def system(interaction: Interaction, text: str | None = None) -> None:
+        await handlers.command(interaction, command_line("system", text))
+
+    @app_commands.command(name="model", description="Admins: show or set this channel's model")
+    @app_commands.describe(name="The model name, or 'reset'; empty shows it")
+    async def model(interaction: Interaction, name: str | None = None) -> None:
+        await handlers.command(interaction, command_line("model", name))
+
+    return [usage, limits, system, model, *_moderation_commands(handlers)]
+
+
+def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
+    @app_commands.command(name="block", description="Admins: stop a user from using Parley")
+    async def block(interaction: Interaction, user: discord.User) -> None:
+        await handlers.command(interaction, command_line("block", user_key(user)))
+
+    @app_commands.command(name="unblock", description="Admins: let a blocked user back in")
+    async def unblock(interaction: Interaction, user: discord.User) -> None:
+        await handlers.command(interaction, command_line("unblock", user_key(user)))
+
+    @app_commands.command(name="forget", description="Admins: delete this channel's history")
+    @app_commands.describe(confirm="Set to True within 2 minutes of asking, to go ahead")
+    async def forget(interaction: Interaction, confirm: bool = False) -> None:
+        await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
+
+    return [block, unblock, forget]
