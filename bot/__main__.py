@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run adapters: slack, discord, web")
-    run.add_argument("adapters", nargs="*", choices=["slack", "discord", "web"], default=[])
+    # No choices=: argparse in 3.11 rejects an empty list against them; names are
+    # checked in choose_adapters with a clearer message.
+    run.add_argument("adapters", nargs="*", default=[], help="slack, discord and/or web")
     chat = commands.add_parser("chat", help="chat in the terminal")
     chat.add_argument("--user", default="", help="who is speaking (default: your login)")
     chat.add_argument("--channel", default="local", help="conversation channel id")

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from bot.config import ConfigError, secret
 
+ADAPTERS = ("slack", "discord", "web")
+
 
 def slack_ready() -> bool:
     return bool(secret("SLACK_BOT_TOKEN")) and bool(
@@ -39,6 +41,9 @@ def availability() -> list[str]:
 def choose_adapters(names: Sequence[str]) -> list[str]:
     """The adapters to run: those named, else every one whose token is set, else web."""
     chosen = list(dict.fromkeys(names))
+    unknown = [name for name in chosen if name not in ADAPTERS]
+    if unknown:
+        raise ConfigError(f"unknown adapter {', '.join(unknown)}: use slack, discord or web")
     if "slack" in chosen and not slack_ready():
         raise ConfigError(
             "Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP Events API), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import signal
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -33,6 +34,16 @@ def create_adapter(name: str, engine: Engine, settings: Settings) -> Adapter:
     return adapter
 
 
+async def _until_terminated() -> None:
+    """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    await stop.wait()
+    log.info("stopping")
+
+
 async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
     """Start every adapter and the HTTP server; run until cancelled."""
     async with open_engine(settings) as engine:
@@ -48,7 +59,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         try:
             for adapter in adapters:
                 await adapter.start()
-            await asyncio.Event().wait()
+            await _until_terminated()
         finally:
             for adapter in adapters:
                 await adapter.stop()

@@ -1,0 +1,240 @@
+// Parley web chat. Talks to /ws with JSON frames: the server sends "history" on
+// connect, then one frame per reply event (status, delta, final, notice, error) and
+// "done" when an answer is complete.
+//
+// Everything the model or a user wrote reaches the page only as text nodes
+// (createElement + textContent, never innerHTML), so no HTML or script in an answer
+// can ever run. The page's Content-Security-Policy forbids inline script as well.
+"use strict";
+
+(() => {
+  const log = document.getElementById("log");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("input");
+  const send = document.getElementById("send");
+  const state = document.getElementById("state");
+
+  let socket = null;
+  let reply = null; // the bubble of the answer being streamed, if any
+  let busy = false;
+  let retryDelay = 500;
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // --- a small, safe Markdown: code fences, inline code, bold, lists, http(s) links.
+
+  const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)|(https?:\/\/[^\s<>()]+)/g;
+
+  function link(text, href) {
+    const a = element("a", "", text);
+    a.href = href; // the pattern only ever matches http: and https: URLs
+    a.rel = "noopener noreferrer nofollow";
+    a.target = "_blank";
+    return a;
+  }
+
+  function appendInline(parent, text) {
+    let last = 0;
+    for (const match of text.matchAll(INLINE)) {
+      parent.append(document.createTextNode(text.slice(last, match.index)));
+      if (match[1]) parent.append(element("code", "", match[1].slice(1, -1)));
+      else if (match[2]) parent.append(element("strong", "", match[2].slice(2, -2)));
+      else if (match[3]) parent.append(link(match[3], match[4]));
+      else parent.append(link(match[5], match[5]));
+      last = match.index + match[0].length;
+    }
+    parent.append(document.createTextNode(text.slice(last)));
+  }
+
+  function appendLines(parent, lines) {
+    lines.forEach((line, index) => {
+      if (index > 0) parent.append(element("br"));
+      appendInline(parent, line);
+    });
+  }
+
+  function appendBlock(parent, block) {
+    const lines = block.split("\n");
+    if (lines.every((line) => /^\s*([-*]|\d+\.)\s+/.test(line))) {
+      const ordered = /^\s*\d+\./.test(lines[0]);
+      const list = element(ordered ? "ol" : "ul");
+      for (const line of lines) {
+        const item = element("li");
+        appendInline(item, line.replace(/^\s*([-*]|\d+\.)\s+/, ""));
+        list.append(item);
+      }
+      parent.append(list);
+      return;
+    }
+    const heading = /^(#{1,4})\s+(.*)$/.exec(lines[0]);
+    if (heading && lines.length === 1) {
+      parent.append(element("h" + (heading[1].length + 2), "", heading[2]));
+      return;
+    }
+    const paragraph = element("p");
+    appendLines(paragraph, lines);
+    parent.append(paragraph);
+  }
+
+  function renderMarkdown(parent, text) {
+    const parts = text.split(/^```[^\n]*\n?/m);
+    // Odd parts are inside a code fence: shown verbatim.
+    parts.forEach((part, index) => {
+      if (index % 2 === 1) {
+        const pre = element("pre");
+        pre.append(element("code", "", part.replace(/\n$/, "")));
+        parent.append(pre);
+        return;
+      }
+      for (const block of part.split(/\n\s*\n/)) {
+        if (block.trim()) appendBlock(parent, block.replace(/^\n+|\n+$/g, ""));
+      }
+    });
+  }
+
+  // --- bubbles
+
+  function addUser(text) {
+    log.append(element("div", "bubble user", text));
+    scrollDown();
+  }
+
+  function addAssistant(text) {
+    const bubble = element("div", "bubble assistant");
+    renderMarkdown(bubble, text);
+    log.append(bubble);
+    scrollDown();
+    return bubble;
+  }
+
+  function currentReply() {
+    if (!reply) {
+      reply = { bubble: element("div", "bubble assistant streaming"), text: "" };
+      log.append(reply.bubble);
+    }
+    return reply;
+  }
+
+  function showImage(bubble, frame) {
+    const bytes = Uint8Array.from(atob(frame.image), (c) => c.charCodeAt(0));
+    const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    const image = element("img", "chart");
+    image.src = url;
+    image.alt = frame.text || frame.image_name;
+    const save = link("Download " + frame.image_name, url);
+    save.download = frame.image_name;
+    save.removeAttribute("target");
+    bubble.append(image, element("br"), save);
+  }
+
+  function finish(frame) {
+    const current = currentReply();
+    current.bubble.replaceChildren();
+    current.bubble.classList.remove("streaming");
+    if (frame.type === "error") {
+      current.bubble.classList.add("error");
+      current.bubble.textContent = frame.text;
+    } else {
+      renderMarkdown(current.bubble, frame.text);
+    }
+    if (frame.image) showImage(current.bubble, frame);
+    if (frame.private) current.bubble.classList.add("private");
+  }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "history":
+        log.replaceChildren();
+        for (const item of frame.messages) {
+          if (item.role === "user") addUser(item.text);
+          else addAssistant(item.text);
+        }
+        break;
+      case "status": {
+        const current = currentReply();
+        if (!current.text) current.bubble.replaceChildren(element("span", "status", frame.text));
+        break;
+      }
+      case "delta": {
+        const current = currentReply();
+        current.text += frame.text;
+        // While streaming, plain text: half-written Markdown would flicker.
+        current.bubble.textContent = current.text;
+        break;
+      }
+      case "notice":
+        log.insertBefore(element("div", "notice", frame.text), reply ? reply.bubble : null);
+        break;
+      case "final":
+      case "error":
+        finish(frame);
+        break;
+      case "done":
+        reply = null;
+        setBusy(false);
+        break;
+    }
+    scrollDown();
+  }
+
+  // --- the connection
+
+  function setBusy(value) {
+    busy = value;
+    const usable = !busy && socket && socket.readyState === WebSocket.OPEN;
+    input.disabled = !(socket && socket.readyState === WebSocket.OPEN);
+    send.disabled = !usable;
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(scheme + "//" + location.host + "/ws");
+    socket.addEventListener("open", () => {
+      retryDelay = 500;
+      state.textContent = "connected";
+      state.dataset.state = "connected";
+      setBusy(false);
+      input.focus();
+    });
+    socket.addEventListener("message", (event) => onFrame(JSON.parse(event.data)));
+    socket.addEventListener("close", () => {
+      state.textContent = "disconnected, reconnecting…";
+      state.dataset.state = "disconnected";
+      reply = null;
+      setBusy(false);
+      setTimeout(connect, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 10000);
+    });
+  }
+
+  function submit() {
+    const text = input.value;
+    if (!text.trim() || busy || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "message", text: text }));
+    addUser(text);
+    input.value = "";
+    setBusy(true);
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+
+  connect();
+})();

@@ -1,0 +1,234 @@
+"""Local web chat: a page at / that talks to the engine over a WebSocket at /ws.
+
+One conversation per browser session. The session id lives in an HttpOnly cookie; the
+conversation is keyed by a hash of it, so the cookie (a bearer secret) never reaches
+the database, logs or the usage dashboard. Replies stream as JSON frames, one per
+ReplyEvent, followed by {"type": "done"}. The page builds its DOM from text only, so
+nothing the model writes can run as script.
+
+Bound to loopback by default. On any other address PARLEY_WEB_TOKEN is required and
+must be presented once (/?token=...), which leaves a cookie. The usage dashboard at
+/admin is mounted here too (adapters/web_admin.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import secrets
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from adapters.web_admin import add_admin_routes
+from adapters.web_auth import (
+    ADMIN_COOKIE,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE,
+    WEB_COOKIE,
+    WEB_MAX_AGE,
+    cookie_value,
+    has_cookie,
+    is_loopback,
+    redact_access_log,
+    redirect_without_token,
+    same_origin,
+    secure_headers,
+    set_cookie,
+    token_matches,
+)
+from bot.config import ConfigError, Settings, secret
+from bot.engine import Engine
+from bot.messages import ConversationKey, Message, ReplyEvent
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+HISTORY_LIMIT = 200
+BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
+# A message is at most max_input_chars characters; 4 bytes each in UTF-8, plus JSON.
+FRAME_BYTES_PER_CHAR = 6
+NEEDS_TOKEN = "This Parley web chat needs its access link: open /?token=<PARLEY_WEB_TOKEN> once."
+
+
+class WebAdapter:
+    name = "web"
+
+    def __init__(self, engine: Engine, settings: Settings, token: str) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.token = token  # "" = no token needed (bound to loopback, none set)
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.running = False
+        self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
+        self.page_html = (STATIC / "index.html").read_bytes()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.page)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/static/{name}", self.asset)
+        add_admin_routes(app)
+        redact_access_log()
+
+    async def start(self) -> None:
+        self.running = True
+        log.info("web chat at http://%s:%s/", self.settings.web_host, self.settings.port)
+
+    async def stop(self) -> None:
+        self.running = False
+        for socket in list(self.sockets):
+            await socket.close(code=1001, message=b"server shutting down")
+
+    def connected(self) -> bool:
+        return self.running
+
+    # --- the page and its files ---------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        if self.token and "token" in request.query:
+            return self._present_token(request)
+        if not self._allowed(request):
+            return _plain(NEEDS_TOKEN, 401)
+        response = web.Response(body=self.page_html, content_type="text/html", charset="utf-8")
+        secure_headers(response)
+        session = request.cookies.get(SESSION_COOKIE, "")
+        if not _SESSION_ID.match(session):
+            session = secrets.token_urlsafe(32)
+        # Set on every visit, so the conversation lives as long as the page is used.
+        set_cookie(response, request, SESSION_COOKIE, session, SESSION_MAX_AGE)
+        return response
+
+    def _present_token(self, request: web.Request) -> web.StreamResponse:
+        if not token_matches(request.query["token"], self.token):
+            return _plain("That access token is wrong.", 403)
+        response = redirect_without_token(request)
+        set_cookie(response, request, WEB_COOKIE, cookie_value(self.token, WEB_COOKIE), WEB_MAX_AGE)
+        return response
+
+    def _allowed(self, request: web.Request) -> bool:
+        return not self.token or has_cookie(request, WEB_COOKIE, self.token)
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        response = web.Response(body=self.assets[name], content_type=ASSETS[name], charset="utf-8")
+        secure_headers(response, cache=True)
+        return response
+
+    # --- the WebSocket ------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refuse_socket(request)
+        if refusal:
+            return refusal
+        session = request.cookies[SESSION_COOKIE]
+        max_size = self.settings.max_input_chars * FRAME_BYTES_PER_CHAR + 1024
+        socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_size)
+        await socket.prepare(request)
+        self.sockets.add(socket)
+        try:
+            await self._converse(socket, session, self._is_admin(request))
+        finally:
+            self.sockets.discard(socket)
+        return socket
+
+    def _refuse_socket(self, request: web.Request) -> web.StreamResponse | None:
+        # Browsers send cookies with cross-site WebSocket handshakes and WebSockets have
+        # no CORS, so the Origin check is what stops another site driving this chat.
+        if not same_origin(request):
+            return _plain("Cross-origin WebSocket refused.", 403)
+        if not self._allowed(request):
+            return _plain(NEEDS_TOKEN, 403)
+        if not _SESSION_ID.match(request.cookies.get(SESSION_COOKIE, "")):
+            return _plain("No chat session: open the page first.", 403)
+        return None
+
+    def _is_admin(self, request: web.Request) -> bool:
+        # Whoever signed in to /admin with PARLEY_ADMIN_TOKEN in this browser is an
+        # admin in the chat too: the web has no platform that says who administers it.
+        token = secret("PARLEY_ADMIN_TOKEN")
+        return bool(token) and has_cookie(request, ADMIN_COOKIE, token)
+
+    async def _converse(self, socket: web.WebSocketResponse, session: str, admin: bool) -> None:
+        identity = session_identity(session)
+        await _send(socket, self._history(identity))
+        async for frame in socket:
+            if frame.type is not WSMsgType.TEXT:
+                continue
+            text = _message_text(frame.data)
+            if text is None:
+                await _send(socket, {"type": "error", "text": BAD_FRAME})
+                continue
+            message = Message("web", "local", identity, identity, text, platform_admin=admin)
+            await self._answer(socket, message)
+
+    def _history(self, identity: str) -> dict[str, object]:
+        pairs = self.engine.transcript(ConversationKey("web", "local", identity), HISTORY_LIMIT)
+        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in pairs]}
+
+    async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:
+        # Run to the end even if the page went away: the answer is still stored, so a
+        # reload shows it.
+        async for event in self.engine.handle(message):
+            await _send(socket, event_frame(event))
+        await _send(socket, {"type": "done"})
+
+
+def session_identity(session: str) -> str:
+    """The conversation and user id of a browser session: a hash, never the cookie."""
+    return "s" + hashlib.sha256(session.encode()).hexdigest()[:24]
+
+
+def event_frame(event: ReplyEvent) -> dict[str, object]:
+    """One ReplyEvent as a JSON frame; an image travels as base64 for a blob: URL."""
+    frame: dict[str, object] = {
+        "type": event.kind.value, "text": event.text, "private": event.private,
+    }  # fmt: skip
+    if event.image is not None:
+        frame["image"] = base64.b64encode(event.image).decode("ascii")
+        frame["image_name"] = event.image_name or "image.png"
+    return frame
+
+
+def _message_text(data: str) -> str | None:
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "message":
+        return None
+    text = frame.get("text")
+    return text if isinstance(text, str) else None
+
+
+async def _send(socket: web.WebSocketResponse, frame: dict[str, object]) -> None:
+    if socket.closed:
+        return
+    try:
+        await socket.send_json(frame)
+    except ConnectionError:
+        log.debug("web chat page went away mid-answer")
+
+
+def _plain(text: str, status: int) -> web.Response:
+    response = web.Response(text=text + "\n", status=status)
+    secure_headers(response)
+    return response
+
+
+def create(engine: Engine, settings: Settings) -> WebAdapter:
+    """The runner's entry point: refuses to expose the chat without PARLEY_WEB_TOKEN."""
+    token = secret("PARLEY_WEB_TOKEN")
+    if not is_loopback(settings.web_host) and not token:
+        raise ConfigError(
+            f"web.host is {settings.web_host!r}, reachable from other machines: set "
+            "PARLEY_WEB_TOKEN to a long random secret (users open /?token=<it> once), "
+            "or bind web.host to 127.0.0.1"
+        )
+    return WebAdapter(engine, settings, token)

@@ -1,0 +1,241 @@
+"""The usage dashboard at GET /admin, behind PARLEY_ADMIN_TOKEN.
+
+Never served without the token: with PARLEY_ADMIN_TOKEN unset /admin is 404, as if it
+did not exist. The token comes as "Authorization: Bearer <token>" (scripts) or once as
+?token= (browsers), which leaves an HttpOnly cookie. The page is rendered on the server
+with inline SVG charts and one stylesheet served from here: it works offline, runs no
+script at all, and every figure or name in it is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.web_auth import (
+    ADMIN_COOKIE,
+    ADMIN_MAX_AGE,
+    cookie_value,
+    has_cookie,
+    redirect_without_token,
+    secure_headers,
+    set_cookie,
+    token_matches,
+)
+from bot.charts import DayUsage, daily_usage, format_cost, usage_svgs
+from bot.config import secret
+from bot.http import ENGINE_KEY
+from bot.store import Store
+from bot.usage import parse_period
+
+STYLESHEET = Path(__file__).parent / "static" / "admin.css"
+PERIODS = ("24h", "7d", "30d", "90d")
+DEFAULT_PERIOD = "7d"
+TOP = 10
+SIGN_IN = (
+    "Parley admin: send Authorization: Bearer <PARLEY_ADMIN_TOKEN>, "
+    "or open /admin?token=<PARLEY_ADMIN_TOKEN> once in this browser."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    period: str
+    days: list[DayUsage]
+    users: list[dict[str, Any]]
+    channels: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    refusals: dict[str, int]
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Mount /admin (once: the runner and the web adapter may both ask)."""
+    if "parley-admin" in app.router.named_resources():
+        return
+    app.router.add_get("/admin", dashboard, name="parley-admin")
+    app.router.add_get("/admin/admin.css", stylesheet)
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    response = web.Response(body=STYLESHEET.read_bytes(), content_type="text/css", charset="utf-8")
+    secure_headers(response, cache=True)
+    return response
+
+
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    token = secret("PARLEY_ADMIN_TOKEN")
+    if not token:
+        raise web.HTTPNotFound()
+    refusal = _refuse(request, token)
+    if refusal is not None:
+        return refusal
+    if "token" in request.query:
+        response = redirect_without_token(request)
+        set_cookie(response, request, ADMIN_COOKIE, cookie_value(token, ADMIN_COOKIE),
+                   ADMIN_MAX_AGE)  # fmt: skip
+        return response
+    period = request.query.get("since", DEFAULT_PERIOD).strip() or DEFAULT_PERIOD
+    try:
+        seconds = parse_period(period)
+    except ValueError as error:
+        return _page(render_problem(period, str(error)), 400)
+    engine = request.app[ENGINE_KEY]
+    now = engine.clock()
+    return _page(render(gather(engine.store, period, now - seconds, now)), 200)
+
+
+def _refuse(request: web.Request, token: str) -> web.Response | None:
+    """401 when no credential came, 403 when a wrong one did, None when it is right."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, given = header.partition(" ")
+        ok = scheme.lower() == "bearer" and token_matches(given.strip(), token)
+        return None if ok else _text("Wrong admin token.", 403)
+    if "token" in request.query:
+        ok = token_matches(request.query["token"], token)
+        return None if ok else _text("Wrong admin token.", 403)
+    if has_cookie(request, ADMIN_COOKIE, token):
+        return None
+    response = _text(SIGN_IN, 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="parley-admin"'
+    return response
+
+
+def gather(store: Store, period: str, since: float, now: float) -> Dashboard:
+    """Everything the page shows, through the store's read-only report methods."""
+    return Dashboard(
+        period,
+        daily_usage(store.usage_report(since, "day"), since, now),
+        store.usage_report(since, "user", limit=TOP),
+        store.usage_report(since, "channel", limit=TOP),
+        store.usage_report(since, "model", limit=TOP),
+        store.refusal_counts(since),
+    )
+
+
+# --- rendering: every dynamic string goes through html.escape ------------------------
+
+
+def render(data: Dashboard) -> str:
+    sections = [
+        _summary(data),
+        '<section class="charts">' + "".join(usage_svgs(data.days)) + "</section>",
+        _table_section("Top users", "user", data.users),
+        _table_section("Top channels", "channel", data.channels),
+        _table_section("Models", "model", data.models),
+        _refusal_section(data.refusals),
+        _table_section("Per day", "day", [_day_row(day) for day in data.days]),
+    ]
+    return _document(data.period, "".join(sections))
+
+
+def render_problem(period: str, problem: str) -> str:
+    body = f'<p class="problem" role="alert">{html.escape(problem)}</p>'
+    return _document(period, body)
+
+
+def _document(period: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Parley usage</title>"
+        '<link rel="stylesheet" href="/admin/admin.css"></head><body>'
+        f"<header><h1>Parley usage, last {html.escape(period)}</h1>{_period_form(period)}"
+        f"</header><main>{body}</main></body></html>"
+    )
+
+
+def _period_form(period: str) -> str:
+    links = " ".join(f'<a href="/admin?since={p}">{p}</a>' for p in PERIODS)
+    return (
+        '<form method="get" action="/admin"><label>Period '
+        f'<input name="since" value="{html.escape(period, quote=True)}" size="6"'
+        ' title="a number and a unit: m, h, d or w"></label>'
+        f' <button type="submit">Show</button> <span class="quick">{links}</span></form>'
+    )
+
+
+def _summary(data: Dashboard) -> str:
+    requests = sum(day.requests for day in data.days)
+    errors = sum(day.errors for day in data.days)
+    tokens = sum(day.total_tokens for day in data.days)
+    costs = [day.cost_usd for day in data.days]
+    cost = None if None in costs else sum(c or 0.0 for c in costs)
+    rate = f"{100 * errors / requests:.1f}%" if requests else "n/a"
+    cards = [
+        ("Requests", f"{requests:,}"),
+        ("Tokens", f"{tokens:,}"),
+        ("Cost", _cost(cost)),
+        ("Error rate", f"{rate} ({errors:,} errors)"),
+        ("Refused by limits", f"{sum(data.refusals.values()):,}"),
+    ]
+    items = "".join(
+        f'<div class="card"><span class="label">{html.escape(label)}</span>'
+        f'<span class="value">{html.escape(value)}</span></div>'
+        for label, value in cards
+    )
+    return f'<section class="cards">{items}</section>'
+
+
+def _cost(value: float | None) -> str:
+    return "unknown" if value is None else format_cost(value)
+
+
+def _day_row(day: DayUsage) -> dict[str, Any]:
+    return {
+        "key": day.day, "requests": day.requests, "total_tokens": day.total_tokens,
+        "cost_usd": day.cost_usd, "errors": day.errors,
+    }  # fmt: skip
+
+
+def _table_section(title: str, by: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    head = "".join(
+        f"<th>{name}</th>" for name in (by, "requests", "tokens", "cost", "errors", "error rate")
+    )
+    body = "".join(_table_row(row) for row in rows) or '<tr><td colspan="6">none</td></tr>'
+    return (
+        f"<section><h2>{html.escape(title)}</h2>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _table_row(row: Mapping[str, Any]) -> str:
+    requests, errors = int(row["requests"] or 0), int(row["errors"] or 0)
+    cells = [
+        f"{requests:,}",
+        f"{int(row['total_tokens'] or 0):,}",
+        _cost(row["cost_usd"]),
+        f"{errors:,}",
+        f"{100 * errors / requests:.1f}%" if requests else "",
+    ]
+    numbers = "".join(f'<td class="n">{html.escape(cell)}</td>' for cell in cells)
+    return f"<tr><td>{html.escape(str(row['key']))}</td>{numbers}</tr>"
+
+
+def _refusal_section(refusals: Mapping[str, int]) -> str:
+    rows = "".join(
+        f'<tr><td>{html.escape(kind)}</td><td class="n">{count:,}</td></tr>'
+        for kind, count in sorted(refusals.items())
+    )
+    body = rows or '<tr><td colspan="2">none</td></tr>'
+    return (
+        "<section><h2>Refused by limits</h2><table><thead><tr><th>limit</th><th>refusals</th>"
+        f"</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _page(text: str, status: int) -> web.Response:
+    response = web.Response(text=text, status=status, content_type="text/html")
+    secure_headers(response)
+    return response
+
+
+def _text(text: str, status: int) -> web.Response:
+    response = web.Response(text=text + "\n", status=status)
+    secure_headers(response)
+    return response

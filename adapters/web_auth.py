@@ -1,0 +1,113 @@
+"""Tokens, cookies and security headers shared by the web chat and the admin dashboard.
+
+Cookies never hold a token itself: they hold an HMAC of a fixed purpose keyed by the
+token, so a cookie read off a disk cannot be typed in as the token, and rotating the
+token signs everyone out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+SESSION_COOKIE = "parley_session"
+WEB_COOKIE = "parley_web"
+ADMIN_COOKIE = "parley_admin"
+SESSION_MAX_AGE = 400 * 86400  # browsers cap cookies at 400 days; history lives that long
+WEB_MAX_AGE = 30 * 86400
+ADMIN_MAX_AGE = 8 * 3600  # an admin sign-in should not outlive a working day
+# Pages only run our own files; model text can never become script, even if a bug let
+# it into the DOM as HTML.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+def is_loopback(host: str) -> bool:
+    """True if only this machine can reach a server bound to host."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything, so treat it as exposed
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison, so response timing reveals nothing of the token."""
+    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def cookie_value(token: str, purpose: str) -> str:
+    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def has_cookie(request: web.Request, name: str, token: str) -> bool:
+    """The request carries the cookie that presenting `token` once has set."""
+    given = request.cookies.get(name, "")
+    return bool(given) and token_matches(given, cookie_value(token, name))
+
+
+def set_cookie(
+    response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int
+) -> None:
+    # HttpOnly: page script (and so any injected script) cannot read it. Strict: no
+    # other site can make the browser send it, which also blocks request forgery.
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", httponly=True, samesite="Strict",
+        secure=request.secure,
+    )  # fmt: skip
+
+
+def secure_headers(response: web.StreamResponse, *, cache: bool = False) -> None:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-cache" if cache else "no-store"
+
+
+def same_origin(request: web.Request) -> bool:
+    """The browser's Origin names this server (WebSockets have no CORS to lean on)."""
+    origin = urlsplit(request.headers.get("Origin", ""))
+    return origin.scheme in ("http", "https") and origin.netloc.lower() == request.host.lower()
+
+
+def redirect_without_token(request: web.Request) -> web.Response:
+    """Go back to the same page with ?token= removed, so it leaves the address bar."""
+    query = {k: v for k, v in request.query.items() if k != "token"}
+    location = str(request.rel_url.with_query(query))
+    response = web.Response(status=303, headers={"Location": location})
+    secure_headers(response)
+    return response
+
+
+class RedactTokens(logging.Filter):
+    """Keeps ?token= values out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), None
+        # aiohttp also attaches the request line as an extra field for structured logs.
+        for name, value in list(vars(record).items()):
+            if name != "msg" and isinstance(value, str) and "token=" in value:
+                setattr(record, name, _TOKEN_IN_URL.sub(r"\1[redacted]", value))
+        return True
+
+
+def redact_access_log() -> None:
+    """Install RedactTokens on aiohttp's access log, once per process."""
+    logger = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())
