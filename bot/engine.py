@@ -12,9 +12,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
@@ -41,9 +41,43 @@ THINKING = "thinking…"
 
 @dataclass(slots=True)
 class Turn:
-    """What one message's handling measures about itself."""
+    """What one message's handling measures about itself.
 
+    Only time spent producing events counts: while an adapter posts an event to its
+    platform, the engine is paused and that time is the adapter's.
+    """
+
+    active_seconds: float = 0.0
     model_seconds: float = 0.0
+
+    def add_active(self, seconds: float) -> None:
+        self.active_seconds += seconds
+
+    def add_model(self, seconds: float) -> None:
+        self.model_seconds += seconds
+
+
+Item = TypeVar("Item")
+
+
+async def _timed(
+    items: AsyncGenerator[Item, None], add: Callable[[float], None]
+) -> AsyncIterator[Item]:
+    """Yield from items, adding up the time spent producing them (not consuming them)."""
+    try:
+        while True:
+            started = time.perf_counter()
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                return
+            finally:
+                add(time.perf_counter() - started)
+            yield item
+    finally:
+        # A consumer that stops early must release what items holds (the
+        # conversation's lock) now, not whenever the generator is collected.
+        await items.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +127,15 @@ class Engine:
     async def handle(self, message: Message) -> AsyncIterator[ReplyEvent]:
         """Answer one message, yielding what the user should see as it happens."""
         self.metrics.messages.labels(message.platform).inc()
-        started = time.perf_counter()
         turn = Turn()
         try:
-            async for event in self._handle(message, turn):
+            async for event in _timed(self._handle(message, turn), turn.add_active):
                 yield event
         finally:
-            engine_time = time.perf_counter() - started - turn.model_seconds
+            engine_time = turn.active_seconds - turn.model_seconds
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
 
-    async def _handle(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
+    async def _handle(self, message: Message, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
         # Duplicates first: a redelivered bad message must not get a second complaint.
         self._prune_now_and_then()
         if not self.store.claim_delivery(message.dedupe_keys):
@@ -238,9 +271,10 @@ class Engine:
             first_token = True
             self.metrics.in_flight.inc()
             try:
-                async for item in self.model.stream(
+                stream = self.model.stream(
                     model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
-                ):
+                )
+                async for item in _timed(stream, turn.add_model):
                     if first_token:
                         first_token = False
                         self.metrics.first_token_seconds.observe(time.perf_counter() - started)
@@ -253,7 +287,6 @@ class Engine:
                 yield ReplyEvent(ReplyKind.ERROR, error.user_message)
             finally:
                 self.metrics.in_flight.dec()
-                turn.model_seconds += time.perf_counter() - started
                 self._record_usage(message, model, prompt, completion, status, started)
 
     def _record_usage(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,7 +242,7 @@ class ModelClient:
         *,
         tools: Sequence[dict[str, Any]] = (),
         max_tokens: int | None = None,
-    ) -> AsyncIterator[Delta | Completion]:
+    ) -> AsyncGenerator[Delta | Completion, None]:
         """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
         body = _request_body(model, messages, tools, max_tokens)
         retrying = AsyncRetrying(

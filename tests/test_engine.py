@@ -255,3 +255,26 @@ async def test_old_delivery_keys_are_pruned(make_engine: EngineFactory) -> None:
     await collect(engine, message("later", dedupe_keys=("event:new",)))
     keys = {row[0] for row in engine.store.db.execute("SELECT key FROM deliveries").fetchall()}
     assert keys == {"event:new"}
+
+
+async def test_a_consumer_that_stops_early_releases_the_conversation(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    replies = engine.handle(message("first"))
+    async for event in replies:
+        assert event.kind is ReplyKind.STATUS
+        break
+    await replies.aclose()  # type: ignore[attr-defined]
+    events = await asyncio.wait_for(collect(engine, message("second")), timeout=5)
+    assert final_text(events) == "echo: second"
+    assert len(engine.conversation_locks) == 0
+
+
+async def test_engine_time_metric_excludes_the_adapters_time(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    async for _ in engine.handle(message("hi")):
+        await asyncio.sleep(0.05)  # an adapter posting to its platform
+    histogram = engine.metrics.engine_seconds.collect()[0]
+    total = next(s.value for s in histogram.samples if s.name.endswith("_sum"))
+    assert 0 < total < 0.05
