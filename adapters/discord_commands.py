@@ -66,13 +66,18 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
     @app_commands.command(name="usage", description="Admins: usage and cost")
-    @app_commands.describe(period="How far back, e.g. 24h, 7d, 30d", by="How to group")
+    @app_commands.describe(
+        period="How far back, e.g. 24h, 7d, 30d", by="How to group (a table only)",
+        chart="True: tokens and cost per day as a picture",
+    )  # fmt: skip
     async def usage(
         interaction: Interaction,
         period: str = "7d",
         by: Literal["user", "channel", "model", "day"] = "user",
+        chart: bool = False,
     ) -> None:
-        await handlers.command(interaction, command_line("usage", period, by))
+        words = ("usage", "chart", period) if chart else ("usage", period, by)
+        await handlers.command(interaction, command_line(*words))
 
     @app_commands.command(name="limits", description="Admins: show or set per-user limits")
     @app_commands.describe(

@@ -9,6 +9,10 @@ Where the messages go is a `Transport`: a channel (mentions, threads, DMs) or an
 interaction (slash commands: the deferred original response and followups, falling back
 to the channel once the interaction token's 15 minutes are over).
 
+An image (a usage chart) goes in a message of its own after the text, as a file
+attachment: the text above may still be edited (a late notice) without uploading the
+file again.
+
 A failed send or edit is logged with its context and never stops the answer: the engine
 keeps running, so the reply is stored and usage recorded even when Discord refuses.
 """
@@ -16,6 +20,7 @@ keeps running, so the reply is stored and usage recorded even when Discord refus
 from __future__ import annotations
 
 import datetime
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +38,7 @@ EDIT_INTERVAL_SECONDS = 1.5
 # that starts at 14:59 must not fail half-way.
 TOKEN_MARGIN = datetime.timedelta(seconds=30)
 STREAMING_MARK = " …"
+IMAGE_FAILED = "The picture could not be attached."
 NO_MENTIONS = discord.AllowedMentions.none()
 Clock = Callable[[], datetime.datetime]
 SendErrors = (discord.HTTPException, discord.RateLimited)
@@ -57,6 +63,9 @@ class Transport:
     private = False
 
     async def send(self, text: str, first: bool) -> discord.Message:
+        raise NotImplementedError
+
+    async def send_file(self, file: discord.File) -> discord.Message:
         raise NotImplementedError
 
     async def edit(self, handle: discord.Message, text: str) -> discord.Message:
@@ -91,6 +100,9 @@ class ChannelTransport(Transport):
             return await self.reply_to.reply(text, allowed_mentions=NO_MENTIONS)
         return await self.channel.send(text, allowed_mentions=NO_MENTIONS)
 
+    async def send_file(self, file: discord.File) -> discord.Message:
+        return await self.channel.send(file=file, allowed_mentions=NO_MENTIONS)
+
     def describe(self) -> str:
         channel_id = getattr(self.channel, "id", "?")
         if self.reply_to is not None:
@@ -118,7 +130,7 @@ class InteractionTransport(Transport):
 
     async def send(self, text: str, first: bool) -> discord.Message:
         if not self.live():
-            return await self._fallback(text)
+            return await self._channel().send(text, allowed_mentions=NO_MENTIONS)
         if first and not self.original_used:
             self.original_used = True
             return await self.interaction.edit_original_response(
@@ -128,20 +140,28 @@ class InteractionTransport(Transport):
             text, wait=True, ephemeral=self.private, allowed_mentions=NO_MENTIONS
         )
 
+    async def send_file(self, file: discord.File) -> discord.Message:
+        if not self.live():
+            return await self._channel().send(file=file, allowed_mentions=NO_MENTIONS)
+        return await self.interaction.followup.send(
+            file=file, wait=True, ephemeral=self.private, allowed_mentions=NO_MENTIONS
+        )
+
     async def edit(self, handle: discord.Message, text: str) -> discord.Message:
         webhook_message = isinstance(handle, discord.InteractionMessage | discord.WebhookMessage)
         if webhook_message and not self.live():
-            return await self._fallback(text)
+            return await self._channel().send(text, allowed_mentions=NO_MENTIONS)
         return await super().edit(handle, text)
 
-    async def _fallback(self, text: str) -> discord.Message:
+    def _channel(self) -> discord.abc.Messageable:
+        """Where messages go once the interaction token has expired."""
         channel = self.interaction.channel
         if self.private:
             # A channel message would show a private answer to everyone.
             raise Undeliverable("a private reply outlived its interaction token")
         if not isinstance(channel, discord.abc.Messageable):
             raise Undeliverable("the interaction's channel cannot take messages")
-        return await channel.send(text, allowed_mentions=NO_MENTIONS)
+        return channel
 
     async def make_private(self) -> None:
         if self.private:
@@ -188,6 +208,8 @@ class Reply:
         elif event.kind is ReplyKind.FINAL:
             self.answer = event.text
             await self._render(self._answer_parts())
+            if event.image is not None:
+                await self._send_image(event.image, event.image_name or "image.png")
         elif event.kind is ReplyKind.ERROR:
             self.answer = f"⚠️ {event.text}"
             await self._render(self._answer_parts())
@@ -203,6 +225,18 @@ class Reply:
             await self._render(self._answer_parts())
         if not self.shown:
             await self._attempt("clean up", self.transport.abandon())
+
+    async def _send_image(self, image: bytes, name: str) -> None:
+        file = discord.File(io.BytesIO(image), filename=name)
+        try:
+            await self.transport.send_file(file)
+        except (*SendErrors, Undeliverable) as error:
+            log.warning(
+                "Discord upload of %s failed for %s: %s",
+                name, self.transport.describe(), describe_error(error),
+            )  # fmt: skip
+            self.notices.append(IMAGE_FAILED)  # the text alone must not pass for all
+            await self._render(self._answer_parts())
 
     def _answer_parts(self) -> list[str]:
         lines = [self.answer or ""] + [f"-# {notice}" for notice in self.notices]

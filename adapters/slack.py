@@ -366,7 +366,8 @@ class SlackAdapter:
         target = Target(incoming.channel, incoming.thread, incoming.team, incoming.user)
         api = Api(self.client, target)
         private = self._ephemeral_sender(api, incoming.is_direct)
-        await self._run(self._message(incoming), SlackReply(api, self.capabilities, private))
+        reply = SlackReply(api, self.capabilities, private, direct=incoming.is_direct)
+        await self._run(self._message(incoming), reply)
 
     async def _message(self, incoming: Incoming) -> Message:
         info = UserInfo(False, "")

@@ -4,6 +4,8 @@
 It prefers Slack's own affordances (the thread status, native streaming) and falls back
 to a placeholder message edited with chat.update when a workspace or a conversation
 does not support them. Every text is neutralised (no @channel pings) before it is sent.
+Files cannot be ephemeral, so a private reply's image (a usage chart) is uploaded into
+the asking user's DM with the bot.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ _UNSUPPORTED = frozenset(
     {"unknown_method", "missing_scope", "not_allowed_token_type", "method_deprecated",
      "feature_not_enabled", "not_implemented"}
 )  # fmt: skip
+
+# Files cannot be ephemeral: a private image goes to the asking user's DM instead.
+# Usage charts are the only images replies carry, hence the wording.
+IMAGE_IN_DM = "I sent you the chart in a DM."
+# The scope each upload step needs, for when Slack's missing_scope does not name it.
+_UPLOAD_SCOPES = {"conversations_open": "im:write", "files_upload_v2": "files:write"}
 
 PrivateSender = Callable[[str], Awaitable[None]]
 
@@ -116,6 +124,47 @@ class Api:
 
     async def delete(self, ts: str) -> None:
         await self.call("chat_delete", channel=self.target.channel, ts=ts)
+
+
+async def open_dm(api: Api) -> str:
+    """The id of the bot's DM with the asking user; "" if Slack would not open it."""
+    response = await api.call("conversations_open", users=api.target.user)
+    channel = response.get("channel") if response is not None else None
+    return str(channel.get("id", "")) if isinstance(channel, dict) else ""
+
+
+async def upload_private(api: Api, text: str, image: bytes, name: str, *, direct: bool) -> str:
+    """Share a private reply's image in the asking user's DM; what to tell them then.
+
+    In that DM already, the file's comment carries the text and nothing else is said
+    (""). A failure is said with the text, so the user still gets the figures' title.
+    """
+    dm = api.target.channel if direct else await open_dm(api)
+    if not dm:
+        return f"{text}\n:warning: {upload_failure(api.last_error, 'conversations_open')}"
+    here = dm == api.target.channel
+    thread = {"thread_ts": api.target.thread_ts} if here and api.target.thread_ts else {}
+    uploaded = await api.call(
+        "files_upload_v2", channel=dm, file=image, filename=name, title=text,
+        initial_comment=text, **thread,
+    )  # fmt: skip
+    if uploaded is None:
+        return f"{text}\n:warning: {upload_failure(api.last_error, 'files_upload_v2')}"
+    return "" if here else IMAGE_IN_DM
+
+
+def upload_failure(error: BaseException | None, step: str) -> str:
+    """Why the image did not arrive, naming the scope an admin has to add."""
+    code = error_code(error) if error is not None else "no channel id"
+    if code != "missing_scope":
+        return f"I could not send the chart (Slack said: {code})."
+    data = error.response.data if isinstance(error, SlackApiError) else None
+    needed = data.get("needed") if isinstance(data, dict) else None
+    scope = str(needed or _UPLOAD_SCOPES[step])
+    return (
+        f"I could not send the chart: this Slack app lacks the {scope} scope. "
+        "An admin can add it (config/slack-manifest.yml lists every scope) and reinstall the app."
+    )
 
 
 class EditedMessages:
@@ -264,11 +313,12 @@ class SlackReply:
 
     def __init__(
         self, api: Api, capabilities: Capabilities, private: PrivateSender,
-        *, all_private: bool = False,
+        *, all_private: bool = False, direct: bool = False,
     ) -> None:  # fmt: skip
         self.api = api
         # A slash command's answer can only go to its response_url, ephemeral.
         self.all_private = all_private
+        self.direct = direct  # the target is the bot's DM with the user
         self.capabilities = capabilities
         self.private = private
         self.surface: EditedMessages | NativeStream | None = None
@@ -281,10 +331,17 @@ class SlackReply:
         return self.api.target
 
     async def handle(self, event: ReplyEvent) -> None:
-        if event.image is not None:
-            log.info("slack: image %r not sent (no files:write scope)", event.image_name)
         text = clean(event.text)
-        if event.private or self.all_private:
+        private = event.private or self.all_private
+        if event.image is not None and private and event.kind is ReplyKind.FINAL:
+            name = event.image_name or "image.png"
+            note = await upload_private(self.api, text, event.image, name, direct=self.direct)
+            if note:
+                await self.private(note)
+            return
+        if event.image is not None:  # only private replies (usage charts) carry images
+            log.info("slack: image %r of a public reply not sent", event.image_name)
+        if private:
             if event.kind in (ReplyKind.FINAL, ReplyKind.ERROR, ReplyKind.NOTICE):
                 await self.private(f":warning: {text}" if event.kind is ReplyKind.ERROR else text)
         elif event.kind is ReplyKind.STATUS:

@@ -25,7 +25,7 @@ from bot.config import ConfigError
 from bot.engine import Engine
 from bot.messages import ConversationKey
 from tests.conftest import EngineFactory
-from tests.fakes.discord_server import (
+from tests.fakes.discord_payloads import (
     ADA_ID,
     ALICE_ID,
     BOT_ID,
@@ -33,11 +33,9 @@ from tests.fakes.discord_server import (
     DM_CHANNEL_ID,
     GUILD_ID,
     OTHER_GUILD_ID,
-    FakeDiscord,
-    RestCall,
-    eventually,
     thread_channel,
 )
+from tests.fakes.discord_server import FakeDiscord, RestCall, eventually
 from tests.fakes.openai_server import FakeOpenAI, Status, Text
 
 TOKEN = "test-bot-token-never-logged"
@@ -243,6 +241,57 @@ async def test_admin_command_needs_manage_server(
     else:
         assert "only Parley admins" in text
         assert "discord:" not in text and not re.search(r"\d{3}", text)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("user_id", "allowed"), [(ALICE_ID, False), (ADA_ID, True)])
+async def test_usage_chart_is_an_ephemeral_png_for_admins_only(
+    start_bot: BotFactory, user_id: int, allowed: bool
+) -> None:
+    bot = await start_bot()
+    bot.model.script(Text("some answer"))
+    await bot.replies_to(await bot.mention("use some tokens"))  # a chart needs usage
+    await bot.final_text(contains="some answer")
+    payload = await bot.fake.send_interaction(
+        "usage", options={"period": "30d", "chart": True}, user_id=user_id
+    )
+    token = payload["token"]
+    edit = await eventually(lambda: bot.fake.calls_to("PATCH", rf"/webhooks/\d+/{token}/.*"))
+    callback = bot.fake.calls_to("POST", rf"/interactions/\d+/{token}/callback")[0]
+    assert callback.body == {"type": 5, "data": {"flags": 64}}  # ephemeral
+    if not allowed:
+        assert "only Parley admins" in _content(edit[-1])
+        await eventually(lambda: not bot.adapter._answering)  # the answer is complete
+        assert not [call for call in bot.fake.calls if call.files]
+        assert not bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}")
+        return
+    assert _content(edit[-1]) == "Usage chart, last 30d"  # "/usage chart 30d" was routed
+    [followup] = await eventually(lambda: bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}"))
+    assert followup.body["flags"] == 64
+    assert followup.body["allowed_mentions"] == {"parse": []}
+    [upload] = followup.files
+    assert upload.filename == "usage.png" and upload.data.startswith(PNG_SIGNATURE)
+    [message] = [m for m in bot.fake.messages.values() if m["attachments"]]
+    assert message["flags"] == 64
+    [(attachment, data)] = bot.fake.attachments_in(int(message["id"]))
+    assert attachment["filename"] == "usage.png" and data == upload.data
+
+
+async def test_usage_chart_typed_in_a_dm_is_attached_there(start_bot: BotFactory) -> None:
+    bot = await start_bot(admins=(f"discord:{ADA_ID}",))
+    bot.model.script(Text("some answer"))
+    await bot.fake.send_message("hello", channel_id=DM_CHANNEL_ID, guild_id=None, author=ADA_ID)
+    await bot.final_text(DM_CHANNEL_ID, contains="some answer")
+    await bot.fake.send_message(
+        "/usage chart", channel_id=DM_CHANNEL_ID, guild_id=None, author=ADA_ID
+    )
+    posted = rf"/channels/{DM_CHANNEL_ID}/messages"
+    [upload] = await eventually(lambda: [c for c in bot.fake.calls_to("POST", posted) if c.files])
+    assert upload.files[0].data.startswith(PNG_SIGNATURE)
+    assert upload.body["allowed_mentions"] == {"parse": []}
+    assert "Usage chart, last 7d" in bot.fake.channel_contents(DM_CHANNEL_ID)
 
 
 async def test_private_refusal_of_a_public_ask_is_ephemeral(start_bot: BotFactory) -> None:

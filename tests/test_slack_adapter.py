@@ -388,6 +388,100 @@ async def test_mention_command_reaches_the_router_ephemerally(
     assert h.texts() == []
 
 
+# -- usage charts ----------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CHART_TS = "1699999999.002000"
+
+
+async def ask_for_chart(h: Harness, form: str, user: str, channel: str = "C1") -> None:
+    """An admin command in either form: /parley usage chart, or @Parley usage chart."""
+    if form == "slash":
+        await h.send.slash_command(
+            "usage chart", user=user, channel=channel, response_url=h.slack.response_url()
+        )
+        await h.adapter.drain()
+    else:
+        await h.event(mention("usage chart", user=user, ts=CHART_TS))
+
+
+def notes_to(h: Harness, form: str, user: str) -> list[str]:
+    """What the user was told privately: response_url replies, or ephemerals."""
+    if form == "slash":
+        return [response["text"] for response in h.slack.responses]
+    return [posted.text for posted in h.slack.ephemerals(user)]
+
+
+@pytest.mark.parametrize("form", ["slash", "mention"])
+async def test_usage_chart_is_uploaded_into_the_admins_dm(start: Start, form: str) -> None:
+    h = await start(admins=("slack:UADMIN",))
+    await h.event(mention("hello"))  # some usage, so there is a chart to draw
+    await ask_for_chart(h, form, "UADMIN")
+    [opened] = h.slack.calls_to("conversations.open")
+    assert opened.params["users"] == "UADMIN"
+    [chart] = h.slack.shared_files(h.slack.dm_for("UADMIN"))
+    assert chart.data.startswith(PNG_SIGNATURE) and len(chart.data) > 1000
+    assert (chart.filename, chart.title) == ("usage.png", "Usage chart, last 7d")
+    assert chart.initial_comment == "Usage chart, last 7d"
+    assert notes_to(h, form, "UADMIN") == ["I sent you the chart in a DM."]
+    if form == "mention":
+        assert [p.thread_ts for p in h.slack.ephemerals("UADMIN")] == [CHART_TS]
+        assert h.texts(thread=CHART_TS) == []  # nothing public in the channel
+    else:
+        assert h.slack.responses[0]["response_type"] == "ephemeral"
+
+
+@pytest.mark.parametrize("form", ["slash", "message"])
+async def test_usage_chart_asked_in_the_dm_is_uploaded_there(start: Start, form: str) -> None:
+    h = await start(admins=("slack:UADMIN",))
+    await h.event(mention("hello"))
+    dm = h.slack.dm_for("UADMIN")
+    if form == "slash":
+        await ask_for_chart(h, "slash", "UADMIN", channel=dm)
+    else:
+        await h.event(message("/usage chart 30d", ts=CHART_TS, channel=dm, user="UADMIN"))
+        assert h.slack.calls_to("conversations.open") == []  # a DM event is the DM already
+    [chart] = h.slack.shared_files()
+    assert chart.channel == dm and chart.data.startswith(PNG_SIGNATURE)
+    # The file's comment carries the text; a second message would only repeat it.
+    assert h.slack.responses == [] and h.texts(dm, "") == []
+
+
+@pytest.mark.parametrize("form", ["slash", "mention"])
+async def test_usage_chart_is_refused_to_non_admins(start: Start, form: str) -> None:
+    h = await start(admins=("slack:UADMIN",))
+    await h.event(mention("hello"))
+    await ask_for_chart(h, form, "U2")
+    [note] = notes_to(h, form, "U2")
+    assert "only Parley admins can use /usage" in note
+    assert h.slack.files == {}
+    assert h.slack.calls_to("conversations.open") == []
+    assert h.slack.calls_to("files.getUploadURLExternal") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "named", "scope"),
+    [
+        pytest.param("files.getUploadURLExternal", True, "files:write", id="files-write"),
+        pytest.param("conversations.open", False, "im:write", id="im-write"),
+    ],
+)
+async def test_failed_chart_upload_names_the_missing_scope(
+    start: Start, method: str, named: bool, scope: str
+) -> None:
+    h = await start(admins=("slack:UADMIN",))
+    await h.event(mention("hello"))
+    if named:  # Slack names the scope; the adapter knows it otherwise
+        h.slack.fail(method, "missing_scope", needed=scope, provided="chat:write,commands")
+    else:
+        h.slack.fail(method, "missing_scope")
+    await ask_for_chart(h, "mention", "UADMIN")
+    [note] = notes_to(h, "mention", "UADMIN")
+    assert note.startswith("Usage chart, last 7d\n:warning:")
+    assert f"lacks the {scope} scope" in note
+    assert h.slack.shared_files() == []
+
+
 # -- starting up ---------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@ INTERACTION_CREATE dispatches and read back every REST call the client made. Rep
 carry Content-Type exactly application/json (discord.py compares it verbatim), and
 gateway frames are plain JSON text (no zlib), which discord.py accepts.
 
-Raw wire payloads are TypedDicts, as in discord.py's own discord/types.
+Messages may carry files: multipart/form-data bodies (payload_json and files[n]) are
+accepted on followups and edits, and the bytes are kept. Raw wire payloads are
+TypedDicts, in tests.fakes.discord_payloads, as in discord.py's own discord/types.
 """
 
 from __future__ import annotations
@@ -19,101 +21,25 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, NotRequired, TypeAlias, TypedDict
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-JSON: TypeAlias = dict[str, Any]
-DISCORD_EPOCH_MS = 1_420_070_400_000
-
-BOT_ID = 900_000_000_000_000_001
-APP_ID = BOT_ID  # Discord gives a bot the same id as its application
-GUILD_ID = 800_000_000_000_000_001
-OTHER_GUILD_ID = 800_000_000_000_000_002
-CHANNEL_ID = 800_000_000_000_000_010
-MANAGER_ROLE_ID = 800_000_000_000_000_020
-BOT_ROLE_ID = 800_000_000_000_000_021
-ALICE_ID = 700_000_000_000_000_001  # a plain member
-ADA_ID = 700_000_000_000_000_002  # has Manage Server through a role
-OWNER_ID = 700_000_000_000_000_003
-DM_CHANNEL_ID = 600_000_000_000_000_001
-
-MANAGE_GUILD = 1 << 5
-EVERYONE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 16)  # view, send, read history
-BOT_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 14) | (1 << 15) | (1 << 35) | (1 << 38)
-EPHEMERAL = 1 << 6
-LOADING = 1 << 7
-NAMES = {BOT_ID: "Parley", ALICE_ID: "alice", ADA_ID: "ada", OWNER_ID: "owner"}
-
-
-class UserPayload(TypedDict):
-    id: str
-    username: str
-    discriminator: str
-    global_name: str | None
-    avatar: str | None
-    bot: bool
-    public_flags: int
-
-
-class MemberPayload(TypedDict):
-    roles: list[str]
-    joined_at: str
-    deaf: bool
-    mute: bool
-    flags: int
-    pending: bool
-    nick: str | None
-    avatar: str | None
-    communication_disabled_until: str | None
-    user: NotRequired[UserPayload]
-    permissions: NotRequired[str]
-
-
-class MessagePayload(TypedDict):
-    id: str
-    channel_id: str
-    author: UserPayload
-    content: str
-    timestamp: str
-    edited_timestamp: str | None
-    tts: bool
-    mention_everyone: bool
-    mentions: list[JSON]
-    mention_roles: list[str]
-    attachments: list[JSON]
-    embeds: list[JSON]
-    pinned: bool
-    type: int
-    flags: int
-    components: list[JSON]
-    guild_id: NotRequired[str]
-    member: NotRequired[MemberPayload]
-    message_reference: NotRequired[JSON]
-    webhook_id: NotRequired[str]
-    application_id: NotRequired[str]
-
-
-class InteractionPayload(TypedDict):
-    id: str
-    application_id: str
-    type: int
-    token: str
-    version: int
-    channel_id: str
-    channel: JSON
-    data: JSON
-    locale: str
-    app_permissions: str
-    entitlements: list[JSON]
-    authorizing_integration_owners: JSON
-    context: int
-    attachment_size_limit: int
-    guild_id: NotRequired[str]
-    guild_locale: NotRequired[str]
-    member: NotRequired[MemberPayload]
-    user: NotRequired[UserPayload]
+from tests.fakes import discord_payloads as wire
+from tests.fakes.discord_payloads import (
+    ALICE_ID,
+    APP_ID,
+    CHANNEL_ID,
+    DISCORD_EPOCH_MS,
+    EPHEMERAL,
+    GUILD_ID,
+    JSON,
+    LOADING,
+    AttachmentPayload,
+    InteractionPayload,
+    MessagePayload,
+    UploadedFile,
+)
 
 
 @dataclass(frozen=True)
@@ -122,9 +48,10 @@ class RestCall:
 
     method: str
     path: str
-    body: Any  # a JSON object, a list (bulk command overwrite), or None
+    body: Any  # a JSON object (payload_json if multipart), a list, or None
     query: dict[str, str]
     status: int
+    files: tuple[UploadedFile, ...] = ()
 
 
 @dataclass
@@ -154,77 +81,6 @@ class _Gateway:
     received: list[JSON] = field(default_factory=list)
     seq: int = 0
     replay: list[tuple[str, JSON]] = field(default_factory=list)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def user(user_id: int) -> UserPayload:
-    name = NAMES.get(user_id, f"user{user_id}")
-    return {
-        "id": str(user_id), "username": name, "discriminator": "0", "global_name": name,
-        "avatar": None, "bot": user_id == BOT_ID, "public_flags": 0,
-    }  # fmt: skip
-
-
-def member(user_id: int, *, with_user: bool = True) -> MemberPayload:
-    roles = {ADA_ID: [str(MANAGER_ROLE_ID)], BOT_ID: [str(BOT_ROLE_ID)]}.get(user_id, [])
-    payload: MemberPayload = {
-        "roles": roles, "joined_at": _now(), "deaf": False, "mute": False, "flags": 0,
-        "pending": False, "nick": None, "avatar": None, "communication_disabled_until": None,
-    }  # fmt: skip
-    if with_user:
-        payload["user"] = user(user_id)
-    return payload
-
-
-def _role(role_id: int, name: str, permissions: int, position: int, managed: bool) -> JSON:
-    return {
-        "id": str(role_id), "name": name, "permissions": str(permissions), "position": position,
-        "color": 0, "hoist": False, "managed": managed, "mentionable": False, "flags": 0,
-        "icon": None, "unicode_emoji": None,
-    }  # fmt: skip
-
-
-def text_channel(channel_id: int, guild_id: int, name: str = "general") -> JSON:
-    return {
-        "id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": name,
-        "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
-        "topic": None, "rate_limit_per_user": 0, "last_message_id": None, "flags": 0,
-    }  # fmt: skip
-
-
-def thread_channel(
-    thread_id: int, parent_id: int, guild_id: int, name: str, owner_id: int = BOT_ID
-) -> JSON:
-    return {
-        "id": str(thread_id), "type": 11, "guild_id": str(guild_id), "parent_id": str(parent_id),
-        "owner_id": str(owner_id), "name": name, "last_message_id": None, "message_count": 0,
-        "member_count": 1, "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0,
-        "thread_metadata": {
-            "archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now(),
-            "locked": False, "create_timestamp": _now(),
-        },
-    }  # fmt: skip
-
-
-def guild(guild_id: int, channel_id: int) -> JSON:
-    everyone = _role(guild_id, "@everyone", EVERYONE_PERMISSIONS, 0, False)
-    return {
-        "id": str(guild_id), "name": f"guild {guild_id}", "owner_id": str(OWNER_ID),
-        "icon": None, "unavailable": False, "member_count": 4, "large": False,
-        "features": [], "emojis": [], "stickers": [], "voice_states": [], "presences": [],
-        "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
-        "threads": [], "joined_at": _now(), "preferred_locale": "en-US",
-        "roles": [
-            everyone,
-            _role(MANAGER_ROLE_ID, "Managers", MANAGE_GUILD, 1, False),
-            _role(BOT_ROLE_ID, "Parley", BOT_PERMISSIONS, 2, True),
-        ],
-        "channels": [text_channel(channel_id, guild_id)],
-        "members": [member(uid) for uid in (BOT_ID, ALICE_ID, ADA_ID, OWNER_ID)],
-    }  # fmt: skip
 
 
 class FakeDiscord:
@@ -269,9 +125,10 @@ class FakeDiscord:
         ]  # fmt: skip
         # Original interaction responses by token: created by a deferral.
         self.originals: dict[str, MessagePayload] = {}
+        self.uploads: dict[str, bytes] = {}  # attachment id -> the file's bytes
         self._interactions: dict[str, InteractionPayload] = {}
         for guild_id in self.guild_ids:
-            self.channels[self.channel_for(guild_id)] = text_channel(
+            self.channels[self.channel_for(guild_id)] = wire.text_channel(
                 self.channel_for(guild_id), guild_id
             )
 
@@ -352,11 +209,12 @@ class FakeDiscord:
         guild_id: int | None = GUILD_ID,
         mentions: Sequence[int] = (),
     ) -> MessagePayload:
-        payload = self._message_payload(channel_id, guild_id, user(author), content)
+        author_payload = wire.user(author)
+        payload = wire.message_payload(self.new_id(), channel_id, guild_id, author_payload, content)
         if guild_id is not None:
-            payload["member"] = member(author, with_user=False)
+            payload["member"] = wire.member(author, with_user=False)
         payload["mentions"] = [
-            {**user(uid), "member": member(uid, with_user=False)} for uid in mentions
+            {**wire.user(uid), "member": wire.member(uid, with_user=False)} for uid in mentions
         ]
         return payload
 
@@ -374,22 +232,12 @@ class FakeDiscord:
         channel_id: int = CHANNEL_ID,
         guild_id: int = GUILD_ID,
     ) -> InteractionPayload:
-        channel = self.channels.get(channel_id) or text_channel(channel_id, guild_id)
-        options_payload = [
-            {"name": key, "type": 3, "value": value} for key, value in (options or {}).items()
-        ]
+        channel = self.channels.get(channel_id) or wire.text_channel(channel_id, guild_id)
         token = f"token-{next(self._counter)}"
-        payload: InteractionPayload = {
-            "id": str(self.new_id()), "application_id": str(APP_ID), "type": 2, "token": token,
-            "version": 1, "channel_id": str(channel_id), "channel": channel,
-            "data": {"id": str(self.new_id()), "name": name, "type": 1,
-                     "options": options_payload, "guild_id": str(guild_id)},
-            "locale": "en-US", "guild_locale": "en-US", "guild_id": str(guild_id),
-            "app_permissions": str(BOT_PERMISSIONS), "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild_id)}, "context": 0,
-            "attachment_size_limit": 10 * 1024 * 1024,
-            "member": {**member(user_id), "permissions": str(_permissions_of(user_id))},
-        }  # fmt: skip
+        payload = wire.interaction_payload(
+            self.new_id(), self.new_id(), token, name, options or {},
+            user_id=user_id, channel=channel, guild_id=guild_id,
+        )  # fmt: skip
         self._interactions[token] = payload
         return payload
 
@@ -405,6 +253,12 @@ class FakeDiscord:
 
     def received_ops(self, op: int) -> list[JSON]:
         return [frame for frame in self.gateway.received if frame.get("op") == op]
+
+    def attachments_in(self, message_id: int) -> list[tuple[AttachmentPayload, bytes]]:
+        """A message's current attachments, each with the bytes uploaded for it."""
+        message = self.messages.get(message_id)
+        attachments = message["attachments"] if message is not None else []
+        return [(a, self.uploads[a["id"]]) for a in attachments]
 
     def channel_contents(self, channel_id: int) -> list[str]:
         """The current text of every message in a channel, oldest first."""
@@ -442,27 +296,24 @@ class FakeDiscord:
             await self.dispatch("RESUMED", {})
 
     async def _ready(self, identify: JSON) -> None:
-        me = {**user(BOT_ID), "verified": True, "mfa_enabled": False, "flags": 0}
-        await self.dispatch("READY", {
-            "v": 10, "user": me, "session_id": f"session-{next(self._counter)}",
-            "resume_gateway_url": self._resume_gateway_url or self.gateway_url,
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guild_ids],
-            "shard": identify.get("shard", [0, 1]), "application": {"id": str(APP_ID), "flags": 0},
-            "private_channels": [], "relationships": [], "presences": [],
-        })  # fmt: skip
+        session = f"session-{next(self._counter)}"
+        resume_url = self._resume_gateway_url or self.gateway_url
+        shard = identify.get("shard", [0, 1])
+        await self.dispatch("READY", wire.ready(session, resume_url, self.guild_ids, shard))
         for guild_id in self.guild_ids:
-            await self.dispatch("GUILD_CREATE", guild(guild_id, self.channel_for(guild_id)))
+            await self.dispatch("GUILD_CREATE", wire.guild(guild_id, self.channel_for(guild_id)))
 
     # -- REST -------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
-        body = await _read_body(request)
+        body, files = await wire.read_body(request)
         fault = self._fault(request.method, path)
         status, result = (fault.status, fault.body) if fault else (200, None)
+        query = dict(request.query)
         if fault is None:
-            status, result = await self._route(request.method, path, body, dict(request.query))
-        self.calls.append(RestCall(request.method, path, body, dict(request.query), status))
+            status, result = await self._route(request.method, path, body, query, files)
+        self.calls.append(RestCall(request.method, path, body, query, status, files))
         if status == 204:
             return web.Response(status=204)
         headers = {"Content-Type": "application/json", **(fault.headers if fault else {})}
@@ -476,28 +327,26 @@ class FakeDiscord:
         return None
 
     async def _route(
-        self, method: str, path: str, body: Any, query: dict[str, str]
-    ) -> tuple[int, Any]:
+        self, method: str, path: str, body: Any, query: dict[str, str],
+        files: tuple[UploadedFile, ...],
+    ) -> tuple[int, Any]:  # fmt: skip
         for route_method, pattern, handler in self._routes:
             match = pattern.match(path)
             if route_method == method and match:
                 try:
-                    result = await handler(*match.groups(), body=body or {}, query=query)
+                    result = await handler(
+                        *match.groups(), body=body or {}, query=query, files=files
+                    )
                 except _Error as error:
                     return error.status, error.body
                 return (204, None) if result is None else (200, result)
         return 404, {"message": "404: Not Found", "code": 0}
 
     async def _me(self, **_: Any) -> JSON:
-        return {**user(BOT_ID), "verified": True, "mfa_enabled": False, "flags": 0}
+        return wire.me()
 
     async def _application(self, **_: Any) -> JSON:
-        return {
-            "id": str(APP_ID), "name": "Parley", "icon": None, "description": "",
-            "rpc_origins": [], "bot_public": True, "bot_require_code_grant": False,
-            "owner": user(OWNER_ID), "summary": "", "verify_key": "0" * 64, "flags": 0,
-            "bot": user(BOT_ID), "team": None,
-        }  # fmt: skip
+        return wire.application()
 
     async def _gateway_bot(self, **_: Any) -> JSON:
         # Discord's own gateway: a client pointed at a proxy must not follow it.
@@ -515,9 +364,8 @@ class FakeDiscord:
     async def _callback(self, interaction_id: str, token: str, *, body: JSON, **_: Any) -> JSON:
         interaction = self._interactions[token]
         flags = (body.get("data") or {}).get("flags", 0)
-        original = self._message_payload(
-            int(interaction["channel_id"]), _guild_of(interaction), user(BOT_ID), ""
-        )
+        channel_id, guild_id = int(interaction["channel_id"]), _guild_of(interaction)
+        original = wire.bot_message(self.new_id(), channel_id, guild_id)
         original["flags"], original["type"] = flags | LOADING, 20  # 20: a slash command's
         original["webhook_id"] = str(APP_ID)
         self.originals[token] = original
@@ -534,10 +382,11 @@ class FakeDiscord:
         return self.messages[int(message_id)]
 
     async def _edit_hook(
-        self, app: str, token: str, message_id: str, *, body: JSON, **_: Any
-    ) -> JSON:
+        self, app: str, token: str, message_id: str, *, body: JSON,
+        files: tuple[UploadedFile, ...], **_: Any,
+    ) -> JSON:  # fmt: skip
         message = self._hook_message(token, message_id)
-        _apply_edit(message, body)
+        self._apply_edit(message, body, files)
         message["flags"] &= ~LOADING
         return dict(message)
 
@@ -545,24 +394,25 @@ class FakeDiscord:
         message = self._hook_message(token, message_id)
         self.messages.pop(int(message["id"]), None)
 
-    async def _followup(self, app: str, token: str, *, body: JSON, **_: Any) -> JSON:
+    async def _followup(
+        self, app: str, token: str, *, body: JSON, files: tuple[UploadedFile, ...], **_: Any
+    ) -> JSON:
         interaction = self._interactions[token]
-        message = self._message_payload(
-            int(interaction["channel_id"]),
-            _guild_of(interaction),
-            user(BOT_ID),
-            body.get("content") or "",
-        )
+        channel_id, guild_id = int(interaction["channel_id"]), _guild_of(interaction)
+        message = wire.bot_message(self.new_id(), channel_id, guild_id, body.get("content") or "")
         message["flags"], message["webhook_id"] = body.get("flags", 0), str(APP_ID)
+        message["attachments"] = self._attach(files)
         self.messages[int(message["id"])] = message
         return dict(message)
 
-    async def _create_message(self, channel_id: str, *, body: JSON, **_: Any) -> JSON:
+    async def _create_message(
+        self, channel_id: str, *, body: JSON, files: tuple[UploadedFile, ...], **_: Any
+    ) -> JSON:
         channel = self.channels.get(int(channel_id), {})
         guild_id = int(channel["guild_id"]) if channel.get("guild_id") else None
-        message = self._message_payload(
-            int(channel_id), guild_id, user(BOT_ID), body.get("content") or ""
-        )
+        content = body.get("content") or ""
+        message = wire.bot_message(self.new_id(), int(channel_id), guild_id, content)
+        message["attachments"] = self._attach(files)
         if body.get("message_reference"):
             message["message_reference"], message["type"] = body["message_reference"], 19
         self.messages[int(message["id"])] = message
@@ -571,10 +421,11 @@ class FakeDiscord:
         return dict(message)
 
     async def _edit_message(
-        self, channel_id: str, message_id: str, *, body: JSON, **_: Any
-    ) -> JSON:
+        self, channel_id: str, message_id: str, *, body: JSON,
+        files: tuple[UploadedFile, ...], **_: Any,
+    ) -> JSON:  # fmt: skip
         message = self.messages[int(message_id)]
-        _apply_edit(message, body)
+        self._apply_edit(message, body, files)
         return dict(message)
 
     async def _thread_from_message(
@@ -587,7 +438,7 @@ class FakeDiscord:
 
     async def _open_thread(self, thread_id: int, parent_id: int, body: JSON) -> JSON:
         guild_id = int(self.channels[parent_id]["guild_id"])
-        thread = thread_channel(thread_id, parent_id, guild_id, body.get("name", "thread"))
+        thread = wire.thread_channel(thread_id, parent_id, guild_id, body.get("name", "thread"))
         self.channels[thread_id] = thread
         if self.thread_create_events:
             await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
@@ -599,44 +450,32 @@ class FakeDiscord:
             raise _Error(404, "Unknown Channel", 10003)
         return channel
 
-    def _message_payload(
-        self, channel_id: int, guild_id: int | None, author: UserPayload, content: str
-    ) -> MessagePayload:
-        payload: MessagePayload = {
-            "id": str(self.new_id()), "channel_id": str(channel_id), "author": author,
-            "content": content, "timestamp": _now(), "edited_timestamp": None, "tts": False,
-            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [],
-            "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": [],
-        }  # fmt: skip
-        if guild_id is not None:
-            payload["guild_id"] = str(guild_id)
-        return payload
+    def _attach(self, files: Sequence[UploadedFile]) -> list[AttachmentPayload]:
+        """Attachments for uploaded files, keeping each one's bytes."""
+        attachments = []
+        for upload in files:
+            attachment = wire.attachment_payload(
+                self.new_id(), upload.filename, len(upload.data), upload.content_type
+            )
+            self.uploads[attachment["id"]] = upload.data
+            attachments.append(attachment)
+        return attachments
 
-
-def _permissions_of(user_id: int) -> int:
-    return EVERYONE_PERMISSIONS | (MANAGE_GUILD if user_id in (ADA_ID, OWNER_ID) else 0)
+    def _apply_edit(
+        self, message: MessagePayload, body: JSON, files: Sequence[UploadedFile]
+    ) -> None:
+        if "content" in body:
+            message["content"] = body["content"] or ""
+        if "attachments" in body or files:
+            # An edit lists the attachments to keep, by id; new files are added.
+            keep = {str(item.get("id")) for item in body.get("attachments") or []}
+            kept = [a for a in message["attachments"] if a["id"] in keep]
+            message["attachments"] = kept + self._attach(files)
+        message["edited_timestamp"] = wire.now()
 
 
 def _guild_of(interaction: InteractionPayload) -> int | None:
     return int(interaction["guild_id"]) if "guild_id" in interaction else None
-
-
-def _apply_edit(message: MessagePayload, body: JSON) -> None:
-    if "content" in body:
-        message["content"] = body["content"] or ""
-    message["edited_timestamp"] = _now()
-
-
-async def _read_body(request: web.Request) -> Any:
-    """The JSON body, or the payload_json part of a multipart (file upload) body."""
-    if request.content_type.startswith("multipart/"):
-        form = await request.post()
-        raw = form.get("payload_json")
-        return json.loads(str(raw)) if raw is not None else {}
-    data = await request.read()
-    if not data:
-        return None
-    return json.loads(data)
 
 
 async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:

@@ -2,7 +2,9 @@
 
 The real slack-sdk AsyncWebClient talks to `FakeSlack.api_url` over a real socket. Every
 call is recorded (method, parsed params, headers) and the messages the bot posted are
-kept as Slack would show them: posted, edited, streamed, deleted. `EventSender` plays
+kept as Slack would show them: posted, edited, streamed, deleted. Files go through
+Slack's external upload (files.getUploadURLExternal, a POST of the bytes to the URL it
+returns, files.completeUploadExternal) and are kept as shared. `EventSender` plays
 Slack's side of the Events API: it signs requests exactly as Slack does.
 """
 
@@ -51,11 +53,26 @@ class Posted:
 
 
 @dataclass
+class Uploaded:
+    """One file the bot shared: where, and the bytes that reached the upload URL."""
+
+    file_id: str
+    filename: str
+    data: bytes = b""
+    channel: str = ""
+    thread_ts: str = ""
+    title: str = ""
+    initial_comment: str = ""
+    shared: bool = False  # files.completeUploadExternal finished it
+
+
+@dataclass
 class _Fault:
     error: str = ""
     status: int = 200
     retry_after: int = 0
     times: int | None = None  # None: for ever
+    extra: JSON = field(default_factory=dict)  # more of the error body, e.g. "needed"
 
 
 class FakeSlack:
@@ -65,6 +82,7 @@ class FakeSlack:
         self.responses: list[JSON] = []  # what was sent to response_urls
         self.admins: set[str] = set()
         self.socket_acks: list[JSON] = []
+        self.files: dict[str, Uploaded] = {}
         self._faults: dict[str, _Fault] = {}
         self._ts = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -77,6 +95,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)  # some methods use GET
         app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -103,9 +122,11 @@ class FakeSlack:
 
     # -- scripting -------------------------------------------------------------------
 
-    def fail(self, method: str, error: str = "unknown_method", times: int | None = None) -> None:
-        """Make a method answer {"ok": false, "error": error}."""
-        self._faults[method] = _Fault(error=error, times=times)
+    def fail(
+        self, method: str, error: str = "unknown_method", times: int | None = None, **extra: Any
+    ) -> None:
+        """Make a method answer {"ok": false, "error": error, **extra}."""
+        self._faults[method] = _Fault(error=error, times=times, extra=extra)
 
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 0) -> None:
         """Make a method answer HTTP 429 with Retry-After, `times` times."""
@@ -126,6 +147,18 @@ class FakeSlack:
 
     def ephemerals(self, user: str) -> list[Posted]:
         return [p for p in self.posted.values() if p.ephemeral_user == user]
+
+    def shared_files(self, channel: str | None = None) -> list[Uploaded]:
+        """Files shared into a channel (any channel when None), oldest first."""
+        return [
+            f for f in self.files.values()
+            if f.shared and (channel is None or f.channel == channel)
+        ]  # fmt: skip
+
+    @staticmethod
+    def dm_for(user: str) -> str:
+        """The id of the bot's DM with a user: U1 -> D1, UADMIN -> DADMIN."""
+        return "D" + user.removeprefix("U")
 
     async def wait_for(self, condition: Callable[[], Any], seconds: float = 5.0) -> None:
         """Poll until condition() is truthy; fail the test with a clear message if not."""
@@ -183,7 +216,7 @@ class FakeSlack:
         if fault.status == 429:
             headers = {"Retry-After": str(fault.retry_after)}
             return _json({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
-        return _json({"ok": False, "error": fault.error})
+        return _json({"ok": False, "error": fault.error, **fault.extra})
 
     def _next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
@@ -267,18 +300,56 @@ class FakeSlack:
     def _reactions_add(self, params: JSON) -> JSON:
         return {"ok": True}
 
+    def _conversations_open(self, params: JSON) -> JSON:
+        users = str(params.get("users", ""))
+        if not users or "," in users:
+            return {"ok": False, "error": "invalid_arguments"}  # Parley opens 1:1 DMs only
+        return {"ok": True, "channel": {"id": self.dm_for(users)}}
+
+    def _files_getUploadURLExternal(self, params: JSON) -> JSON:
+        if not params.get("filename") or not str(params.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{len(self.files) + 1:04d}"
+        self.files[file_id] = Uploaded(file_id, str(params["filename"]))
+        return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, params: JSON) -> JSON:
+        listed = json.loads(str(params.get("files") or "[]"))
+        uploads = [self.files.get(str(item.get("id"))) for item in listed]
+        if not uploads or any(upload is None or not upload.data for upload in uploads):
+            return {"ok": False, "error": "file_not_found"}  # never uploaded to its URL
+        shared = []
+        for upload, item in zip(uploads, listed, strict=True):
+            assert upload is not None
+            upload.channel = str(params.get("channel_id") or "")
+            upload.thread_ts = str(params.get("thread_ts") or "")
+            upload.initial_comment = str(params.get("initial_comment") or "")
+            upload.title, upload.shared = str(item.get("title") or upload.filename), True
+            shared.append({"id": upload.file_id, "name": upload.filename, "title": upload.title})
+        return {"ok": True, "files": shared}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: Slack answers a plain-text "OK - <bytes>"."""
+        upload = self.files.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404, text="not found")
+        upload.data = await request.read()
+        return web.Response(text=f"OK - {len(upload.data)}")
+
     async def _respond(self, request: web.Request) -> web.Response:
         self.responses.append(await request.json())
         return web.Response(text="ok")
 
 
 async def _params(request: web.Request) -> JSON:
+    # slack-sdk sends some POSTs' arguments in the query string (files.* among them).
+    query: JSON = dict(request.query)
     if request.method == "GET":
-        return dict(request.query)
+        return query
     raw = await request.text()
     if request.content_type == "application/json":
-        return dict(json.loads(raw or "{}"))
-    return dict(parse_qsl(raw, keep_blank_values=True))
+        return query | dict(json.loads(raw or "{}"))
+    return query | dict(parse_qsl(raw, keep_blank_values=True))
 
 
 def _text(params: JSON) -> str:
