@@ -8,17 +8,23 @@ import time
 from collections.abc import Awaitable, Callable
 
 FENCE = "```"
-# Broadcast mentions in any platform's syntax: Slack's <!channel>, <!here>,
-# <!everyone> (optionally with a |label), and the plain @channel/@here/@everyone
-# that Slack and Discord both turn into pings.
+# Pings in any platform's syntax: Slack's <!channel>, <!here>, <!everyone> and user
+# groups <!subteam^S123|@oncall> (optionally with a |label), Slack user mentions
+# <@U123>, and the plain @channel/@here/@everyone that Slack and Discord both turn into
+# pings. (Discord's own <@id> and <@&role> are disarmed by allowed_mentions=none.)
 _SLACK_BROADCAST = re.compile(r"<!(channel|here|everyone)(\|[^>]*)?>", re.IGNORECASE)
+_SLACK_GROUP = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|@?([^>]*))?>", re.IGNORECASE)
+_SLACK_USER = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _PLAIN_BROADCAST = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
 ZERO_WIDTH_SPACE = "\u200b"
 
 
 def neutralise_broadcasts(text: str) -> str:
-    """Make @channel, @here and @everyone (in any syntax) plain, unpinging text."""
+    """Make crowd pings (@channel, @here, @everyone, user groups) and Slack user
+    mentions plain, unpinging text."""
     text = _SLACK_BROADCAST.sub(lambda m: f"@{ZERO_WIDTH_SPACE}{m.group(1)}", text)
+    text = _SLACK_GROUP.sub(lambda m: f"@{ZERO_WIDTH_SPACE}{m.group(1) or 'group'}", text)
+    text = _SLACK_USER.sub(lambda m: f"@{ZERO_WIDTH_SPACE}{m.group(1)}", text)
     return _PLAIN_BROADCAST.sub(lambda m: f"@{ZERO_WIDTH_SPACE}{m.group(1)}", text)
 
 
@@ -32,12 +38,15 @@ def _cut_point(text: str, limit: int) -> int:
 
 
 def _open_fence(text: str) -> str | None:
-    """The opening line of a code fence left open at the end of text, if any."""
+    """The fence to reopen ("```" and its language) if text ends inside a code block."""
     opening: str | None = None
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(FENCE):
-            opening = None if opening is not None else stripped
+            # Only the language word is carried over: the rest of a long opening line
+            # would be repeated in every part and could stop the split progressing.
+            language = stripped[len(FENCE) :].split(maxsplit=1)
+            opening = None if opening is not None else FENCE + (language[0][:20] if language else "")
     return opening
 
 
@@ -47,7 +56,9 @@ def split_message(text: str, limit: int) -> list[str]:
     Cuts at paragraph, line or word boundaries; a code block cut in two is closed
     at the end of one part and reopened (with its language) at the start of the next.
     """
-    if limit < 2 * len(FENCE) + 20:
+    # Each pass consumes over limit/2 characters and re-adds at most a fence line
+    # (under 30), so from 100 up the split always progresses.
+    if limit < 100:
         raise ValueError("limit too small to split with code fences")
     parts: list[str] = []
     rest = text

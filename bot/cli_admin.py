@@ -7,10 +7,11 @@ import sys
 import time
 from typing import Any
 
-from bot.commands import LIMIT_NAMES, describe_limits
+from bot.commands import describe_limits
 from bot.config import Settings
+from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
 from bot.report import format_csv, format_json, format_table
-from bot.store import Store, UserLimits
+from bot.store import Store
 from bot.usage import parse_period
 
 
@@ -70,9 +71,7 @@ def _user(text: str) -> str | None:
 
 
 def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> int:
-    defaults = UserLimits(
-        settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
-    )
+    defaults = default_limits(settings)
     if arguments.action == "show" and not arguments.user:
         print(describe_limits("default", defaults))
         for row in store.overridden_users():
@@ -82,22 +81,12 @@ def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> 
     if user is None:
         return _fail(f"{arguments.user!r} must look like platform:user, e.g. slack:U123")
     if arguments.action == "set":
-        value = _limit_value(arguments.limit, arguments.value)
-        if isinstance(value, str):
-            return _fail(value)
-        store.set_user_limit(user, LIMIT_NAMES[arguments.limit], value)
+        try:
+            column, value = parse_limit(arguments.limit, arguments.value)
+        except ValueError as error:
+            return _fail(str(error))
+        store.set_user_limit(user, column, value)
     elif arguments.action in ("block", "unblock"):
         store.set_user_limit(user, "blocked", 1 if arguments.action == "block" else 0)
     print(describe_limits(user, store.user_limits(user, defaults)))
     return 0
-
-
-def _limit_value(name: str, text: str) -> float | str | None:
-    """The number to store, None for 'default', or an error message."""
-    if text.lower() == "default":
-        return None
-    try:
-        value = float(text) if LIMIT_NAMES[name] == "cost_per_day_usd" else int(text)
-    except ValueError:
-        return f"{text!r} is not a number (or 'default')"
-    return value if value >= 0 else "limits cannot be negative; 0 means unlimited"

@@ -8,6 +8,7 @@ commands check the caller first and reveal nothing to anyone else.
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,20 +16,13 @@ from dataclasses import dataclass, field
 from bot.charts import daily_usage, usage_png
 from bot.config import Settings
 from bot.messages import Message, ReplyEvent, ReplyKind
+from bot.ratelimit import default_limits, parse_limit
 from bot.report import format_table
 from bot.store import Store, UserLimits
 from bot.usage import parse_period
 
 FORGET_CONFIRM_SECONDS = 120.0
 NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
-LIMIT_NAMES = {
-    "rpm": "requests_per_minute",
-    "requests_per_minute": "requests_per_minute",
-    "tpd": "tokens_per_day",
-    "tokens_per_day": "tokens_per_day",
-    "cost": "cost_per_day_usd",
-    "cost_per_day_usd": "cost_per_day_usd",
-}
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
@@ -71,6 +65,38 @@ def is_command(text: str) -> bool:
     return text.startswith("/") and len(text) > 1 and not text.startswith("//")
 
 
+_USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
+_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
+
+
+def mention_command(text: str) -> str | None:
+    """The command a mention such as "@Parley usage 7d" asks for, or None for a question.
+
+    Only words that parse as a command's arguments make a command, so "@Parley model
+    this as a state machine" or "@Parley reset my password how?" stay questions. The
+    free-text commands (system, model) need their explicit "/" form in a mention.
+    """
+    stripped = text.strip()
+    if is_command(stripped):
+        return stripped
+    words = stripped.split()
+    if not words:
+        return "/help"
+    name, arguments = words[0].lower(), words[1:]
+    recognised = (
+        (name in ("help", "reset", "forget") and not arguments)
+        or (name == "forget" and arguments == ["confirm"])
+        or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
+        or (name == "limits" and (not arguments or arguments[0].lower() in ("show", "set")))
+        or (
+            name in ("block", "unblock")
+            and len(arguments) == 1
+            and bool(_USER_ID.match(arguments[0]))
+        )
+    )
+    return "/" + " ".join([name, *arguments]) if recognised else None
+
+
 def command_names() -> list[str]:
     return sorted(_HANDLERS)
 
@@ -78,7 +104,8 @@ def command_names() -> list[str]:
 def is_admin(settings: Settings, message: Message) -> bool:
     if message.user_key in settings.admins:
         return True
-    return settings.trust_platform_admins and message.platform_admin
+    workspace = f"{message.platform}:{message.workspace}"
+    return message.platform_admin and workspace in settings.platform_admin_workspaces
 
 
 async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
@@ -180,16 +207,10 @@ def describe_limits(key: str, limits: UserLimits) -> str:
     )
 
 
-def _defaults(settings: Settings) -> UserLimits:
-    return UserLimits(
-        settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
-    )
-
-
 @command("limits", admin=True)
 async def _limits(context: CommandContext, message: Message, arguments: list[str]) -> str:
     action = arguments[0].lower() if arguments else "show"
-    defaults = _defaults(context.settings)
+    defaults = default_limits(context.settings)
     if action == "show":
         if len(arguments) > 1:
             key = _user_key(message, arguments[1])
@@ -207,23 +228,13 @@ async def _limits(context: CommandContext, message: Message, arguments: list[str
 
 
 def _set_limit(context: CommandContext, key: str, name: str, value: str) -> str:
-    column = LIMIT_NAMES.get(name.lower())
-    if column is None:
-        raise CommandError(f"Unknown limit {name!r}: use rpm, tpd or cost.")
-    number: float | None
-    if value.lower() == "default":
-        number = None
-    else:
-        try:
-            number = float(value) if column == "cost_per_day_usd" else int(value)
-        except ValueError:
-            raise CommandError(f"{value!r} is not a number (or 'default').") from None
-        if number < 0:
-            raise CommandError("Limits cannot be negative; 0 means unlimited.")
+    try:
+        column, number = parse_limit(name, value)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     context.store.set_user_limit(key, column, number)
-    return "Done. " + describe_limits(
-        key, context.store.user_limits(key, _defaults(context.settings))
-    )
+    limits = context.store.user_limits(key, default_limits(context.settings))
+    return "Done. " + describe_limits(key, limits)
 
 
 async def _set_blocked(

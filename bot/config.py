@@ -52,7 +52,10 @@ class Settings:
     cost_per_day_usd: float = 0.0
     admins_exempt: bool = True
     admins: tuple[str, ...] = ()
-    trust_platform_admins: bool = True
+    # "platform:workspace" ids whose own admins (Discord Manage Server, Slack workspace
+    # admins, the web dashboard's token holder) are Parley admins. Anyone can create a
+    # Discord server and invite a public bot, so no workspace is trusted by default.
+    platform_admin_workspaces: tuple[str, ...] = ("web:local",)
     tools: tuple[str, ...] = ("calculate", "current_time", "search_history")
     # "platform:workspace:channel" -> the tools that channel gets instead of `tools`
     tool_channels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -162,7 +165,9 @@ OPTIONS: dict[str, _Option] = {
     "admins.users": _Option(
         "admins", _string_list, "platform:user ids, e.g. slack:U123", "PARLEY_ADMINS"
     ),
-    "admins.trust_platform_admins": _Option("trust_platform_admins", _boolean, "true or false"),
+    "admins.platform_admin_workspaces": _Option(
+        "platform_admin_workspaces", _string_list, 'platform:workspace ids, e.g. "discord:1234"'
+    ),
     "tools.enabled": _Option("tools", _string_list, "a list of tool names"),
     "tools.channels": _Option(
         "tool_channels", _channel_tools, 'a table of "platform:workspace:channel" = [tools]'

@@ -208,7 +208,7 @@ class Engine:
             - tools_tokens
         )
         window = self.store.recent(key, self.settings.history_messages)
-        history = _drop_orphans(window.messages)
+        history = _drop_orphans(_drop_unanswered_calls(window.messages))
         fit = newest_that_fit([Counted(m.tokens, m.group_id) for m in history], budget)
         kept = _drop_orphans(history[len(history) - fit :])
         messages = [{"role": "system", "content": system_prompt}]
@@ -265,7 +265,8 @@ class Engine:
     ) -> AsyncIterator[Delta | Completion | ReplyEvent]:
         """One model call: streams deltas, records usage; an error becomes a ReplyEvent."""
         completion: Completion | None = None
-        status = "ok"
+        # Stays "cancelled" if the call is abandoned (a closed reply, a shutdown).
+        status = "cancelled"
         async with self.model_calls:
             started = time.perf_counter()
             first_token = True
@@ -279,7 +280,7 @@ class Engine:
                         first_token = False
                         self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                     if isinstance(item, Completion):
-                        completion = item
+                        completion, status = item, "ok"
                     yield item
             except ModelError as error:
                 status = error.kind
@@ -338,31 +339,38 @@ class Engine:
         self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
     ) -> AsyncIterator[ReplyEvent]:
         """Run every tool call (parallel ones concurrently) and extend the prompt."""
-        calls = [call.as_chat() for call in completion.tool_calls]
-        key = message.conversation
-        content = completion.text
-        group = self.store.append(
-            key, "assistant", content, count_message(content + str(calls)), tool_calls=calls
-        )
         names = ", ".join(sorted({call.name for call in completion.tool_calls}))
         yield ReplyEvent(ReplyKind.STATUS, f"running {names}…")
         context = self._tool_context(message)
+        timeout = self.settings.tool_timeout_seconds
         results = await asyncio.gather(
             *(
-                self.tools.run(
-                    call.name, call.arguments, context, timeout=self.settings.tool_timeout_seconds
-                )
-                for call in completion.tool_calls
+                self.tools.run(c.name, c.arguments, context, timeout=timeout)
+                for c in completion.tool_calls
             )
         )
-        prompt.append({"role": "assistant", "content": content, "tool_calls": calls})
+        calls = [call.as_chat() for call in completion.tool_calls]
+        prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
             self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
-            self.store.append(
-                key, "tool", result.content, count_message(result.content),
-                tool_call_id=call.id, group_id=group,
-            )  # fmt: skip
             prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+        self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
+
+    def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:
+        """Store a tool call and all its results at once: a call stored without its
+        results (a crash or cancel in between) would make the API reject every later
+        prompt of the conversation."""
+        call, *results = round_
+        tokens = count_message(call["content"] + json.dumps(call["tool_calls"]))
+        with self.store.atomic():
+            group = self.store.append(
+                key, "assistant", call["content"], tokens, tool_calls=call["tool_calls"]
+            )
+            for result in results:
+                self.store.append(
+                    key, "tool", result["content"], count_message(result["content"]),
+                    tool_call_id=result["tool_call_id"], group_id=group,
+                )  # fmt: skip
 
     def _tool_context(self, message: Message) -> ToolContext:
         def search_history(query: str, limit: int) -> list[dict[str, Any]]:
@@ -372,6 +380,18 @@ class Engine:
             )
 
         return ToolContext(message.conversation, message.user_key, search_history)
+
+
+def _drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """Leave out tool calls that lack a result (history written before calls and
+    results were stored together); the API rejects them."""
+    answered = {m.tool_call_id for m in messages if m.role == "tool"}
+    broken = {
+        m.group_id
+        for m in messages
+        if m.tool_calls and any(call.get("id") not in answered for call in m.tool_calls)
+    }
+    return [m for m in messages if m.group_id not in broken] if broken else messages
 
 
 def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:

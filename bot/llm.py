@@ -125,10 +125,21 @@ def classify(error: BaseException) -> ModelError:
     return ModelError("malformed", f"{type(error).__name__}: {error}")
 
 
-def _worth_retrying(error: BaseException) -> bool:
-    if isinstance(error, openai.APIStatusError):
-        return error.status_code == 429 or error.status_code >= 500
-    return isinstance(error, openai.APIConnectionError)  # includes timeouts
+class _WorthRetrying:
+    """Which failures to retry: 429 and 5xx (unless the server asks for a longer wait
+    than we allow: retrying early would only burn attempts), connection errors and
+    timeouts. Never other 4xx."""
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+
+    def __call__(self, error: BaseException) -> bool:
+        if isinstance(error, openai.APIStatusError):
+            told = _retry_after_seconds(error)
+            if told is not None and told > self.max_wait:
+                return False
+            return error.status_code == 429 or error.status_code >= 500
+        return isinstance(error, openai.APIConnectionError)  # includes timeouts
 
 
 def _retry_after_seconds(error: BaseException | None) -> float | None:
@@ -154,7 +165,7 @@ class _WaitRetryAfter:
     def __call__(self, state: RetryCallState) -> float:
         outcome = state.outcome
         told = _retry_after_seconds(outcome.exception() if outcome else None)
-        return min(told, self.max_wait) if told is not None else self.backoff(state)
+        return told if told is not None else self.backoff(state)
 
 
 class _ChunkAssembler:
@@ -231,6 +242,7 @@ class ModelClient:
         self.timeout_seconds = timeout_seconds
         self.max_attempts = max_attempts
         self.wait = _WaitRetryAfter(retry_max_wait_seconds)
+        self.worth_retrying = _WorthRetrying(retry_max_wait_seconds)
 
     async def close(self) -> None:
         await self.client.close()
@@ -246,7 +258,7 @@ class ModelClient:
         """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
         body = _request_body(model, messages, tools, max_tokens)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_worth_retrying),
+            retry=retry_if_exception(self.worth_retrying),
             wait=self.wait,
             stop=stop_after_attempt(self.max_attempts),
             reraise=True,

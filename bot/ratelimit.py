@@ -25,6 +25,41 @@ REFUSALS = {
 }
 
 
+LIMIT_NAMES = {
+    "rpm": "requests_per_minute",
+    "requests_per_minute": "requests_per_minute",
+    "tpd": "tokens_per_day",
+    "tokens_per_day": "tokens_per_day",
+    "cost": "cost_per_day_usd",
+    "cost_per_day_usd": "cost_per_day_usd",
+}
+
+
+def default_limits(settings: Settings) -> UserLimits:
+    """Every user's limits unless an admin set their own."""
+    return UserLimits(
+        settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
+    )
+
+
+def parse_limit(name: str, text: str) -> tuple[str, float | None]:
+    """('rpm', '5') -> ('requests_per_minute', 5); 'default' -> None (the default).
+
+    Raises ValueError with a message for the user."""
+    column = LIMIT_NAMES.get(name.lower())
+    if column is None:
+        raise ValueError(f"Unknown limit {name!r}: use rpm, tpd or cost.")
+    if text.lower() == "default":
+        return column, None
+    try:
+        number = float(text) if column == "cost_per_day_usd" else int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number (or 'default').") from None
+    if number < 0:
+        raise ValueError("Limits cannot be negative; 0 means unlimited.")
+    return column, number
+
+
 def describe_wait(seconds: float) -> str:
     seconds = max(1, math.ceil(seconds))
     if seconds < 90:
@@ -45,9 +80,7 @@ class Limiter:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.defaults = UserLimits(
-            settings.requests_per_minute, settings.tokens_per_day, settings.cost_per_day_usd
-        )
+        self.defaults = default_limits(settings)
 
     def check(self, user_key: str, is_admin: bool, now: float) -> Refusal | None:
         """Admit one request now, or say which limit refuses it and until when."""

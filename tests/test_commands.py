@@ -57,15 +57,6 @@ async def test_admins_are_answered(make_engine: EngineFactory, command: str) -> 
     assert "only Parley admins" not in reply.text
 
 
-async def test_platform_admins_count_only_when_trusted(make_engine: EngineFactory) -> None:
-    trusting = make_engine(trust_platform_admins=True)
-    assert (await collect(trusting, message("/usage", platform_admin=True)))[
-        0
-    ].kind is ReplyKind.FINAL
-    wary = make_engine(trust_platform_admins=False)
-    assert (await collect(wary, message("/usage", platform_admin=True)))[0].kind is ReplyKind.ERROR
-
-
 async def test_usage_sums_equal_what_the_server_reported(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
@@ -175,3 +166,49 @@ async def test_commands_make_no_model_call(
     for command in ["/help", "/reset", *ADMIN_COMMANDS]:
         await collect(engine, message(command, user="root"))
     assert fake_openai.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("usage", "/usage"),
+        ("usage 7d channel", "/usage 7d channel"),
+        ("usage chart 30d", "/usage chart 30d"),
+        ("help", "/help"),
+        ("", "/help"),
+        ("reset", "/reset"),
+        ("forget confirm", "/forget confirm"),
+        ("limits set <@U123> rpm 5", "/limits set <@U123> rpm 5"),
+        ("block <@U123>", "/block <@U123>"),
+        ("/model gpt-4o", "/model gpt-4o"),
+        ("model this as a state machine", None),
+        ("system design tips?", None),
+        ("reset my password how?", None),
+        ("usage of semicolons in English?", None),
+        ("block comments in C?", None),
+        ("help me write a poem", None),
+    ],
+)
+def test_mentions_become_commands_only_when_they_parse(text: str, command: str | None) -> None:
+    from bot.commands import mention_command
+
+    assert mention_command(text) == command
+
+
+@pytest.mark.parametrize(
+    ("workspaces", "message_workspace", "allowed"),
+    [
+        ((), "w1", False),
+        (("test:w1",), "w1", True),
+        (("test:w1",), "w2", False),
+        (("other:w1",), "w1", False),
+    ],
+)
+async def test_platform_admins_count_only_in_trusted_workspaces(
+    make_engine: EngineFactory, workspaces: tuple[str, ...], message_workspace: str, allowed: bool
+) -> None:
+    engine = make_engine(platform_admin_workspaces=workspaces)
+    [reply] = await collect(
+        engine, message("/usage", platform_admin=True, workspace=message_workspace)
+    )
+    assert (reply.kind is ReplyKind.FINAL) is allowed

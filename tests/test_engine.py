@@ -278,3 +278,21 @@ async def test_engine_time_metric_excludes_the_adapters_time(make_engine: Engine
     histogram = engine.metrics.engine_seconds.collect()[0]
     total = next(s.value for s in histogram.samples if s.name.endswith("_sum"))
     assert 0 < total < 0.05
+
+
+async def test_an_abandoned_model_call_is_recorded_as_cancelled(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    from tests.fakes.openai_server import Delay
+
+    engine = make_engine()
+    fake_openai.script(Delay(5, Text("slow")))
+    task = asyncio.create_task(collect(engine, message("hi")))
+    while fake_openai.request_count == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    statuses = [row[0] for row in engine.store.db.execute("SELECT status FROM usage").fetchall()]
+    assert statuses == ["cancelled"]
+    assert engine.last_model_success == 0.0

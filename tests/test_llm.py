@@ -135,3 +135,15 @@ async def test_streamed_parallel_tool_calls_are_assembled(
 async def test_api_key_is_sent_as_bearer(client: ModelClient, fake_openai: FakeOpenAI) -> None:
     await complete(client)
     assert fake_openai.request_headers[-1]["Authorization"] == "Bearer test"
+
+
+async def test_a_retry_after_longer_than_allowed_gives_up_at_once(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Status(429, retry_after=60), Text("too late"))
+    started = time.monotonic()
+    with pytest.raises(ModelError) as raised:
+        await complete(client)
+    assert raised.value.kind == "rate_limited"
+    assert fake_openai.request_count == 1
+    assert time.monotonic() - started < 1

@@ -230,3 +230,42 @@ async def test_tools_are_configurable_per_channel(
     await collect(engine, message("hi", channel="other"))
     offered = [[t["function"]["name"] for t in r.get("tools", [])] for r in fake_openai.requests]
     assert offered == [[], ["calculate"], list(BUILTINS)]
+
+
+async def test_a_cancelled_tool_round_leaves_no_dangling_call(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(tools=("slow",))
+    started = asyncio.Event()
+
+    @engine.tools.tool
+    async def slow() -> str:
+        """Takes its time."""
+        started.set()
+        await asyncio.sleep(30)
+        return "late"
+
+    fake_openai.script(ToolCalls([Call("slow", {}, id="s1")]))
+    task = asyncio.create_task(collect(engine, message("go slow")))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await collect(engine, message("still there?"))
+    roles = [m["role"] for m in fake_openai.requests[-1]["messages"]]
+    assert roles == ["system", "user", "user"]
+
+
+async def test_an_unanswered_call_in_old_history_is_left_out(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    key = message("x").conversation
+    engine.store.append(key, "user", "earlier", 5)
+    calls = [
+        {"id": "gone", "type": "function", "function": {"name": "calculate", "arguments": "{}"}}
+    ]
+    engine.store.append(key, "assistant", "", 9, tool_calls=calls)
+    await collect(engine, message("now"))
+    sent = fake_openai.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "user"]

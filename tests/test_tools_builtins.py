@@ -131,25 +131,25 @@ def context_with(rows: list[dict[str, Any]], calls: list[tuple[str, int]]) -> To
 
 
 @pytest.mark.parametrize(("limit", "sent"), [(5, 5), (0, 1), (-3, 1), (100, 20)])
-def test_search_history_uses_callback_with_clamped_limit(limit: int, sent: int) -> None:
+async def test_search_history_uses_callback_with_clamped_limit(limit: int, sent: int) -> None:
     calls: list[tuple[str, int]] = []
-    search_history("deploy plan", context_with([], calls), limit)
+    await search_history("deploy plan", context_with([], calls), limit)
     assert calls == [("deploy plan", sent)]
 
 
-def test_search_history_formats_rows() -> None:
+async def test_search_history_formats_rows() -> None:
     rows: list[dict[str, Any]] = [
         {"role": "user", "content": "the deploy is on Friday", "created_at": 0.0},
         {"role": "assistant", "content": "x" * 600, "created_at": "yesterday"},
     ]
-    text = search_history("deploy", context_with(rows, []))
+    text = await search_history("deploy", context_with(rows, []))
     first, second = text.splitlines()
     assert first == "[1970-01-01 00:00 UTC] user: the deploy is on Friday"
     assert second.startswith("[yesterday] assistant: xxx") and len(second) < 600
 
 
-def test_search_history_no_matches() -> None:
-    assert search_history("nothing", context_with([], [])) == "No matches."
+async def test_search_history_no_matches() -> None:
+    assert await search_history("nothing", context_with([], [])) == "No matches."
 
 
 async def test_builtins_through_the_registry() -> None:

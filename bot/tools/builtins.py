@@ -29,7 +29,9 @@ def current_time(timezone: str = "UTC") -> str:
     return f"{now.isoformat(timespec='seconds')} ({now:%A}, {timezone})"
 
 
-def search_history(query: str, context: ToolContext, limit: int = 5) -> str:
+# async, so it runs on the event loop: the store's SQLite connection is shared, and a
+# sync tool would run in a worker thread alongside the loop's own transactions.
+async def search_history(query: str, context: ToolContext, limit: int = 5) -> str:
     """Search earlier messages of this channel for words or phrases.
 
     Args:
