@@ -35,6 +35,7 @@ EMPTY_MESSAGE = "Your message is empty: tell me what you would like to know."
 TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Please shorten it."
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
+DUPLICATE = object()  # _admit's answer for a delivery already handled
 # Text the model may stream before the first delta; adapters show it at once.
 THINKING = "thinking…"
 
@@ -136,32 +137,51 @@ class Engine:
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
 
     async def _handle(self, message: Message, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
-        # Duplicates first: a redelivered bad message must not get a second complaint.
         self._prune_now_and_then()
-        if not self.store.claim_delivery(message.dedupe_keys):
-            log.info("duplicate delivery ignored: %s", message.dedupe_keys)
-            return
         problem = self._invalid(message)
-        if problem:
-            yield ReplyEvent(ReplyKind.ERROR, problem)
-            return
-        if is_command(message.text):
-            yield await run_command(self.commands, message)
+        if problem or is_command(message.text):
+            # Duplicates first: a redelivered bad message gets one complaint.
+            if self.store.claim_delivery(message.dedupe_keys):
+                yield await self._answer_directly(message, problem)
             return
         async with self.conversation_locks.hold(message.conversation):
-            refusal = self.limiter.check(
-                message.user_key, is_admin(self.settings, message), self.clock()
-            )
+            admitted = self._admit(message)
+            if admitted is DUPLICATE:
+                return
+            if isinstance(admitted, ReplyEvent):
+                yield admitted
+                return
+            async for event in self._answer(message, turn):
+                yield event
+
+    async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent:
+        """The reply to a message the model never sees: a complaint or a command."""
+        if problem:
+            return ReplyEvent(ReplyKind.ERROR, problem)
+        return await run_command(self.commands, message)
+
+    def _admit(self, message: Message) -> ReplyEvent | object | None:
+        """Claim the delivery, check the limits and store the message, all at once.
+
+        One transaction: a crash can never leave a delivery claimed but its message
+        unstored (the platform's retry would then be dropped as a duplicate), and a
+        duplicate never uses up the user's limit. Returns DUPLICATE, a refusal to
+        show, or None when the message is stored and the model may be called.
+        """
+        with self.store.atomic():
+            if not self.store.claim_delivery(message.dedupe_keys):
+                log.info("duplicate delivery ignored: %s", message.dedupe_keys)
+                return DUPLICATE
+            admin = is_admin(self.settings, message)
+            refusal = self.limiter.check(message.user_key, admin, self.clock())
             if refusal:
                 self.metrics.refusals.labels(refusal.kind).inc()
-                yield ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
-                return
+                return ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
             self.store.append(
                 message.conversation, "user", message.text, count_message(message.text),
                 user=message.user_key,
             )  # fmt: skip
-            async for event in self._answer(message, turn):
-                yield event
+        return None
 
     def _prune_now_and_then(self) -> None:
         # Delivery keys only matter while a platform may still redeliver (days, not

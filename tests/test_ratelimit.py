@@ -194,3 +194,11 @@ def test_limiter_alone_with_usage_rows(tmp_path: Path) -> None:
     store.record_usage(record)
     refusal = limiter.check("s:u", False, 1001.0)
     assert refusal is not None and refusal.kind == "tokens_per_day"
+
+
+async def test_a_duplicate_delivery_uses_no_limit(make_engine: EngineFactory) -> None:
+    engine = make_engine(clock=Clock(), requests_per_minute=2)
+    await collect(engine, message("hi", dedupe_keys=("ev:1",)))
+    assert await collect(engine, message("hi", dedupe_keys=("ev:1",))) == []
+    assert final_text(await collect(engine, message("next", dedupe_keys=("ev:2",)))) == "echo: next"
+    assert engine.store.refusal_counts(0) == {}
