@@ -45,8 +45,9 @@ def _open_fence(text: str) -> str | None:
         if stripped.startswith(FENCE):
             # Only the language word is carried over: the rest of a long opening line
             # would be repeated in every part and could stop the split progressing.
-            language = stripped[len(FENCE) :].split(maxsplit=1)
-            opening = None if opening is not None else FENCE + (language[0][:20] if language else "")
+            words = stripped[len(FENCE) :].split(maxsplit=1)
+            language = words[0][:20] if words else ""
+            opening = None if opening is not None else FENCE + language
     return opening
 
 

@@ -37,7 +37,7 @@ from adapters.slack_format import (
     error_code,
     to_mrkdwn,
 )
-from bot.commands import command_names
+from bot.commands import mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message
@@ -49,6 +49,7 @@ EVENTS_PATH = "/slack/events"
 COMMAND = "/parley"
 ADMIN_CACHE_SECONDS = 300.0
 STOP_GRACE_SECONDS = 10.0
+RESET_IN_THREAD = "To reset a thread's conversation, say @Parley reset in that thread."
 # Message subtypes that are a person saying something; every other subtype (edits,
 # deletions, joins, topic changes...) is not addressed to Parley.
 USER_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
@@ -154,19 +155,19 @@ def unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def as_command(text: str) -> str:
-    """'usage 7d' after a mention -> '/usage 7d' when the first word is a command.
+def dedupe_keys(*keys: tuple[str, str]) -> tuple[str, ...]:
+    """(prefix, id) pairs -> dedupe keys, leaving out those with no id.
 
-    A bare mention becomes /help: it says how to use Parley, and (unlike an empty
-    message, which the engine refuses before deduplicating) Slack's double delivery
-    of a mention answers it once.
+    A key made of a prefix alone ("slack:event:") would be shared by every delivery
+    that lacks the id, and each of them after the first would be dropped as a repeat.
     """
-    words = text.split(maxsplit=1)
-    if not words:
-        return "/help"
-    if words and words[0].lower() in command_names():
-        return "/" + text
-    return text
+    return tuple(prefix + ident for prefix, ident in keys if ident)
+
+
+def is_reset(command_text: str) -> bool:
+    """Whether a /parley command's text asks for /reset."""
+    words = command_text.strip().lstrip("/").split(maxsplit=1)
+    return bool(words) and words[0].lower() == "reset"
 
 
 class _TokenNotUnused(logging.Filter):
@@ -333,8 +334,14 @@ class SlackAdapter:
             return None
         text = unescape(mention.sub("", text) if mention else text).strip()
         if mentioned:
-            text = as_command(text)
-        keys = (f"slack:event:{body.get('event_id', '')}", f"slack:msg:{team}:{channel}:{ts}")
+            # "@Parley usage 7d" is a command, "@Parley model this for me" a question.
+            # A bare mention becomes /help: unlike an empty message (which the engine
+            # refuses before deduplicating) it is answered once despite Slack's double
+            # delivery of a mention as app_mention and message.
+            text = mention_command(text) or text
+        keys = dedupe_keys(
+            ("slack:event:", body.get("event_id", "")), ("slack:msg:", f"{team}:{channel}:{ts}")
+        )
         user = event.get("user") or event.get("bot_id", "")
         return Incoming(team, channel, user, text, thread, keys, is_direct)
 
@@ -420,8 +427,31 @@ class SlackAdapter:
 
     async def _slash(self, command: SlashCommand, respond: Callable[..., Awaitable[Any]]) -> None:
         team, channel = command.get("team_id", ""), command.get("channel_id", "")
-        user = command.get("user_id", "")
-        target = Target(channel, "", team, user)
+        send = self._responder(channel, respond)
+        # DM ids start with D. Slash commands carry no thread_ts, and channel
+        # conversations live in threads: a reset here would reset no conversation.
+        if is_reset(command.get("text", "")) and not channel.startswith("D"):
+            await send(RESET_IN_THREAD)
+            return
+        target = Target(channel, "", team, command.get("user_id", ""))
+        reply = SlackReply(Api(self.client, target), self.capabilities, send, all_private=True)
+        await self._run(self._slash_message(command), reply)
+
+    async def _slash_message(self, command: SlashCommand) -> Message:
+        team, user = command.get("team_id", ""), command.get("user_id", "")
+        info = await self.users.get(team, user)
+        return Message(
+            platform="slack", workspace=team, channel=command.get("channel_id", ""), user=user,
+            text="/" + (command.get("text", "").strip().lstrip("/") or "help"),
+            user_name=info.name, platform_admin=info.admin,
+            dedupe_keys=dedupe_keys(("slack:command:", command.get("trigger_id", ""))),
+        )  # fmt: skip
+
+    @staticmethod
+    def _responder(
+        channel: str, respond: Callable[..., Awaitable[Any]]
+    ) -> Callable[[str], Awaitable[None]]:
+        """Private replies to a /parley command, through its response_url."""
 
         async def send(text: str) -> None:
             for part in split_message(clean(text), PLAIN_LIMIT):
@@ -431,17 +461,7 @@ class SlackAdapter:
                     log.warning("slack: /parley response failed (channel %s): %s",
                                 channel, error_code(error))  # fmt: skip
 
-        async def message() -> Message:
-            info = await self.users.get(team, user)
-            return Message(
-                platform="slack", workspace=team, channel=channel, user=user,
-                text="/" + (command.get("text", "").strip().lstrip("/") or "help"),
-                user_name=info.name, platform_admin=info.admin,
-                dedupe_keys=(f"slack:command:{command.get('trigger_id', '')}",),
-            )  # fmt: skip
-
-        reply = SlackReply(Api(self.client, target), self.capabilities, send, all_private=True)
-        await self._run(message(), reply)
+        return send
 
 
 def create(engine: Engine, settings: Settings) -> SlackAdapter:

@@ -3,7 +3,8 @@
 `SlackReply` turns the engine's ReplyEvents for one user message into Web API calls.
 It prefers Slack's own affordances (the thread status, native streaming) and falls back
 to a placeholder message edited with chat.update when a workspace or a conversation
-does not support them. Every text is neutralised (no @channel pings) before it is sent.
+does not support them. Every text is neutralised (no @channel, user group or user
+pings) before it is sent.
 Files cannot be ephemeral, so a private reply's image (a usage chart) is uploaded into
 the asking user's DM with the bot.
 """
@@ -68,7 +69,7 @@ class Target:
 
 
 def clean(text: str) -> str:
-    """What every outgoing text goes through: no broadcast pings."""
+    """What every outgoing text goes through: no broadcast, user group or user pings."""
     return neutralise_broadcasts(text)
 
 

@@ -1,97 +1,41 @@
-"""The Slack adapter through real slack-bolt and slack-sdk, against a fake Slack and model."""
+"""The Slack adapter through real slack-bolt and slack-sdk, against a fake Slack and model.
+
+Commands, admins and usage charts are in test_slack_commands.py.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from adapters.slack import SlackAdapter, create
+from adapters.slack import create
 from adapters.slack_format import to_mrkdwn
 from bot.config import ConfigError
 from tests.conftest import EngineFactory
 from tests.fakes.openai_server import Call, FakeOpenAI, Status, Text, ToolCalls
-from tests.fakes.slack_server import BOT_USER_ID, EventSender, FakeSlack
-
-SECRET = "test-signing-secret"
-TOKEN = "xoxb-test-token"
-MENTION_TS = "1699999999.000100"
-
-
-@dataclass
-class Harness:
-    adapter: SlackAdapter
-    slack: FakeSlack
-    send: EventSender
-    model: FakeOpenAI
-
-    async def event(self, event: dict[str, Any], **options: Any) -> int:
-        """Deliver an event and wait until the adapter has finished answering it."""
-        status = await self.send.event(event, **options)
-        await self.adapter.drain()
-        return status
-
-    def texts(self, channel: str = "C1", thread: str = MENTION_TS) -> list[str]:
-        return [posted.text for posted in self.slack.thread(channel, thread)]
-
-
-Start = Callable[..., Awaitable[Harness]]
+from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
+from tests.slack_helpers import (
+    MENTION_TS,
+    SECRET,
+    TOKEN,
+    Start,
+    mention,
+    message,
+    slack_harnesses,
+    user_turns,
+)
 
 
 @pytest.fixture
 async def start(
     make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Start]:
-    """start(socket_mode=False, **settings) -> a running adapter on a fake Slack."""
-    stack = contextlib.AsyncExitStack()
-
-    async def run(socket_mode: bool = False, **overrides: Any) -> Harness:
-        slack = await stack.enter_async_context(FakeSlack())
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
-        monkeypatch.setenv("PARLEY_SLACK_API_URL", slack.api_url)
-        if socket_mode:
-            monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-test")
-        else:
-            monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
-        engine = make_engine(**overrides)
-        adapter = create(engine, engine.settings)
-        app = web.Application()
-        adapter.add_routes(app)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        stack.push_async_callback(server.close)
-        await adapter.start()
-        stack.push_async_callback(adapter.stop)
-        url = str(server.make_url("/slack/events"))
-        return Harness(adapter, slack, EventSender(url, SECRET), fake_openai)
-
-    yield run
-    await stack.aclose()
-
-
-def mention(
-    text: str = "hello", *, ts: str = MENTION_TS, user: str = "U1", **extra: Any
-) -> dict[str, Any]:
-    return {"type": "app_mention", "user": user, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
-            "channel": "C1", "team": "T1", "event_ts": ts, **extra}  # fmt: skip
-
-
-def message(text: str, *, ts: str, channel: str = "C1", **extra: Any) -> dict[str, Any]:
-    kind = "im" if channel.startswith("D") else "channel"
-    return {"type": "message", "user": "U1", "text": text, "ts": ts, "channel": channel,
-            "channel_type": kind, "team": "T1", "event_ts": ts, **extra}  # fmt: skip
-
-
-def user_turns(request: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in request["messages"] if m["role"] != "system"]
+    async with slack_harnesses(make_engine, fake_openai, monkeypatch) as run:
+        yield run
 
 
 # -- the Events API endpoint ---------------------------------------------------------
@@ -168,6 +112,15 @@ async def test_retry_and_double_delivery_get_exactly_one_answer(start: Start) ->
     assert h.texts() == ["only once"]
 
 
+async def test_events_without_an_event_id_are_not_taken_for_repeats(start: Start) -> None:
+    h = await start()
+    h.model.script(Text("first"), Text("second"))
+    await h.event(mention("one"), event_id=None)
+    await h.event(mention("two", ts="1699999999.000150"), event_id=None)
+    assert h.texts() == ["first"]
+    assert h.texts(thread="1699999999.000150") == ["second"]
+
+
 @pytest.mark.parametrize(
     "event",
     [
@@ -205,6 +158,17 @@ async def test_broadcast_mentions_in_model_output_are_neutralised(start: Start) 
     assert "@\u200bhere" in text and "@\u200bchannel" in text
     sent = [json.dumps(call.params) for call in h.slack.calls if call.method.startswith("chat.")]
     assert not any("<!channel>" in s or "@here" in s for s in sent)
+
+
+async def test_user_and_group_mentions_in_model_output_do_not_ping(start: Start) -> None:
+    h = await start()
+    h.model.script(Text("Ask <!subteam^S123|@oncall> or <@U999> about it."))
+    await h.event(mention())
+    [text] = h.texts()
+    assert "@\u200boncall" in text and "@\u200bU999" in text  # still readable
+    sent = [json.dumps(call.params) for call in h.slack.calls if call.method.startswith("chat.")]
+    assert sent
+    assert not any("<!subteam" in s or "<@U999" in s for s in sent)
 
 
 def long_answer(prose_chars: int, code_lines: int) -> str:
@@ -329,157 +293,6 @@ async def test_failed_post_is_logged_and_conversation_kept(
     h.slack.fail("chat.postMessage", times=0)
     await h.event(message("again", ts="1699999999.001200", channel="D1"))
     assert ("assistant", "lost in transit") in user_turns(h.model.requests[1])
-
-
-# -- commands and admins ---------------------------------------------------------------
-
-
-async def test_slash_command_as_admin_gets_usage_privately(start: Start) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))  # some usage to report
-    status, _ = await h.send.slash_command(
-        "usage 7d", user="UADMIN", channel="C1", response_url=h.slack.response_url()
-    )
-    await h.adapter.drain()
-    assert status == 200
-    [response] = h.slack.responses
-    assert response["response_type"] == "ephemeral"
-    assert "Usage over the last 7d" in response["text"]
-    assert "slack:U1" in response["text"]
-
-
-async def test_slash_command_as_non_admin_is_refused_without_figures(start: Start) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))
-    await h.send.slash_command(
-        "usage", user="U2", channel="C1", response_url=h.slack.response_url()
-    )
-    await h.adapter.drain()
-    [response] = h.slack.responses
-    assert response["response_type"] == "ephemeral"
-    assert "only Parley admins" in response["text"]
-    assert "slack:U1" not in response["text"] and "Usage over" not in response["text"]
-
-
-async def test_workspace_admin_is_a_platform_admin(start: Start) -> None:
-    h = await start()
-    h.slack.admins.add("UWS")
-    for user in ("UWS", "UWS"):
-        await h.send.slash_command("usage", user=user, channel="C1",
-                                   response_url=h.slack.response_url())  # fmt: skip
-        await h.adapter.drain()
-    assert all("only Parley admins" not in r["text"] for r in h.slack.responses)
-    assert len(h.slack.calls_to("users.info")) == 1  # cached per user
-
-
-@pytest.mark.parametrize("workspace_admin", [False, True])
-async def test_mention_command_reaches_the_router_ephemerally(
-    start: Start, workspace_admin: bool
-) -> None:
-    h = await start()
-    if workspace_admin:
-        h.slack.admins.add("U2")
-    await h.event(mention("usage 7d", user="U2"))
-    assert h.model.request_count == 0
-    [reply] = h.slack.ephemerals("U2")
-    assert reply.thread_ts == MENTION_TS
-    refused = "only Parley admins can use /usage" in reply.text
-    assert refused is not workspace_admin
-    assert h.texts() == []
-
-
-# -- usage charts ----------------------------------------------------------------------
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHART_TS = "1699999999.002000"
-
-
-async def ask_for_chart(h: Harness, form: str, user: str, channel: str = "C1") -> None:
-    """An admin command in either form: /parley usage chart, or @Parley usage chart."""
-    if form == "slash":
-        await h.send.slash_command(
-            "usage chart", user=user, channel=channel, response_url=h.slack.response_url()
-        )
-        await h.adapter.drain()
-    else:
-        await h.event(mention("usage chart", user=user, ts=CHART_TS))
-
-
-def notes_to(h: Harness, form: str, user: str) -> list[str]:
-    """What the user was told privately: response_url replies, or ephemerals."""
-    if form == "slash":
-        return [response["text"] for response in h.slack.responses]
-    return [posted.text for posted in h.slack.ephemerals(user)]
-
-
-@pytest.mark.parametrize("form", ["slash", "mention"])
-async def test_usage_chart_is_uploaded_into_the_admins_dm(start: Start, form: str) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))  # some usage, so there is a chart to draw
-    await ask_for_chart(h, form, "UADMIN")
-    [opened] = h.slack.calls_to("conversations.open")
-    assert opened.params["users"] == "UADMIN"
-    [chart] = h.slack.shared_files(h.slack.dm_for("UADMIN"))
-    assert chart.data.startswith(PNG_SIGNATURE) and len(chart.data) > 1000
-    assert (chart.filename, chart.title) == ("usage.png", "Usage chart, last 7d")
-    assert chart.initial_comment == "Usage chart, last 7d"
-    assert notes_to(h, form, "UADMIN") == ["I sent you the chart in a DM."]
-    if form == "mention":
-        assert [p.thread_ts for p in h.slack.ephemerals("UADMIN")] == [CHART_TS]
-        assert h.texts(thread=CHART_TS) == []  # nothing public in the channel
-    else:
-        assert h.slack.responses[0]["response_type"] == "ephemeral"
-
-
-@pytest.mark.parametrize("form", ["slash", "message"])
-async def test_usage_chart_asked_in_the_dm_is_uploaded_there(start: Start, form: str) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))
-    dm = h.slack.dm_for("UADMIN")
-    if form == "slash":
-        await ask_for_chart(h, "slash", "UADMIN", channel=dm)
-    else:
-        await h.event(message("/usage chart 30d", ts=CHART_TS, channel=dm, user="UADMIN"))
-        assert h.slack.calls_to("conversations.open") == []  # a DM event is the DM already
-    [chart] = h.slack.shared_files()
-    assert chart.channel == dm and chart.data.startswith(PNG_SIGNATURE)
-    # The file's comment carries the text; a second message would only repeat it.
-    assert h.slack.responses == [] and h.texts(dm, "") == []
-
-
-@pytest.mark.parametrize("form", ["slash", "mention"])
-async def test_usage_chart_is_refused_to_non_admins(start: Start, form: str) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))
-    await ask_for_chart(h, form, "U2")
-    [note] = notes_to(h, form, "U2")
-    assert "only Parley admins can use /usage" in note
-    assert h.slack.files == {}
-    assert h.slack.calls_to("conversations.open") == []
-    assert h.slack.calls_to("files.getUploadURLExternal") == []
-
-
-@pytest.mark.parametrize(
-    ("method", "named", "scope"),
-    [
-        pytest.param("files.getUploadURLExternal", True, "files:write", id="files-write"),
-        pytest.param("conversations.open", False, "im:write", id="im-write"),
-    ],
-)
-async def test_failed_chart_upload_names_the_missing_scope(
-    start: Start, method: str, named: bool, scope: str
-) -> None:
-    h = await start(admins=("slack:UADMIN",))
-    await h.event(mention("hello"))
-    if named:  # Slack names the scope; the adapter knows it otherwise
-        h.slack.fail(method, "missing_scope", needed=scope, provided="chat:write,commands")
-    else:
-        h.slack.fail(method, "missing_scope")
-    await ask_for_chart(h, "mention", "UADMIN")
-    [note] = notes_to(h, "mention", "UADMIN")
-    assert note.startswith("Usage chart, last 7d\n:warning:")
-    assert f"lacks the {scope} scope" in note
-    assert h.slack.shared_files() == []
 
 
 # -- starting up ---------------------------------------------------------------------

@@ -388,16 +388,20 @@ class EventSender:
             async with session.post(self.url, data=body.encode(), headers=all_headers) as resp:
                 return resp.status, await resp.text()
 
-    def envelope(self, event: JSON, event_id: str = "") -> JSON:
-        return {
+    def envelope(self, event: JSON, event_id: str | None = "") -> JSON:
+        """An event_callback body; event_id "" is a fresh id, None leaves the field out."""
+        body = {
             "token": "legacy", "team_id": TEAM_ID, "api_app_id": "A1", "type": "event_callback",
             "event_id": event_id or f"Ev{next(self._event_ids):04d}",
             "event_time": int(time.time()), "event": event,
             "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
         }  # fmt: skip
+        if event_id is None:
+            del body["event_id"]
+        return body
 
     async def event(
-        self, event: JSON, *, event_id: str = "", retry_num: int | None = None,
+        self, event: JSON, *, event_id: str | None = "", retry_num: int | None = None,
         signature: str | None = None,
     ) -> int:  # fmt: skip
         headers = {}
@@ -412,12 +416,17 @@ class EventSender:
         return await self.post(body, "application/json")
 
     async def slash_command(
-        self, text: str, *, user: str, channel: str, response_url: str
-    ) -> tuple[int, str]:
+        self, text: str, *, user: str, channel: str, response_url: str,
+        trigger_id: str | None = "",
+    ) -> tuple[int, str]:  # fmt: skip
+        """POST /parley; trigger_id "" is a fresh id, None leaves the field out."""
+        fresh = hashlib.sha1(f"{user}{text}{time.time()}".encode()).hexdigest()
         form = {
             "token": "legacy", "team_id": TEAM_ID, "team_domain": "test", "channel_id": channel,
-            "channel_name": "general", "user_id": user, "user_name": user.lower(),
-            "command": "/parley", "text": text, "api_app_id": "A1", "response_url": response_url,
-            "trigger_id": hashlib.sha1(f"{user}{text}{time.time()}".encode()).hexdigest(),
+            "channel_name": "directmessage" if channel.startswith("D") else "general",
+            "user_id": user, "user_name": user.lower(), "command": "/parley", "text": text,
+            "api_app_id": "A1", "response_url": response_url, "trigger_id": trigger_id or fresh,
         }  # fmt: skip
+        if trigger_id is None:
+            del form["trigger_id"]
         return await self.post(urlencode(form), "application/x-www-form-urlencoded")
