@@ -6,15 +6,20 @@ What the bot answers:
   ...) answer ephemerally. Every interaction is deferred at once, then answered by
   editing the original response and followups; past the token's 15 minutes, public
   answers go to the channel instead.
-- a message that mentions the bot, as a reply to it; in a DM, every message.
+- a message that mentions the bot, as a reply to it; in a DM, every message. A
+  mention that reads as a command ("@Parley usage 7d", bot.commands.mention_command)
+  is one, and in a channel it is pointed to the slash command.
 - any message in a thread where Parley already takes part (a /chat thread), without a
   mention. Reading message text needs the privileged Message Content intent, which
   this client requests and which must be enabled in the Developer Portal.
 
 Conversation keys: ConversationKey("discord", guild id, channel id, thread id), where
-for a thread the channel is the thread's parent and the thread is the thread's id, so
-a channel's /system and /model settings apply in its threads and /forget removes them
-too. A DM is workspace "dm" and the DM channel's id: one conversation per user.
+for a public thread the channel is the thread's parent and the thread is the thread's
+id, so a channel's /system and /model settings apply in its threads and /forget removes
+them too. A private thread is keyed as a channel of its own, ("discord", guild id,
+thread id, ""): search_history searches a whole channel with its threads, and people
+in the parent channel must not read what was said in a thread they cannot see. A DM is
+workspace "dm" and the DM channel's id: one conversation per user.
 
 Model output never pings anyone: allowed_mentions is none on the client and on every
 send and edit, and broadcasts (@everyone, @here) are also defused in the text.
@@ -48,7 +53,7 @@ from adapters.discord_reply import (
     Transport,
     describe_error,
 )
-from bot.commands import is_command
+from bot.commands import is_command, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
@@ -261,6 +266,9 @@ class DiscordAdapter:
         if not (mentioned or place.is_direct or self._follows(place)):
             return
         text = _strip_mentions(message.content, client.user.id, message.guild)
+        if mentioned:
+            # "@Parley usage 7d" is a command, "@Parley model this for me" a question.
+            text = mention_command(text) or text
         transport = ChannelTransport(message.channel, message if mentioned else None)
         if is_command(text) and not place.is_direct:
             await self._hint(message.id, transport, text)
@@ -310,6 +318,9 @@ class DiscordAdapter:
             return Place(str(guild.id), str(channel.id))
         me = self.client.user if self.client else None
         ours = me is not None and thread.owner_id == me.id
+        if thread.type is discord.ChannelType.private_thread:
+            # Its own channel, so channel-wide history search never reaches into it.
+            return Place(str(guild.id), str(thread.id), ours=ours)
         return Place(str(guild.id), str(thread.parent_id), str(thread.id), ours=ours)
 
     async def _uncached_thread(self, channel_id: int) -> discord.Thread | None:

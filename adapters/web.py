@@ -7,8 +7,9 @@ ReplyEvent, followed by {"type": "done"}. The page builds its DOM from text only
 nothing the model writes can run as script.
 
 Bound to loopback by default. On any other address PARLEY_WEB_TOKEN is required and
-must be presented once (/?token=...), which leaves a cookie. The usage dashboard at
-/admin is mounted here too (adapters/web_admin.py).
+must be presented once (/?token=...), which leaves a cookie. Without a token, only
+loopback Host names are served (DNS rebinding would otherwise let any web page in).
+The usage dashboard at /admin is mounted here too (adapters/web_admin.py).
 """
 
 from __future__ import annotations
@@ -26,18 +27,20 @@ from aiohttp import WSMsgType, web
 from adapters.web_admin import add_admin_routes
 from adapters.web_auth import (
     ADMIN_COOKIE,
+    LOOPBACK_ONLY,
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     WEB_COOKIE,
-    WEB_MAX_AGE,
-    cookie_value,
+    WRONG_HOST,
     has_cookie,
     is_loopback,
+    local_host,
     redact_access_log,
     redirect_without_token,
     same_origin,
     secure_headers,
     set_cookie,
+    sign_in,
     token_matches,
 )
 from bot.config import ConfigError, Settings, secret
@@ -69,6 +72,7 @@ class WebAdapter:
         self.page_html = (STATIC / "index.html").read_bytes()
 
     def add_routes(self, app: web.Application) -> None:
+        app[LOOPBACK_ONLY] = not self.token  # /admin checks the Host header then too
         app.router.add_get("/", self.page)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/static/{name}", self.asset)
@@ -90,6 +94,8 @@ class WebAdapter:
     # --- the page and its files ---------------------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
+        if not self._right_host(request):
+            return _plain(WRONG_HOST, 403)
         if self.token and "token" in request.query:
             return self._present_token(request)
         if not self._allowed(request):
@@ -107,11 +113,16 @@ class WebAdapter:
         if not token_matches(request.query["token"], self.token):
             return _plain("That access token is wrong.", 403)
         response = redirect_without_token(request)
-        set_cookie(response, request, WEB_COOKIE, cookie_value(self.token, WEB_COOKIE), WEB_MAX_AGE)
+        sign_in(response, request, WEB_COOKIE, self.token)
         return response
 
     def _allowed(self, request: web.Request) -> bool:
         return not self.token or has_cookie(request, WEB_COOKIE, self.token)
+
+    def _right_host(self, request: web.Request) -> bool:
+        # Without a token, reaching the chat is the only credential; a rebinding page
+        # reaches it too, but under its own host name.
+        return bool(self.token) or local_host(request)
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -141,6 +152,8 @@ class WebAdapter:
     def _refuse_socket(self, request: web.Request) -> web.StreamResponse | None:
         # Browsers send cookies with cross-site WebSocket handshakes and WebSockets have
         # no CORS, so the Origin check is what stops another site driving this chat.
+        if not self._right_host(request):
+            return _plain(WRONG_HOST, 403)
         if not same_origin(request):
             return _plain("Cross-origin WebSocket refused.", 403)
         if not self._allowed(request):

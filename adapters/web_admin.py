@@ -19,12 +19,13 @@ from aiohttp import web
 
 from adapters.web_auth import (
     ADMIN_COOKIE,
-    ADMIN_MAX_AGE,
-    cookie_value,
+    LOOPBACK_ONLY,
+    WRONG_HOST,
     has_cookie,
+    local_host,
     redirect_without_token,
     secure_headers,
-    set_cookie,
+    sign_in,
     token_matches,
 )
 from bot.charts import DayUsage, daily_usage, format_cost, usage_svgs
@@ -71,13 +72,14 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     token = secret("PARLEY_ADMIN_TOKEN")
     if not token:
         raise web.HTTPNotFound()
+    if request.app.get(LOOPBACK_ONLY, False) and not local_host(request):
+        return _text(WRONG_HOST, 403)  # see web_auth: DNS rebinding
     refusal = _refuse(request, token)
     if refusal is not None:
         return refusal
     if "token" in request.query:
         response = redirect_without_token(request)
-        set_cookie(response, request, ADMIN_COOKIE, cookie_value(token, ADMIN_COOKIE),
-                   ADMIN_MAX_AGE)  # fmt: skip
+        sign_in(response, request, ADMIN_COOKIE, token)
         return response
     period = request.query.get("since", DEFAULT_PERIOD).strip() or DEFAULT_PERIOD
     try:

@@ -1,8 +1,13 @@
 """Tokens, cookies and security headers shared by the web chat and the admin dashboard.
 
-Cookies never hold a token itself: they hold an HMAC of a fixed purpose keyed by the
-token, so a cookie read off a disk cannot be typed in as the token, and rotating the
-token signs everyone out.
+Cookies never hold a token itself: they hold their issue time and an HMAC of the
+cookie's purpose and that time, keyed by the token. So a cookie read off a disk cannot
+be typed in as the token, rotating the token signs everyone out, and the server itself
+refuses a cookie past its lifetime (Max-Age alone is only the browser's promise).
+
+Without PARLEY_WEB_TOKEN the chat trusts whoever reaches it, which is safe only while
+that is this machine. A DNS-rebinding page reaches 127.0.0.1 under its own host name
+(and then Origin matches Host), so in that mode only loopback Host names are served.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hmac
 import ipaddress
 import logging
 import re
+import time
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,6 +28,15 @@ ADMIN_COOKIE = "parley_admin"
 SESSION_MAX_AGE = 400 * 86400  # browsers cap cookies at 400 days; history lives that long
 WEB_MAX_AGE = 30 * 86400
 ADMIN_MAX_AGE = 8 * 3600  # an admin sign-in should not outlive a working day
+COOKIE_LIFETIMES = {WEB_COOKIE: WEB_MAX_AGE, ADMIN_COOKIE: ADMIN_MAX_AGE}
+# Some slack for a wall clock stepped back after a cookie was issued.
+CLOCK_SKEW_SECONDS = 300
+# True on an app whose web chat has no PARLEY_WEB_TOKEN: serve loopback Host names only.
+LOOPBACK_ONLY = web.AppKey("parley-loopback-only", bool)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+WRONG_HOST = "This Parley web chat only answers at http://127.0.0.1 or http://localhost."
+_HOST = re.compile(r"(\[[0-9a-f:.]*\]|[^:\[\]]*)(?::[0-9]{1,5})?")
+_SIGNED = re.compile(r"([0-9]{1,12})\.([0-9a-f]{64})")
 # Pages only run our own files; model text can never become script, even if a bug let
 # it into the DOM as HTML.
 CSP = (
@@ -48,14 +63,38 @@ def token_matches(given: str, token: str) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), token.encode())
 
 
-def cookie_value(token: str, purpose: str) -> str:
-    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+def local_host(request: web.Request) -> bool:
+    """The Host header names this machine (any port), as a rebinding page's cannot."""
+    match = _HOST.fullmatch(request.host.lower())
+    return match is not None and match[1] in LOOPBACK_NAMES
+
+
+def _signature(token: str, purpose: str, issued: int) -> str:
+    message = f"{purpose}:{issued}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def cookie_value(token: str, purpose: str, issued: float | None = None) -> str:
+    """'<issue time>.<signature>'; the time is signed too, so it cannot be moved on."""
+    when = int(time.time() if issued is None else issued)
+    return f"{when}.{_signature(token, purpose, when)}"
 
 
 def has_cookie(request: web.Request, name: str, token: str) -> bool:
-    """The request carries the cookie that presenting `token` once has set."""
-    given = request.cookies.get(name, "")
-    return bool(given) and token_matches(given, cookie_value(token, name))
+    """The request carries a cookie that presenting `token` set, within its lifetime."""
+    match = _SIGNED.fullmatch(request.cookies.get(name, ""))
+    if match is None or not token:
+        return False
+    issued = int(match[1])
+    age = time.time() - issued
+    if not -CLOCK_SKEW_SECONDS <= age < COOKIE_LIFETIMES[name]:
+        return False
+    return token_matches(match[2], _signature(token, name, issued))
+
+
+def sign_in(response: web.StreamResponse, request: web.Request, name: str, token: str) -> None:
+    """Set the signed cookie that stands for `token` from now on, for its lifetime."""
+    set_cookie(response, request, name, cookie_value(token, name), COOKIE_LIFETIMES[name])
 
 
 def set_cookie(

@@ -1,18 +1,41 @@
-"""The process's HTTP endpoints that every deployment has: /health and /metrics."""
+"""The process's HTTP endpoints that every deployment has: /health and /metrics.
+
+Both share the port Slack's HTTP mode exposes to the internet, so neither may be a
+free lever for outsiders: /metrics (cost and token totals) takes a bearer token when
+PARLEY_METRICS_TOKEN is set, and /health answers from a report at most a second old,
+so a flood of probes cannot queue on the database's write lock.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bot.config import secret
 from bot.engine import Engine
+
+HEALTH_CACHE_SECONDS = 1.0
+
+
+@dataclass
+class HealthCache:
+    """The last /health report and when it was made, on a monotonic clock."""
+
+    clock: Callable[[], float]
+    report: dict[str, object] | None = None
+    made_at: float = 0.0
+
 
 ENGINE_KEY = web.AppKey("engine", Engine)
 ADAPTERS_KEY = web.AppKey("adapters", dict[str, Callable[[], bool]])
+HEALTH_CACHE_KEY = web.AppKey("health_cache", HealthCache)
 
 
 def health_report(engine: Engine, adapters: Mapping[str, Callable[[], bool]]) -> dict[str, object]:
@@ -27,14 +50,40 @@ def health_report(engine: Engine, adapters: Mapping[str, Callable[[], bool]]) ->
     }
 
 
+def cached_health_report(app: web.Application) -> dict[str, object]:
+    """health_report, made afresh at most once per HEALTH_CACHE_SECONDS."""
+    cache = app[HEALTH_CACHE_KEY]
+    now = cache.clock()
+    if cache.report is None or now - cache.made_at >= HEALTH_CACHE_SECONDS:
+        adapters: dict[str, Callable[[], bool]] = app[ADAPTERS_KEY]
+        cache.report = health_report(app[ENGINE_KEY], adapters)
+        cache.made_at = now
+    return cache.report
+
+
 async def health(request: web.Request) -> web.Response:
-    adapters: dict[str, Callable[[], bool]] = request.app[ADAPTERS_KEY]
-    report = health_report(request.app[ENGINE_KEY], adapters)
+    report = cached_health_report(request.app)
     status = 200 if report["status"] == "ok" else 503
     return web.json_response(report, status=status, dumps=json.dumps)
 
 
+def metrics_allowed(request: web.Request) -> bool:
+    """No PARLEY_METRICS_TOKEN: open. Else its bearer token is required."""
+    token = secret("PARLEY_METRICS_TOKEN")
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the response time reveals nothing about how much of it matched.
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and matches
+
+
 async def metrics(request: web.Request) -> web.Response:
+    if not metrics_allowed(request):
+        return web.Response(
+            text="Send Authorization: Bearer <PARLEY_METRICS_TOKEN>.\n", status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="parley-metrics"'},
+        )  # fmt: skip
     body = request.app[ENGINE_KEY].metrics.exposition()
     response = web.Response(body=body)
     # prometheus_client's content type carries its own charset parameter.
@@ -42,11 +91,17 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def make_app(engine: Engine, adapters: Mapping[str, Callable[[], bool]]) -> web.Application:
+def make_app(
+    engine: Engine,
+    adapters: Mapping[str, Callable[[], bool]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
     """The aiohttp app every process serves; adapters add their own routes to it."""
     app = web.Application(client_max_size=1024 * 1024)
     app[ENGINE_KEY] = engine
     app[ADAPTERS_KEY] = dict(adapters)
+    app[HEALTH_CACHE_KEY] = HealthCache(clock)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app

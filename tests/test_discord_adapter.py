@@ -2,31 +2,24 @@
 
 Everything goes over real sockets: discord.py logs in over REST, identifies on the
 gateway websocket, receives dispatches the test pushes, and answers through REST calls
-the fake records. No sleeps: tests poll the fakes' records with `eventually`.
+the fake records. No sleeps: tests poll the fakes' records with `eventually`. Commands
+are tested in test_discord_commands.py; the shared fixture is in discord_helpers.py.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import discord
 import pytest
 
-import adapters.discord as discord_adapter
 from adapters import discord_config
 from adapters.common import split_message
-from adapters.discord_reply import STREAMING_MARK
 from bot.config import ConfigError
-from bot.engine import Engine
 from bot.messages import ConversationKey
-from tests.conftest import EngineFactory
+from tests.discord_helpers import CHANNEL_KEY, TOKEN, BotFactory, content, start_bot
 from tests.fakes.discord_payloads import (
-    ADA_ID,
     ALICE_ID,
     BOT_ID,
     CHANNEL_ID,
@@ -35,99 +28,11 @@ from tests.fakes.discord_payloads import (
     OTHER_GUILD_ID,
     thread_channel,
 )
-from tests.fakes.discord_server import FakeDiscord, RestCall, eventually
-from tests.fakes.openai_server import FakeOpenAI, Status, Text
+from tests.fakes.discord_server import FakeDiscord, eventually
+from tests.fakes.openai_server import Call, Status, Text, ToolCalls
 
-TOKEN = "test-bot-token-never-logged"
-CHANNEL_KEY = ConversationKey("discord", str(GUILD_ID), str(CHANNEL_ID))
+__all__ = ["start_bot"]  # the fixture, for pytest to find here
 MESSAGE_CALLS = r"/channels/\d+/messages(/\d+)?|/webhooks/\d+/[^/]+(/messages/.+)?"
-
-
-@dataclass
-class Bot:
-    fake: FakeDiscord
-    model: FakeOpenAI
-    adapter: discord_adapter.DiscordAdapter
-    engine: Engine
-
-    async def mention(self, text: str, **options: Any) -> dict[str, Any]:
-        payload = await self.fake.send_message(f"<@{BOT_ID}> {text}", mentions=[BOT_ID], **options)
-        return dict(payload)
-
-    async def replies_to(self, message: dict[str, Any]) -> list[RestCall]:
-        """Wait for the bot's reply to a message; return the calls made for it."""
-
-        def posted() -> list[RestCall]:
-            return [
-                call
-                for call in self.fake.calls_to("POST", r"/channels/\d+/messages")
-                if str((call.body.get("message_reference") or {}).get("message_id"))
-                == message["id"]
-            ]
-
-        return list(await eventually(posted))
-
-    def model_answered(self, count: int) -> Callable[[], bool]:
-        return lambda: self.model.request_count >= count
-
-    async def final_text(self, channel_id: int = CHANNEL_ID, *, contains: str = "") -> str:
-        """The newest message in a channel, once it contains `contains` and is no longer
-        a streaming preview (which ends with the streaming mark)."""
-
-        def newest() -> str:
-            contents = self.fake.channel_contents(channel_id)
-            last = contents[-1] if contents else ""
-            done = contains in last and not last.endswith(STREAMING_MARK)
-            return last if done else ""
-
-        return str(await eventually(newest))
-
-
-BotFactory = Callable[..., Awaitable[Bot]]
-
-
-@pytest.fixture
-async def start_bot(
-    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[BotFactory]:
-    started: list[Bot] = []
-
-    async def start(
-        *,
-        guild_ids: str | None = str(GUILD_ID),
-        fake: FakeDiscord | None = None,
-        **settings: Any,
-    ) -> Bot:
-        fake = fake or FakeDiscord()
-        await fake.start()
-        monkeypatch.setenv("DISCORD_BOT_TOKEN", TOKEN)
-        monkeypatch.setenv("PARLEY_DISCORD_API_URL", fake.api_url)
-        monkeypatch.setenv("PARLEY_DISCORD_GATEWAY_URL", fake.gateway_url + "?v=10&encoding=json")
-        if guild_ids is None:
-            monkeypatch.delenv("DISCORD_GUILD_IDS", raising=False)
-        else:
-            monkeypatch.setenv("DISCORD_GUILD_IDS", guild_ids)
-        engine = make_engine(**settings)
-        adapter = discord_adapter.create(engine, engine.settings)
-        bot = Bot(fake, fake_openai, adapter, engine)
-        started.append(bot)
-        await adapter.start()
-        await eventually(lambda: adapter.connected() and _guilds_ready(adapter, fake))
-        return bot
-
-    yield start
-    for bot in started:
-        await bot.adapter.stop()
-        await bot.fake.stop()
-
-
-def _guilds_ready(adapter: discord_adapter.DiscordAdapter, fake: FakeDiscord) -> bool:
-    client = adapter.client
-    return client is not None and all(client.get_guild(g) for g in fake.guild_ids)
-
-
-def _content(call: RestCall) -> str:
-    return str((call.body or {}).get("content") or "")
 
 
 # -- start-up -------------------------------------------------------------------------
@@ -202,128 +107,6 @@ def test_bad_guild_ids_are_a_config_error() -> None:
         discord_config.guild_ids("general")
 
 
-# -- slash commands ---------------------------------------------------------------------
-
-
-async def test_ask_is_deferred_then_answered(start_bot: BotFactory) -> None:
-    bot = await start_bot()
-    bot.model.script(Text("Paris is the capital of France."))
-    interaction = await bot.fake.send_interaction("ask", options={"prompt": "capital of France?"})
-    answer = "Paris is the capital of France."
-    edits = bot.fake.calls_to
-    final = await eventually(
-        lambda: [c for c in edits("PATCH", r"/webhooks/.*/@original") if _content(c) == answer]
-    )
-    callback = bot.fake.calls_to("POST", rf"/interactions/{interaction['id']}/.*/callback")
-    assert callback[0].body == {"type": 5}  # deferred, thinking, public
-    assert bot.fake.calls.index(callback[0]) < bot.fake.calls.index(final[0])
-    assert bot.model.requests[0]["messages"][-1]["content"] == "capital of France?"
-
-
-@pytest.mark.parametrize(("user_id", "allowed"), [(ALICE_ID, False), (ADA_ID, True)])
-async def test_admin_command_needs_manage_server(
-    start_bot: BotFactory, user_id: int, allowed: bool
-) -> None:
-    bot = await start_bot()
-    bot.model.script(Text("some answer"))
-    await bot.replies_to(await bot.mention("use some tokens"))  # usage to report
-    await bot.final_text(contains="some answer")
-    payload = await bot.fake.send_interaction(
-        "usage", options={"period": "7d", "by": "user"}, user_id=user_id
-    )
-    token = payload["token"]
-    edits = await eventually(lambda: bot.fake.calls_to("PATCH", rf"/webhooks/\d+/{token}/.*"))
-    callback = bot.fake.calls_to("POST", rf"/interactions/\d+/{token}/callback")[0]
-    assert callback.body == {"type": 5, "data": {"flags": 64}}  # ephemeral
-    text = _content(edits[-1])
-    if allowed:
-        assert "Usage over the last 7d" in text and f"discord:{ALICE_ID}" in text
-    else:
-        assert "only Parley admins" in text
-        assert "discord:" not in text and not re.search(r"\d{3}", text)
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.parametrize(("user_id", "allowed"), [(ALICE_ID, False), (ADA_ID, True)])
-async def test_usage_chart_is_an_ephemeral_png_for_admins_only(
-    start_bot: BotFactory, user_id: int, allowed: bool
-) -> None:
-    bot = await start_bot()
-    bot.model.script(Text("some answer"))
-    await bot.replies_to(await bot.mention("use some tokens"))  # a chart needs usage
-    await bot.final_text(contains="some answer")
-    payload = await bot.fake.send_interaction(
-        "usage", options={"period": "30d", "chart": True}, user_id=user_id
-    )
-    token = payload["token"]
-    edit = await eventually(lambda: bot.fake.calls_to("PATCH", rf"/webhooks/\d+/{token}/.*"))
-    callback = bot.fake.calls_to("POST", rf"/interactions/\d+/{token}/callback")[0]
-    assert callback.body == {"type": 5, "data": {"flags": 64}}  # ephemeral
-    if not allowed:
-        assert "only Parley admins" in _content(edit[-1])
-        await eventually(lambda: not bot.adapter._answering)  # the answer is complete
-        assert not [call for call in bot.fake.calls if call.files]
-        assert not bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}")
-        return
-    assert _content(edit[-1]) == "Usage chart, last 30d"  # "/usage chart 30d" was routed
-    [followup] = await eventually(lambda: bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}"))
-    assert followup.body["flags"] == 64
-    assert followup.body["allowed_mentions"] == {"parse": []}
-    [upload] = followup.files
-    assert upload.filename == "usage.png" and upload.data.startswith(PNG_SIGNATURE)
-    [message] = [m for m in bot.fake.messages.values() if m["attachments"]]
-    assert message["flags"] == 64
-    [(attachment, data)] = bot.fake.attachments_in(int(message["id"]))
-    assert attachment["filename"] == "usage.png" and data == upload.data
-
-
-async def test_usage_chart_typed_in_a_dm_is_attached_there(start_bot: BotFactory) -> None:
-    bot = await start_bot(admins=(f"discord:{ADA_ID}",))
-    bot.model.script(Text("some answer"))
-    await bot.fake.send_message("hello", channel_id=DM_CHANNEL_ID, guild_id=None, author=ADA_ID)
-    await bot.final_text(DM_CHANNEL_ID, contains="some answer")
-    await bot.fake.send_message(
-        "/usage chart", channel_id=DM_CHANNEL_ID, guild_id=None, author=ADA_ID
-    )
-    posted = rf"/channels/{DM_CHANNEL_ID}/messages"
-    [upload] = await eventually(lambda: [c for c in bot.fake.calls_to("POST", posted) if c.files])
-    assert upload.files[0].data.startswith(PNG_SIGNATURE)
-    assert upload.body["allowed_mentions"] == {"parse": []}
-    assert "Usage chart, last 7d" in bot.fake.channel_contents(DM_CHANNEL_ID)
-
-
-async def test_private_refusal_of_a_public_ask_is_ephemeral(start_bot: BotFactory) -> None:
-    bot = await start_bot()
-    bot.engine.store.set_user_limit(f"discord:{ALICE_ID}", "blocked", 1)
-    payload = await bot.fake.send_interaction("ask", options={"prompt": "hello?"})
-    token = payload["token"]
-    followup = await eventually(lambda: bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}"))
-    assert bot.fake.calls_to("DELETE", rf"/webhooks/\d+/{token}/messages/@original")
-    assert followup[0].body["flags"] == 64 and "blocked" in _content(followup[0])
-    assert bot.model.request_count == 0
-
-
-async def test_answers_past_the_token_lifetime_go_to_the_channel(
-    start_bot: BotFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    bot = await start_bot()
-    later = discord.utils.utcnow() + datetime.timedelta(minutes=15)
-    bot.adapter.clock = lambda: later
-    bot.model.script(Text("a late answer"))
-    await bot.fake.send_interaction("ask", options={"prompt": "slow question"})
-    assert await bot.final_text(contains="a late answer")
-    assert not bot.fake.calls_to("PATCH", r"/webhooks/.*")
-
-    # A private answer never falls back to the channel, where everyone would see it.
-    before = len(bot.fake.calls_to("POST", r"/channels/\d+/messages"))
-    await bot.fake.send_interaction("usage", user_id=ADA_ID)
-    await eventually(lambda: "outlived its interaction token" in caplog.text)
-    posted = bot.fake.calls_to("POST", r"/channels/\d+/messages")
-    assert len(posted) == before
-
-
 # -- mentions, threads, DMs -----------------------------------------------------------
 
 
@@ -390,13 +173,36 @@ async def test_chat_thread_continues_without_mention(
     assert bool(bot.fake.calls_to("GET", rf"/channels/{thread_id}")) is not thread_cached
 
 
-async def test_typed_command_in_a_channel_points_to_the_slash_command(
-    start_bot: BotFactory,
-) -> None:
+async def test_a_private_thread_is_a_channel_of_its_own(start_bot: BotFactory) -> None:
     bot = await start_bot()
-    reply = (await bot.replies_to(await bot.mention("/usage 7d")))[0]
-    assert "slash command /usage" in _content(reply)
-    assert bot.model.request_count == 0
+    thread_id = await bot.fake.open_thread("secrets", private=True)
+    bot.model.script(Text("noted"))
+    await bot.mention("the launch code is swordfish", channel_id=thread_id)
+    await bot.final_text(thread_id, contains="noted")
+    own = ConversationKey("discord", str(GUILD_ID), str(thread_id), "")
+    assert bot.engine.knows_conversation(own)
+    parent = ConversationKey("discord", str(GUILD_ID), str(CHANNEL_ID), str(thread_id))
+    assert not bot.engine.knows_conversation(parent)
+
+
+@pytest.mark.parametrize(("private", "found"), [(True, False), (False, True)])
+async def test_channel_search_never_reaches_into_a_private_thread(
+    start_bot: BotFactory, private: bool, found: bool
+) -> None:
+    # search_history searches a channel with all its threads: someone in the parent
+    # channel must not read a private thread through it (a public one is fair game).
+    bot = await start_bot()
+    thread_id = await bot.fake.open_thread("plans", private=private)
+    search = Call("search_history", {"query": "swordfish"})
+    bot.model.script(Text("noted"), ToolCalls([search]), Text("searched"))
+    await bot.mention("the launch code is swordfish", channel_id=thread_id)
+    await bot.final_text(thread_id, contains="noted")
+    await bot.mention("what is the launch code?")
+    await bot.final_text(contains="searched")
+    asked, answered = bot.model.requests[1], bot.model.requests[2]
+    assert all("swordfish" not in str(m.get("content")) for m in asked["messages"])
+    [result] = [m for m in answered["messages"] if m["role"] == "tool"]
+    assert ("launch code is swordfish" in result["content"]) is found
 
 
 # -- what the answers look like ---------------------------------------------------------
@@ -424,14 +230,14 @@ async def test_model_output_never_pings(start_bot: BotFactory) -> None:
     await bot.fake.send_interaction("ask", options={"prompt": "be loud again"})
     await eventually(lambda: bot.model.request_count == 2)
     await eventually(
-        lambda: any("ping" in _content(c) for c in bot.fake.calls_to("PATCH", r"/webhooks/.*"))
+        lambda: any("ping" in content(c) for c in bot.fake.calls_to("PATCH", r"/webhooks/.*"))
     )
     sent = [c for c in bot.fake.calls if c.method in ("POST", "PATCH")]
     sent = [c for c in sent if re.fullmatch(MESSAGE_CALLS, c.path) and "content" in c.body]
     assert len(sent) >= 4
     for call in sent:
         assert call.body["allowed_mentions"] == {"parse": []}, call
-        assert "@everyone" not in _content(call) and "@here" not in _content(call)
+        assert "@everyone" not in content(call) and "@here" not in content(call)
 
 
 async def test_model_failure_gives_a_short_error(start_bot: BotFactory) -> None:
@@ -448,11 +254,11 @@ async def test_streaming_edits_are_throttled(start_bot: BotFactory) -> None:
     words = " ".join(f"word{i}" for i in range(60))
     bot.model.script(Text(words, chunks=60))
     first = (await bot.replies_to(await bot.mention("stream")))[0]
-    assert _content(first) == "*thinking…*"
+    assert content(first) == "*thinking…*"
     await bot.final_text(contains="word59")
     edits = bot.fake.calls_to("PATCH", r"/channels/\d+/messages/\d+")
     assert 1 <= len(edits) <= 3  # 60 deltas, one edit per interval at most
-    assert _content(edits[-1]) == words
+    assert content(edits[-1]) == words
 
 
 # -- failures -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import ClientSession
 
 from adapters.web import create
+from adapters.web_auth import ADMIN_COOKIE, ADMIN_MAX_AGE, cookie_value
 from bot.charts import format_cost
 from bot.engine import Engine
 from tests.conftest import EngineFactory, collect, message
@@ -92,6 +94,25 @@ async def test_a_forged_cookie_is_not_a_sign_in(site: Site) -> None:
     headers = {"Cookie": f"parley_admin={TOKEN}"}
     status, _ = await fetch(site.url + "/admin", headers)
     assert status == 401
+
+
+async def test_an_admin_cookie_expires_on_the_server_after_8_hours(site: Site) -> None:
+    now = time.time()
+    fresh = cookie_value(TOKEN, ADMIN_COOKIE, issued=now - ADMIN_MAX_AGE + 60)
+    stale = cookie_value(TOKEN, ADMIN_COOKIE, issued=now - ADMIN_MAX_AGE - 1)
+    other = cookie_value(TOKEN, "parley_web", issued=now)  # another cookie's signature
+    for value, status in ((fresh, 200), (stale, 401), (other, 401)):
+        got, _ = await fetch(site.url + "/admin", {"Cookie": f"{ADMIN_COOKIE}={value}"})
+        assert got == status, value
+
+
+async def test_a_signed_in_cookie_carries_its_issue_time(site: Site) -> None:
+    async with browser_like() as client:
+        async with client.get(site.url + f"/admin?token={TOKEN}", allow_redirects=False) as done:
+            cookie = done.cookies[ADMIN_COOKIE]
+    issued, _, signature = cookie.value.partition(".")
+    assert abs(int(issued) - time.time()) < 60 and len(signature) == 64
+    assert cookie["max-age"] == str(ADMIN_MAX_AGE)
 
 
 async def test_dashboard_shows_figures_with_the_right_token(site: Site) -> None:

@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from aiohttp import ClientSession, ClientWebSocketResponse
 from PIL import Image
 
 from adapters.web import WebAdapter, create, session_identity
-from adapters.web_auth import RedactTokens, is_loopback
+from adapters.web_auth import WEB_COOKIE, WEB_MAX_AGE, RedactTokens, cookie_value, is_loopback
 from bot.config import ConfigError
 from bot.engine import Engine
 from tests.conftest import EngineFactory
@@ -179,6 +180,36 @@ async def test_cross_origin_websocket_is_refused(chat: Chat, origin: str) -> Non
     assert refused.value.status == 403
 
 
+@pytest.mark.parametrize("host", ["rebind.evil.example", "127.0.0.1.evil.example", "evil:80"])
+async def test_a_rebound_host_name_is_refused_without_a_token(chat: Chat, host: str) -> None:
+    # DNS rebinding: a page on evil.example re-resolves its own name to 127.0.0.1, so
+    # its requests reach us with its Host, and an Origin that matches that Host.
+    port = chat.url.rsplit(":", 1)[1]
+    forged = {"Host": f"{host}:{port}"}
+    async with browser_like() as client:
+        async with client.get(chat.url + "/", headers=forged) as page:
+            assert page.status == 403 and "127.0.0.1" in await page.text()
+            assert "Set-Cookie" not in page.headers
+        await client.get(chat.url + "/")  # a real session cookie, so only Host is wrong
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(
+                chat.url + "/ws", origin=f"http://{host}:{port}", headers=forged
+            )
+        assert refused.value.status == 403
+        async with client.get(chat.url + "/admin", headers=forged) as admin:
+            assert admin.status == 403
+            assert "test:" not in await admin.text()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost", "[::1]"])
+async def test_loopback_host_names_are_served(chat: Chat, host: str) -> None:
+    port = chat.url.rsplit(":", 1)[1]
+    async with ClientSession() as client:
+        for value in (host, f"{host}:{port}"):
+            async with client.get(chat.url + "/", headers={"Host": value}) as page:
+                assert page.status == 200, value
+
+
 async def test_websocket_without_a_session_is_refused(chat: Chat) -> None:
     async with browser_like() as client:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -265,6 +296,34 @@ async def test_exposed_web_chat_needs_the_token_once(
             assert page.status == 200
         async with client.ws_connect(url + "/ws", origin=url) as socket:
             assert (await receive(socket))["type"] == "history"
+
+
+async def test_exposed_web_chat_checks_the_cookie_not_the_host_name(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_WEB_TOKEN", "web-secret")
+    engine = make_engine(web_host="0.0.0.0")
+    named = {"Host": "parley.example.org"}  # a real deployment's name
+    async with serve(engine, create(engine, engine.settings)) as url, browser_like() as client:
+        async with client.get(url + "/?token=web-secret", headers=named) as page:
+            assert page.status == 200
+
+
+async def test_an_access_cookie_past_its_lifetime_is_refused(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_WEB_TOKEN", "web-secret")
+    engine = make_engine(web_host="0.0.0.0")
+    now = time.time()
+    stale = cookie_value("web-secret", WEB_COOKIE, issued=now - WEB_MAX_AGE - 1)
+    fresh = cookie_value("web-secret", WEB_COOKIE, issued=now - WEB_MAX_AGE + 60)
+    future = cookie_value("web-secret", WEB_COOKIE, issued=now + 3600)
+    moved = f"{int(now)}.{stale.split('.')[1]}"  # the stale signature on a fresh time
+    async with serve(engine, create(engine, engine.settings)) as url, ClientSession() as client:
+        for value, status in ((stale, 401), (future, 401), (moved, 401), (fresh, 200)):
+            headers = {"Cookie": f"{WEB_COOKIE}={value}"}
+            async with client.get(url + "/", headers=headers) as page:
+                assert page.status == status, value
 
 
 def test_tokens_are_kept_out_of_the_access_log() -> None:

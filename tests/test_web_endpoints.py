@@ -11,6 +11,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.web import create
+from bot.http import HEALTH_CACHE_SECONDS
 from bot.runner import create_adapter
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import Call, FakeOpenAI, Status, Text, ToolCalls
@@ -25,8 +26,8 @@ async def get_json(url: str) -> tuple[int, dict[str, object]]:
 async def test_health_reports_database_adapters_and_last_success(
     make_engine: EngineFactory,
 ) -> None:
-    engine = make_engine()
-    async with serve(engine, adapters={"slack": lambda: True}) as url:
+    engine, now = make_engine(), [100.0]
+    async with serve(engine, adapters={"slack": lambda: True}, clock=lambda: now[0]) as url:
         status, before = await get_json(url + "/health")
         assert status == 200
         assert before == {
@@ -34,6 +35,7 @@ async def test_health_reports_database_adapters_and_last_success(
             "last_model_success": None,
         }  # fmt: skip
         await collect(engine, message("hello"))
+        now[0] += HEALTH_CACHE_SECONDS  # past the cache
         status, after = await get_json(url + "/health")
     assert status == 200
     assert isinstance(after["last_model_success"], str)
@@ -57,6 +59,31 @@ async def test_health_follows_the_web_adapter_lifecycle(make_engine: EngineFacto
         status, report = await get_json(url + "/health")
         assert (status, report["adapters"]) == (200, {"web": True})
     assert not adapter.connected()
+
+
+async def test_a_flood_of_health_probes_writes_once_a_second(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, now, probes = make_engine(), [100.0], []
+    writable = engine.store.writable
+
+    def counted() -> bool:
+        probes.append(now[0])
+        return writable()
+
+    monkeypatch.setattr(engine.store, "writable", counted)
+    connected = [True]
+    adapters = {"slack": lambda: connected[0]}
+    async with serve(engine, adapters=adapters, clock=lambda: now[0]) as url:
+        for _ in range(20):
+            assert (await get_json(url + "/health"))[0] == 200
+        connected[0] = False  # not seen until the cached report is a second old
+        now[0] += HEALTH_CACHE_SECONDS - 0.01
+        assert (await get_json(url + "/health"))[0] == 200
+        now[0] += 0.01
+        status, report = await get_json(url + "/health")
+    assert (status, report["adapters"]) == (503, {"slack": False})
+    assert probes == [100.0, 100.0 + HEALTH_CACHE_SECONDS]
 
 
 def test_the_runner_finds_the_web_adapter(make_engine: EngineFactory) -> None:
@@ -150,3 +177,35 @@ def test_histograms_are_exposed(metrics_text: str) -> None:
     assert value(families.values(), "parley_first_token_seconds_count") == 5  # not the 500
     assert value(families.values(), "parley_model_calls_in_flight") == 0
     assert value(families.values(), "parley_cost_usd_total") > 0
+
+
+METRICS_TOKEN = "metrics-secret-for-tests"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Bearer {METRICS_TOKEN}x"}, 401),
+        ({"Authorization": f"Basic {METRICS_TOKEN}"}, 401),
+        ({"Authorization": f"Bearer {METRICS_TOKEN}"}, 200),
+        ({"Authorization": f"bearer  {METRICS_TOKEN}"}, 200),
+    ],
+)
+async def test_metrics_token_guards_metrics_but_not_health(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch,
+    headers: dict[str, str], status: int,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("PARLEY_METRICS_TOKEN", METRICS_TOKEN)
+    engine = make_engine()
+    await collect(engine, message("spend something"))
+    async with serve(engine) as url, ClientSession() as client:
+        async with client.get(url + "/metrics", headers=headers) as response:
+            assert response.status == status
+            body = await response.text()
+            challenge = response.headers.get("WWW-Authenticate", "")
+        assert (await get_json(url + "/health"))[0] == 200  # probes need no token
+    assert ("parley_tokens_total" in body) is (status == 200)
+    assert challenge.startswith("Bearer") is (status == 401)
+    assert METRICS_TOKEN not in body

@@ -4,6 +4,7 @@ WebSocket. (A test_ module so it may live beside them; it holds no tests itself.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,12 +23,14 @@ async def serve(
     engine: Engine,
     adapter: WebAdapter | None = None,
     adapters: Mapping[str, Callable[[], bool]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[str]:
-    """The process's one HTTP app, as the runner builds it, on 127.0.0.1:<free port>."""
+    """The process's one HTTP app, as the runner builds it, on 127.0.0.1:<free port>.
+    `clock` drives the /health cache."""
     status = dict(adapters or {})
     if adapter is not None:
         status[adapter.name] = adapter.connected
-    app = make_app(engine, status)
+    app = make_app(engine, status, clock=clock)
     if adapter is not None:
         adapter.add_routes(app)
     runner = web.AppRunner(app, shutdown_timeout=1.0)

@@ -158,16 +158,22 @@ def text_channel(channel_id: int, guild_id: int, name: str = "general") -> JSON:
 
 
 def thread_channel(
-    thread_id: int, parent_id: int, guild_id: int, name: str, owner_id: int = BOT_ID
-) -> JSON:
+    thread_id: int, parent_id: int, guild_id: int, name: str, owner_id: int = BOT_ID,
+    *, private: bool = False,
+) -> JSON:  # fmt: skip
+    """A thread: type 11 (public) or 12 (private: only its members see it)."""
+    metadata: JSON = {
+        "archived": False, "auto_archive_duration": 1440, "archive_timestamp": now(),
+        "locked": False, "create_timestamp": now(),
+    }  # fmt: skip
+    if private:
+        metadata["invitable"] = True
     return {
-        "id": str(thread_id), "type": 11, "guild_id": str(guild_id), "parent_id": str(parent_id),
-        "owner_id": str(owner_id), "name": name, "last_message_id": None, "message_count": 0,
-        "member_count": 1, "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0,
-        "thread_metadata": {
-            "archived": False, "auto_archive_duration": 1440, "archive_timestamp": now(),
-            "locked": False, "create_timestamp": now(),
-        },
+        "id": str(thread_id), "type": 12 if private else 11, "guild_id": str(guild_id),
+        "parent_id": str(parent_id), "owner_id": str(owner_id), "name": name,
+        "last_message_id": None, "message_count": 0, "member_count": 1,
+        "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0,
+        "thread_metadata": metadata,
     }  # fmt: skip
 
 

@@ -246,6 +246,20 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
+    async def open_thread(
+        self, name: str, *, owner_id: int = ALICE_ID, private: bool = False,
+        parent_id: int = CHANNEL_ID,
+    ) -> int:  # fmt: skip
+        """A thread a person opens in a channel, announced by THREAD_CREATE; its id."""
+        guild_id = int(self.channels[parent_id]["guild_id"])
+        thread_id = self.new_id()
+        thread = wire.thread_channel(
+            thread_id, parent_id, guild_id, name, owner_id, private=private
+        )
+        self.channels[thread_id] = thread
+        await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return thread_id
+
     async def request_reconnect(self, replay: Sequence[tuple[str, JSON]] = ()) -> None:
         """Send op 7 (RECONNECT); on the RESUME that follows, replay these dispatches."""
         self.gateway.replay = list(replay)
