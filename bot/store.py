@@ -184,6 +184,8 @@ class Store(UsageTables):
     def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         """Delete every stored message of a channel, all its threads included."""
         prefix = str(ConversationKey(platform, workspace, channel, ""))
+        # The delete trigger removes rows from the index: they must be in it first.
+        self._index_new_messages()
         with self.db.atomic():
             cursor = self.db.execute(
                 "DELETE FROM messages WHERE conversation >= ? AND conversation < ?",
@@ -262,6 +264,7 @@ class Store(UsageTables):
         self, platform: str, workspace: str, channel: str, query: str, limit: int
     ) -> list[dict[str, Any]]:
         """Full-text search over one channel's messages (all its threads), best first."""
+        self._index_new_messages()
         prefix = str(ConversationKey(platform, workspace, channel, ""))
         cursor = self.db.execute(
             "SELECT m.role, m.content, m.created_at FROM messages_fts"
@@ -274,6 +277,22 @@ class Store(UsageTables):
             {"role": role, "content": content, "created_at": created_at}
             for role, content, created_at in cursor.fetchall()
         ]
+
+    def _index_new_messages(self) -> None:
+        """Add messages stored since the last search to the full-text index, in bulk."""
+        with self.db.atomic():
+            # Writing first takes the write lock, so two processes never index twice.
+            self.db.execute("UPDATE fts_state SET last_indexed = last_indexed")
+            last = self.db.execute("SELECT last_indexed FROM fts_state").fetchone()[0]
+            self.db.execute(
+                "INSERT INTO messages_fts (rowid, content)"
+                " SELECT id, content FROM messages WHERE id > ?",
+                (last,),
+            )
+            self.db.execute(
+                "UPDATE fts_state SET last_indexed = (SELECT coalesce(max(id), ?) FROM messages)",
+                (last,),
+            )
 
     def prune_deliveries(self, now: float | None = None) -> int:
         cutoff = (now or time.time()) - DEDUPE_KEEP_SECONDS

@@ -81,3 +81,17 @@ def history_search(db: Database) -> None:
         " VALUES ('delete', old.id, old.content); END"
     )
     db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+
+@MIGRATIONS()
+def lazy_history_index(db: Database) -> None:
+    # Indexing every message as it is stored cost more than storing it; search is rare,
+    # so Store.search_channel indexes what is new, in bulk, just before it searches.
+    db.execute("DROP TRIGGER messages_fts_insert")
+    db.execute(
+        "CREATE TABLE fts_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " last_indexed INTEGER NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO fts_state (id, last_indexed) SELECT 1, coalesce(max(id), 0) FROM messages"
+    )
