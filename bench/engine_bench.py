@@ -82,45 +82,79 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def run_size(base_url: str, size: int, messages: int, folder: Path) -> dict[str, float]:
-    settings = Settings(
-        db_path=str(folder / f"bench-{size}.db"), requests_per_minute=1_000_000,
-        tokens_per_day=1_000_000_000, tools=(),
-    )  # fmt: skip
-    store = Store(settings.db_path)
-    key = ConversationKey("bench", "w", "c", "")
-    fill_history(store, key, size)
-    model = TimedModel(
-        api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
-        retry_max_wait_seconds=1,
-    )  # fmt: skip
-    engine = Engine(settings, store, model, prices=Prices.load("config/prices.toml"))
-    engine_ms: list[float] = []
-    model_ms: list[float] = []
-    wall_started = time.perf_counter()
-    for index in range(messages + 20):
-        message = Message("bench", "w", "c", "u1", f"Question number {index}, short.")
-        model.spent = 0.0
-        started = time.perf_counter()
-        async for _ in engine.handle(message):
-            pass
-        total = time.perf_counter() - started
-        if index >= 20:  # the first calls warm up connections and caches
-            engine_ms.append((total - model.spent) * 1000)
-            model_ms.append(model.spent * 1000)
-    wall = time.perf_counter() - wall_started
-    await model.close()
-    store.close()
-    return {
-        "p50": statistics.median(engine_ms),
-        "p99": percentile(engine_ms, 0.99),
-        "model_p50": statistics.median(model_ms),
-        "per_second": (messages + 20) / wall,
-    }
+class SizeRun:
+    """One history size: its own database and engine, and the times measured so far."""
+
+    def __init__(self, base_url: str, size: int, folder: Path) -> None:
+        settings = Settings(
+            db_path=str(folder / f"bench-{size}.db"), requests_per_minute=1_000_000,
+            tokens_per_day=1_000_000_000, tools=(),
+        )  # fmt: skip
+        self.size = size
+        self.store = Store(settings.db_path)
+        fill_history(self.store, ConversationKey("bench", "w", "c", ""), size)
+        self.model = TimedModel(
+            api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
+            retry_max_wait_seconds=1,
+        )  # fmt: skip
+        prices = Prices.load("config/prices.toml")
+        self.engine = Engine(settings, self.store, self.model, prices=prices)
+        self.engine_ms: list[float] = []
+        self.model_ms: list[float] = []
+        self.wall = 0.0
+        self.sent = 0
+
+    async def send(self, count: int, keep: bool = True) -> None:
+        wall_started = time.perf_counter()
+        for _ in range(count):
+            self.sent += 1
+            text = f"Question number {self.sent}, short."
+            self.model.spent = 0.0
+            started = time.perf_counter()
+            async for _ in self.engine.handle(Message("bench", "w", "c", "u1", text)):
+                pass
+            total = time.perf_counter() - started
+            if keep:
+                self.engine_ms.append((total - self.model.spent) * 1000)
+                self.model_ms.append(self.model.spent * 1000)
+        if keep:
+            self.wall += time.perf_counter() - wall_started
+
+    async def close(self) -> None:
+        await self.model.close()
+        self.store.close()
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "p50": statistics.median(self.engine_ms),
+            "p99": percentile(self.engine_ms, 0.99),
+            "model_p50": statistics.median(self.model_ms),
+            "per_second": len(self.engine_ms) / self.wall,
+        }
 
 
-async def concurrent_rate(base_url: str, folder: Path, conversations: int, each: int) -> float:
-    """Messages per second with many conversations in flight on this one core."""
+async def measure_sizes(
+    base_url: str, sizes: list[int], messages: int, folder: Path, rounds: int = 5
+) -> dict[int, dict[str, float]]:
+    """Interleave the sizes in rounds, so a slow spell of a shared machine falls on
+    every size alike instead of skewing the comparison."""
+    runs = [SizeRun(base_url, size, folder) for size in sizes]
+    for run in runs:
+        await run.send(20, keep=False)  # warm up connections and caches
+    for _ in range(rounds):
+        for run in runs:
+            await run.send(messages // rounds)
+    for run in runs:
+        await run.close()
+    return {run.size: run.figures() for run in runs}
+
+
+async def concurrent_rate(
+    base_url: str, folder: Path, conversations: int, each: int
+) -> tuple[float, float]:
+    """Messages per second with many conversations in flight on this one core, and
+    this process's CPU time per message (the SDK's included), which noisy neighbours
+    on a shared machine disturb less than wall time."""
     settings = Settings(
         db_path=str(folder / "concurrent.db"), requests_per_minute=1_000_000,
         tokens_per_day=1_000_000_000, tools=(), max_concurrent_calls=conversations,
@@ -139,12 +173,14 @@ async def concurrent_rate(base_url: str, folder: Path, conversations: int, each:
                 pass
 
     await asyncio.gather(*(talk(f"warm{i}", 3) for i in range(conversations)))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(talk(f"c{i}", each) for i in range(conversations)))
-    rate = conversations * each / (time.perf_counter() - started)
+    count = conversations * each
+    rate = count / (time.perf_counter() - started)
+    cpu_ms = (time.process_time() - cpu_started) / count * 1000
     await model.close()
     store.close()
-    return rate
+    return rate, cpu_ms
 
 
 def micro(folder: Path, rounds: int = 2000) -> tuple[float, float]:
@@ -180,10 +216,9 @@ async def main() -> None:
             folder = Path(name)
             print(f"{'history':>9} {'engine p50':>11} {'engine p99':>11}", end="")
             print(f" {'model p50':>10} {'msg/s':>7}")
-            results = {}
-            for size in (int(s) for s in arguments.sizes.split(",")):
-                result = await run_size(base_url, size, arguments.messages, folder)
-                results[size] = result
+            sizes = [int(size) for size in arguments.sizes.split(",")]
+            results = await measure_sizes(base_url, sizes, arguments.messages, folder)
+            for size, result in results.items():
                 print(
                     f"{size:>9,} {result['p50']:>8.2f} ms {result['p99']:>8.2f} ms"
                     f" {result['model_p50']:>7.2f} ms {result['per_second']:>7.0f}"
@@ -191,8 +226,8 @@ async def main() -> None:
             sizes = sorted(results)
             ratio = results[sizes[-1]]["p50"] / results[sizes[0]]["p50"]
             print(f"engine p50 at {sizes[-1]:,} / at {sizes[0]:,}: {ratio:.2f}x")
-            rate = await concurrent_rate(base_url, folder, 16, 40)
-            print(f"16 conversations at once: {rate:.0f} msg/s")
+            rate, cpu_ms = await concurrent_rate(base_url, folder, 16, 40)
+            print(f"16 conversations at once: {rate:.0f} msg/s; CPU {cpu_ms:.2f} ms per message")
             check_us, write_us = micro(folder)
             print(f"limit check: {check_us:.0f} us per message; usage write: {write_us:.0f} us")
     finally:
