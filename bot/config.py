@@ -57,7 +57,8 @@ class Settings:
     # admins, the web dashboard's token holder) are Parley admins. Anyone can create a
     # Discord server and invite a public bot, so no workspace is trusted by default.
     platform_admin_workspaces: tuple[str, ...] = ("web:local",)
-    tools: tuple[str, ...] = ("calculate", "current_time", "search_history")
+    # None: every registered tool (built-ins, plugins and MCP servers' tools).
+    tools: tuple[str, ...] | None = None
     # "platform:workspace:channel" -> the tools that channel gets instead of `tools`
     tool_channels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tool_modules: tuple[str, ...] = ()

@@ -206,7 +206,7 @@ class Engine:
             "system_prompt"
         ] or self.settings.system_prompt
 
-    def _enabled_tools(self, message: Message) -> tuple[str, ...]:
+    def _enabled_tools(self, message: Message) -> tuple[str, ...] | None:
         channel = f"{message.platform}:{message.workspace}:{message.channel}"
         return self.settings.tool_channels.get(channel, self.settings.tools)
 

@@ -269,3 +269,20 @@ async def test_an_unanswered_call_in_old_history_is_left_out(
     await collect(engine, message("now"))
     sent = fake_openai.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "user"]
+
+
+async def test_plugin_module_tools_are_offered_by_default(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from bot.app import open_engine
+    from tests.conftest import test_settings
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    settings = replace(test_settings(tmp_path), tool_modules=("tests.tools_plugin_example",))
+    async with open_engine(settings) as engine:
+        await collect(engine, message("hi"))
+    offered = {t["function"]["name"] for t in fake_openai.requests[-1]["tools"]}
+    assert offered == {*BUILTINS, "reverse", "count_words"}
