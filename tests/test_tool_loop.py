@@ -285,4 +285,4 @@ async def test_plugin_module_tools_are_offered_by_default(
     async with open_engine(settings) as engine:
         await collect(engine, message("hi"))
     offered = {t["function"]["name"] for t in fake_openai.requests[-1]["tools"]}
-    assert offered == {*BUILTINS, "reverse", "count_words"}
+    assert offered == {*BUILTINS, "reverse", "word_count"}
