@@ -103,3 +103,12 @@ def message(text: str, *, ts: str, channel: str = "C1", **extra: Any) -> dict[st
 
 def user_turns(request: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in request["messages"] if m["role"] != "system"]
+
+
+@pytest.fixture
+async def start(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Start]:
+    """start(**settings) -> a Harness: the adapter serving signed events, on the fakes."""
+    async with slack_harnesses(make_engine, fake_openai, monkeypatch) as run:
+        yield run

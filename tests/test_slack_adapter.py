@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from adapters.slack import create
 from adapters.slack_format import to_mrkdwn
 from bot.config import ConfigError
 from tests.conftest import EngineFactory
-from tests.fakes.openai_server import Call, FakeOpenAI, Status, Text, ToolCalls
+from tests.fakes.openai_server import Call, Status, Text, ToolCalls
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.slack_helpers import (
     MENTION_TS,
@@ -25,17 +24,11 @@ from tests.slack_helpers import (
     Start,
     mention,
     message,
-    slack_harnesses,
+    start,
     user_turns,
 )
 
-
-@pytest.fixture
-async def start(
-    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Start]:
-    async with slack_harnesses(make_engine, fake_openai, monkeypatch) as run:
-        yield run
+__all__ = ["start"]  # the fixture, for pytest to find here
 
 
 # -- the Events API endpoint ---------------------------------------------------------

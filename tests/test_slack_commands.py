@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from adapters.slack import RESET_IN_THREAD
-from tests.conftest import EngineFactory
-from tests.fakes.openai_server import FakeOpenAI, Text
+from tests.fakes.openai_server import Text
 from tests.slack_helpers import (
     MENTION_TS,
     TRUSTED,
@@ -16,17 +13,11 @@ from tests.slack_helpers import (
     Start,
     mention,
     message,
-    slack_harnesses,
+    start,
     user_turns,
 )
 
-
-@pytest.fixture
-async def start(
-    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Start]:
-    async with slack_harnesses(make_engine, fake_openai, monkeypatch) as run:
-        yield run
+__all__ = ["start"]  # the fixture, for pytest to find here
 
 
 # -- /parley ---------------------------------------------------------------------------
