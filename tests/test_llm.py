@@ -147,3 +147,20 @@ async def test_a_retry_after_longer_than_allowed_gives_up_at_once(
     assert raised.value.kind == "rate_limited"
     assert fake_openai.request_count == 1
     assert time.monotonic() - started < 1
+
+
+async def test_a_refused_connection_is_unavailable_not_a_timeout() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    model = ModelClient(
+        api_key="t", base_url=f"http://127.0.0.1:{port}/v1", timeout_seconds=2,
+        max_attempts=2, retry_max_wait_seconds=0.01,
+    )  # fmt: skip
+    with pytest.raises(ModelError) as raised:
+        async for _ in model.stream("gpt-fake", PROMPT):
+            pass
+    await model.close()
+    assert raised.value.kind == "unavailable"
