@@ -7,6 +7,8 @@ input line is one message and each reply is printed whole, so it works in script
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import TextIO
 
 from bot.engine import Engine
@@ -19,6 +21,14 @@ CLEAR_LINE = "\r\033[K"  # back to the line start and erase it: replaces the sta
 async def _read_line(stream: TextIO) -> str | None:
     line = await asyncio.to_thread(stream.readline)
     return line if line else None
+
+
+def _save_picture(image: bytes, name: str) -> str:
+    """A terminal cannot show a picture: keep it in a file the user can open."""
+    suffix = Path(name).suffix or ".png"
+    with tempfile.NamedTemporaryFile(prefix="parley-", suffix=suffix, delete=False) as file:
+        file.write(image)
+    return file.name
 
 
 class _Printer:
@@ -39,6 +49,10 @@ class _Printer:
             self.streamed = True
         elif event.kind is ReplyKind.FINAL:
             self.out.write("\n" if self.streamed else f"{self._start()}parley> {event.text}\n")
+            if event.image:
+                self.out.write(
+                    f"(picture saved to {_save_picture(event.image, event.image_name)})\n"
+                )
         elif event.kind is ReplyKind.ERROR:
             self.out.write(("\n" if self.streamed else self._start()) + f"parley! {event.text}\n")
         elif event.kind is ReplyKind.NOTICE:

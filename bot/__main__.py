@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from bot import cli_admin
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_environment_file, load_settings
 from bot.platforms import availability, choose_adapters
 
 log = logging.getLogger("parley")
@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx2", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if arguments.command is None:
+        load_environment_file()  # so tokens kept in .env count as set
         return _status()
     try:
         settings = _settings(arguments)

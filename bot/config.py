@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 DEFAULT_CONFIG_PATH = Path("config/parley.toml")
 SECRET_NAMES = (
@@ -239,6 +239,12 @@ def _validate(settings: Settings) -> Settings:
     return settings
 
 
+def load_environment_file() -> None:
+    """Read ./.env into the environment (never overriding what is already set)."""
+    # usecwd: look in the folder Parley is run from, not next to the installed package.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+
+
 def load_settings(
     config_path: str | None = None,
     environ: Mapping[str, str] | None = None,
@@ -250,7 +256,7 @@ def load_settings(
     Reads a .env file into the process environment first, if one is present.
     """
     if environ is None:
-        load_dotenv(override=False)
+        load_environment_file()
         environ = os.environ
     chosen = config_path or environ.get("PARLEY_CONFIG") or ""
     path = Path(chosen) if chosen else DEFAULT_CONFIG_PATH

@@ -125,3 +125,25 @@ def test_interactive_terminal_streams_the_answer(model_server: FakeOpenAI, tmp_p
     assert b"\xe2\x80\xa6 thinking\xe2\x80\xa6" in seen  # the status showed first
     assert b"parley> one two three four" in seen
     assert seen.count(b"you> ") == 2
+
+
+def test_usage_chart_is_saved_to_a_file(model_server: FakeOpenAI, tmp_path: Path) -> None:
+    result = run_chat(
+        model_server, tmp_path, "hi\n/usage chart 1d\n", "--user", "root",
+        PARLEY_ADMINS="console:root", TMPDIR=str(tmp_path),
+    )  # fmt: skip
+    saved = result.stdout.splitlines()[-1]
+    assert saved.startswith("(picture saved to ") and saved.endswith(".png)")
+    assert Path(saved[len("(picture saved to ") : -1]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_env_file_in_the_working_folder_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_BOT_TOKEN=from-dotenv\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"], cwd=tmp_path, capture_output=True, text=True,
+        env={"PATH": os.environ.get("PATH", ""),
+             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        timeout=60,
+    )  # fmt: skip
+    assert "Discord: ready" in result.stdout
+    assert "from-dotenv" not in result.stdout + result.stderr
