@@ -13,12 +13,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
-from bot.llm import Completion, Delta, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.locks import KeyedLocks
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
@@ -63,7 +64,7 @@ Item = TypeVar("Item")
 
 async def _timed(
     items: AsyncGenerator[Item, None], add: Callable[[float], None]
-) -> AsyncIterator[Item]:
+) -> AsyncGenerator[Item, None]:
     """Yield from items, adding up the time spent producing them (not consuming them)."""
     try:
         while True:
@@ -130,8 +131,9 @@ class Engine:
         self.metrics.messages.labels(message.platform).inc()
         turn = Turn()
         try:
-            async for event in _timed(self._handle(message, turn), turn.add_active):
-                yield event
+            async with aclosing(_timed(self._handle(message, turn), turn.add_active)) as events:
+                async for event in events:
+                    yield event
         finally:
             engine_time = turn.active_seconds - turn.model_seconds
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
@@ -151,8 +153,11 @@ class Engine:
             if isinstance(admitted, ReplyEvent):
                 yield admitted
                 return
-            async for event in self._answer(message, turn):
-                yield event
+            # aclosing: a reply closed early must close the generators it runs now, so
+            # their finally blocks (the conversation lock, the usage row) run at once.
+            async with aclosing(self._answer(message, turn)) as events:
+                async for event in events:
+                    yield event
 
     async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent:
         """The reply to a message the model never sees: a complaint or a command."""
@@ -236,7 +241,7 @@ class Engine:
         trimmed = window.dropped_older or len(kept) < len(window.messages)
         return Prompt(messages, trimmed and not window.trim_noticed)
 
-    async def _answer(self, message: Message, turn: Turn) -> AsyncIterator[ReplyEvent]:
+    async def _answer(self, message: Message, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = self._channel_settings(message)
         schemas = self.tools.schemas(self._enabled_tools(message))
         prompt = self.build_prompt(
@@ -250,20 +255,21 @@ class Engine:
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
-            async for item in self._call_model(message, model, prompt.messages, schemas, turn):
-                if isinstance(item, Delta):
-                    yield ReplyEvent(ReplyKind.DELTA, item.text)
-                elif isinstance(item, Completion):
-                    completion = item
-                else:
-                    yield item
+            call = self._call_model(message, model, prompt.messages, schemas, turn)
+            async with aclosing(call) as items:
+                async for item in items:
+                    if isinstance(item, Completion):
+                        completion = item
+                    else:
+                        yield item
             if completion is None:
                 return
             if not completion.tool_calls:
                 yield self._finish(message, completion)
                 return
-            async for event in self._run_tools(message, completion, prompt.messages):
-                yield event
+            async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
+                async for event in events:
+                    yield event
         yield ReplyEvent(
             ReplyKind.ERROR, ROUNDS_EXHAUSTED.format(rounds=self.settings.max_tool_rounds)
         )
@@ -282,11 +288,13 @@ class Engine:
         prompt: list[dict[str, Any]],
         schemas: list[dict[str, Any]],
         turn: Turn,
-    ) -> AsyncIterator[Delta | Completion | ReplyEvent]:
-        """One model call: streams deltas, records usage; an error becomes a ReplyEvent."""
+    ) -> AsyncGenerator[ReplyEvent | Completion, None]:
+        """One model call: text deltas as ReplyEvents, then the Completion; records
+        usage. A failure ends it with an ERROR ReplyEvent and no Completion."""
         completion: Completion | None = None
         # Stays "cancelled" if the call is abandoned (a closed reply, a shutdown).
         status = "cancelled"
+        streamed: list[str] = []  # text that reached the user, billed even if cut short
         async with self.model_calls:
             started = time.perf_counter()
             first_token = True
@@ -301,13 +309,18 @@ class Engine:
                         self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                     if isinstance(item, Completion):
                         completion, status = item, "ok"
-                    yield item
+                        yield item
+                    else:
+                        streamed.append(item.text)
+                        yield ReplyEvent(ReplyKind.DELTA, item.text)
             except ModelError as error:
                 status = error.kind
                 log.warning("model call failed for %s: %s", message.conversation, error)
                 yield ReplyEvent(ReplyKind.ERROR, error.user_message)
             finally:
                 self.metrics.in_flight.dec()
+                if completion is None and streamed:
+                    completion = Completion(text="".join(streamed))
                 self._record_usage(message, model, prompt, completion, status, started)
 
     def _record_usage(
@@ -357,7 +370,7 @@ class Engine:
 
     async def _run_tools(
         self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
-    ) -> AsyncIterator[ReplyEvent]:
+    ) -> AsyncGenerator[ReplyEvent, None]:
         """Run every tool call (parallel ones concurrently) and extend the prompt."""
         names = ", ".join(sorted({call.name for call in completion.tool_calls}))
         yield ReplyEvent(ReplyKind.STATUS, f"running {names}…")

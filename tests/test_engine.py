@@ -298,3 +298,20 @@ async def test_an_abandoned_model_call_is_recorded_as_cancelled(
     statuses = [row[0] for row in engine.store.db.execute("SELECT status FROM usage").fetchall()]
     assert statuses == ["cancelled"]
     assert engine.last_model_success == 0.0
+
+
+async def test_text_cut_short_is_still_counted(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    fake_openai.script(Text("one two three four five six"))
+    replies = engine.handle(message("count"))
+    async for event in replies:
+        if event.kind is ReplyKind.DELTA:
+            break
+    await replies.aclose()  # type: ignore[attr-defined]
+    [row] = engine.store.db.execute(
+        "SELECT status, prompt_tokens, completion_tokens FROM usage"
+    ).fetchall()
+    assert row[0] == "cancelled"
+    assert row[1] > 0 and row[2] > 0  # estimated: the user saw text that was billed
