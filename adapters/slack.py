@@ -111,7 +111,7 @@ class UserDirectory:
         now = time.monotonic()
         cached = self.cache.get((team, user))
         if cached is None or now - cached[0] >= self.ttl:
-            cached = (now, asyncio.create_task(self._fetch(user)))
+            cached = (now, asyncio.create_task(self._fetch(team, user)))
             self.cache[(team, user)] = cached
         info = await asyncio.shield(cached[1])  # one cancelled waiter must not cancel all
         if info is None:  # failed: ask again next time rather than for minutes
@@ -120,7 +120,7 @@ class UserDirectory:
             return UserInfo(False, "")
         return info
 
-    async def _fetch(self, user: str) -> UserInfo | None:
+    async def _fetch(self, team: str, user: str) -> UserInfo | None:
         try:
             response = await self.client.users_info(user=user)
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
@@ -130,7 +130,11 @@ class UserDirectory:
         data = cast(dict[str, Any], response.get("user") or {})
         profile = cast(dict[str, Any], data.get("profile") or {})
         name = profile.get("display_name") or data.get("real_name") or data.get("name") or ""
-        return UserInfo(bool(data.get("is_admin") or data.get("is_owner")), str(name))
+        # In a Slack Connect channel the user may be another organisation's admin:
+        # only admins of the workspace the message came from count.
+        own_team = data.get("team_id", team) == team
+        admin = own_team and bool(data.get("is_admin") or data.get("is_owner"))
+        return UserInfo(admin, str(name))
 
 
 @dataclass(frozen=True, slots=True)

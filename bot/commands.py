@@ -8,6 +8,7 @@ commands check the caller first and reveal nothing to anyone else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shlex
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from bot.ratelimit import default_limits, parse_limit
 from bot.report import format_table
 from bot.store import Store, UserLimits
 from bot.usage import parse_period
+
+log = logging.getLogger(__name__)
 
 FORGET_CONFIRM_SECONDS = 120.0
 NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
@@ -127,6 +130,9 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
         text = await handler(context, message, arguments)
     except CommandError as error:
         return ReplyEvent(ReplyKind.ERROR, str(error), private=True)
+    except Exception:  # the delivery is already claimed: the user must hear something
+        log.exception("command /%s failed", name)
+        return ReplyEvent(ReplyKind.ERROR, f"/{name} failed; the error was logged.", private=True)
     return ReplyEvent(ReplyKind.FINAL, text, private=True)
 
 

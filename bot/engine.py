@@ -297,22 +297,21 @@ class Engine:
         streamed: list[str] = []  # text that reached the user, billed even if cut short
         async with self.model_calls:
             started = time.perf_counter()
-            first_token = True
             self.metrics.in_flight.inc()
+            stream = self.model.stream(
+                model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
+            )
             try:
-                stream = self.model.stream(
-                    model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
-                )
-                async for item in _timed(stream, turn.add_model):
-                    if first_token:
-                        first_token = False
-                        self.metrics.first_token_seconds.observe(time.perf_counter() - started)
-                    if isinstance(item, Completion):
-                        completion, status = item, "ok"
-                        yield item
-                    else:
-                        streamed.append(item.text)
-                        yield ReplyEvent(ReplyKind.DELTA, item.text)
+                async with aclosing(_timed(stream, turn.add_model)) as items:
+                    async for item in items:
+                        if not streamed and completion is None:
+                            self.metrics.first_token_seconds.observe(time.perf_counter() - started)
+                        if isinstance(item, Completion):
+                            completion, status = item, "ok"
+                            yield item
+                        else:
+                            streamed.append(item.text)
+                            yield ReplyEvent(ReplyKind.DELTA, item.text)
             except ModelError as error:
                 status = error.kind
                 log.warning("model call failed for %s: %s", message.conversation, error)
@@ -376,9 +375,10 @@ class Engine:
         yield ReplyEvent(ReplyKind.STATUS, f"running {names}…")
         context = self._tool_context(message)
         timeout = self.settings.tool_timeout_seconds
+        enabled = self._enabled_tools(message)
         results = await asyncio.gather(
             *(
-                self.tools.run(c.name, c.arguments, context, timeout=timeout)
+                self.tools.run(c.name, c.arguments, context, timeout=timeout, enabled=enabled)
                 for c in completion.tool_calls
             )
         )

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,10 +132,12 @@ def classify(error: BaseException) -> ModelError:
 
 def _connection_refused(error: BaseException) -> bool:
     """True if the chain of causes holds a failure to connect (refused, no such host)."""
+    visited: set[int] = set()
     seen: BaseException | None = error
-    while seen is not None:
+    while seen is not None and id(seen) not in visited:  # a chain can loop on itself
         if isinstance(seen, aiohttp.ClientConnectorError):
             return True
+        visited.add(id(seen))
         seen = seen.__cause__ or seen.__context__
     return False
 
@@ -284,8 +287,9 @@ class ModelClient:
             async for attempt in retrying:
                 with attempt:
                     assembler = _ChunkAssembler()
-                    async for text in self._attempt(body, assembler):
-                        yield Delta(text)
+                    async with aclosing(self._attempt(body, assembler)) as texts:
+                        async for text in texts:
+                            yield Delta(text)
                     completion = assembler.result()
                     completion.attempts = attempt.retry_state.attempt_number
                     yield completion
@@ -294,7 +298,7 @@ class ModelClient:
 
     async def _attempt(
         self, body: dict[str, Any], assembler: _ChunkAssembler
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         stream = await self.client.post(
             "/chat/completions",
             body=body,
@@ -317,7 +321,9 @@ class ModelClient:
                     emitted = True
                     yield text
         except Exception as error:
-            raise (_StreamBroken(error) if emitted else error) from error
+            if emitted:
+                raise _StreamBroken(error) from error
+            raise
         finally:
             await stream.close()
 

@@ -35,6 +35,10 @@ LIMIT_NAMES = {
 }
 
 
+# SQLite integers stop at 2**63; no sensible limit comes near this.
+MAX_LIMIT = 10**15
+
+
 def default_limits(settings: Settings) -> UserLimits:
     """Every user's limits unless an admin set their own."""
     return UserLimits(
@@ -57,6 +61,8 @@ def parse_limit(name: str, text: str) -> tuple[str, float | None]:
         raise ValueError(f"{text!r} is not a number (or 'default').") from None
     if number < 0:
         raise ValueError("Limits cannot be negative; 0 means unlimited.")
+    if number > MAX_LIMIT:
+        raise ValueError(f"{text} is more than any limit needs; 0 means unlimited.")
     return column, number
 
 

@@ -184,9 +184,9 @@ class Store(UsageTables):
     def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         """Delete every stored message of a channel, all its threads included."""
         prefix = str(ConversationKey(platform, workspace, channel, ""))
-        # The delete trigger removes rows from the index: they must be in it first.
-        self._index_new_messages()
         with self.db.atomic():
+            # The delete trigger removes rows from the index: they must be in it first.
+            self._index_new_messages()
             cursor = self.db.execute(
                 "DELETE FROM messages WHERE conversation >= ? AND conversation < ?",
                 (prefix, prefix + "\uffff"),
@@ -194,6 +194,12 @@ class Store(UsageTables):
             self.db.execute(
                 "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
                 (prefix, prefix + "\uffff"),
+            )
+            # SQLite reuses the ids of deleted newest rows: move the mark back so those
+            # ids, when reused, are indexed like any new message.
+            self.db.execute(
+                "UPDATE fts_state SET last_indexed ="
+                " min(last_indexed, (SELECT coalesce(max(id), 0) FROM messages))"
             )
         return int(cursor.rowcount)
 

@@ -101,6 +101,7 @@ async def test_bad_periods_get_a_clear_message(make_engine: EngineFactory, perio
         ("/limits set bob rpm lots", "is not a number"),
         ("/limits set bob speed 5", "Unknown limit"),
         ("/limits set bob rpm -3", "cannot be negative"),
+        ("/limits set bob rpm 99999999999999999999999", "more than any limit needs"),
         ("/limits frobnicate", "Usage: /limits"),
         ("/block", "Usage: /block"),
         ("/nonsense", "Unknown command /nonsense"),
@@ -212,3 +213,14 @@ async def test_platform_admins_count_only_in_trusted_workspaces(
         engine, message("/usage", platform_admin=True, workspace=message_workspace)
     )
     assert (reply.kind is ReplyKind.FINAL) is allowed
+
+
+async def test_a_command_that_breaks_still_answers(
+    make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(admins=(ADMIN,))
+    engine.store.db.execute("DROP TABLE limits")  # a broken database, as an example
+    [reply] = await collect(engine, message("/limits show", user="root"))
+    assert reply.kind is ReplyKind.ERROR
+    assert reply.text == "/limits failed; the error was logged."
+    assert "command /limits failed" in caplog.text

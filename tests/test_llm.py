@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -164,3 +165,30 @@ async def test_a_refused_connection_is_unavailable_not_a_timeout() -> None:
             pass
     await model.close()
     assert raised.value.kind == "unavailable"
+
+
+async def test_a_stream_that_stalls_after_its_first_chunk_times_out_and_is_retried(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    from tests.fakes.openai_server import Stall
+
+    fake_openai.script(Stall(5), Stall(5), Stall(5))
+    with pytest.raises(ModelError) as raised:
+        await asyncio.wait_for(complete(client), timeout=10)
+    assert raised.value.kind == "timeout"
+    assert fake_openai.request_count == 3
+
+
+async def test_a_stream_cut_after_text_is_not_retried(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    from tests.fakes.openai_server import Cut
+
+    fake_openai.script(Cut("partial answer here"), Text("a second answer"))
+    streamed = ""
+    with pytest.raises(ModelError):
+        async for item in client.stream("gpt-fake", PROMPT):
+            assert isinstance(item, Delta), "no Completion for a cut stream"
+            streamed += item.text
+    assert streamed.startswith("partial")
+    assert fake_openai.request_count == 1  # retrying would repeat what the user saw

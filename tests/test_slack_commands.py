@@ -262,3 +262,12 @@ async def test_failed_chart_upload_names_the_missing_scope(
     assert note.startswith("Usage chart, last 7d\n:warning:")
     assert f"lacks the {scope} scope" in note
     assert h.slack.shared_files() == []
+
+
+async def test_an_admin_of_another_org_in_a_shared_channel_is_refused(start: Start) -> None:
+    h = await start(platform_admin_workspaces=TRUSTED)
+    h.slack.admins.add("UEXT")
+    h.slack.foreign_users.add("UEXT")  # an admin, but of the other org in Slack Connect
+    await h.slash("usage", user="UEXT")
+    [response] = h.slack.responses
+    assert "only Parley admins can use /usage" in response["text"]

@@ -51,3 +51,15 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     names = [row[0] for row in again.db.execute("SELECT name FROM _sqlite_migrations")]
     assert len(names) == len(set(names)) >= 4
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_ids_reused_after_forget_are_searchable_and_forgettable(store: Store) -> None:
+    store.append(ConversationKey("s", "w", "keep"), "user", "old papaya", 3)
+    store.append(ConversationKey("s", "w", "gone"), "user", "newest papaya", 3)
+    store.search_channel("s", "w", "gone", "papaya", 5)  # index everything so far
+    store.forget_channel("s", "w", "gone")  # deletes the newest row: its id is free again
+    store.append(ConversationKey("s", "w", "gone"), "user", "fresh papaya", 3)
+    assert contents(store.search_channel("s", "w", "gone", "papaya", 5)) == ["fresh papaya"]
+    assert store.forget_channel("s", "w", "gone") == 1
+    store.db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+    assert contents(store.search_channel("s", "w", "keep", "papaya", 5)) == ["old papaya"]

@@ -286,3 +286,18 @@ async def test_plugin_module_tools_are_offered_by_default(
         await collect(engine, message("hi"))
     offered = {t["function"]["name"] for t in fake_openai.requests[-1]["tools"]}
     assert offered == {*BUILTINS, "reverse", "word_count"}
+
+
+async def test_a_tool_not_enabled_here_never_runs(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(tools=("calculate",), tool_channels={"test:w1:quiet": ()})
+    fake_openai.script(ToolCalls([Call("current_time", {})]), Text("ok"))
+    await collect(engine, message("what time is it?"))
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert result["content"].startswith("Error: unknown tool 'current_time'")
+    assert "Available tools: calculate." in result["content"]
+    fake_openai.script(ToolCalls([Call("calculate", {"expression": "1+1"})]), Text("ok"))
+    await collect(engine, message("sum?", channel="quiet"))
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert "Available tools: none." in result["content"]

@@ -160,15 +160,19 @@ class Registry:
         context: ToolContext,
         *,
         timeout: float,  # noqa: ASYNC109 - the deadline must be told apart from tool errors
+        enabled: Iterable[str] | None = None,
     ) -> ToolResult:
         """Validate the model's arguments and call the tool; never raises for tool failures.
 
         `timeout` bounds the call itself; a caller's own asyncio.timeout would cancel
-        the whole run and could not be reported to the model as a timeout.
+        the whole run and could not be reported to the model as a timeout. `enabled`
+        (None: all) is the set this conversation may run: a model naming any other
+        tool, offered or not, gets "unknown tool", and learns only the enabled names.
         """
-        tool = self._tools.get(name)
+        allowed = self.names() if enabled is None else [n for n in enabled if n in self._tools]
+        tool = self._tools.get(name) if name in allowed else None
         if tool is None:
-            available = ", ".join(self._tools) or "none"
+            available = ", ".join(allowed) or "none"
             return _error("unknown_tool", f"unknown tool {name!r}. Available tools: {available}.")
         arguments = _parse_arguments(arguments_json)
         if isinstance(arguments, ToolResult):

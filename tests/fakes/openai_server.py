@@ -89,7 +89,21 @@ class Delay:
     then: Response | None = None
 
 
-Response: TypeAlias = Text | ToolCalls | Status | Hang | Malformed | Delay
+@dataclass(frozen=True)
+class Stall:
+    """Streaming only: send the headers and a first empty chunk, then go silent."""
+
+    seconds: float = 30
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Streaming only: stream ``content``, then drop the connection (no finish, no [DONE])."""
+
+    content: str
+
+
+Response: TypeAlias = Text | ToolCalls | Status | Hang | Malformed | Delay | Stall | Cut
 
 # OpenAI's (type, code) for common statuses, so error-classifying code sees realistic bodies.
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
@@ -234,6 +248,8 @@ class FakeOpenAI:
             return _error(response)
         if body.get("stream"):
             return await self._stream(request, body, response)
+        if isinstance(response, Stall | Cut):
+            return _error(Status(500))  # only streams can stall or be cut mid-way
         if isinstance(response, Malformed):
             return web.Response(text=response.body, content_type="application/json")
         return web.json_response(self._completion(body, response))
@@ -288,10 +304,12 @@ class FakeOpenAI:
         }
 
     async def _stream(
-        self, request: web.Request, body: JSON, reply: Text | ToolCalls | Malformed
+        self, request: web.Request, body: JSON, reply: Text | ToolCalls | Malformed | Stall | Cut
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if isinstance(reply, Stall | Cut):
+            return await self._break_off(request, resp, body, reply)
         if isinstance(reply, Malformed):
             await resp.write(f"data: {reply.body}\n\n".encode())
         else:
@@ -299,6 +317,21 @@ class FakeOpenAI:
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        return resp
+
+    async def _break_off(
+        self, request: web.Request, resp: web.StreamResponse, body: JSON, reply: Stall | Cut
+    ) -> web.StreamResponse:
+        """A stream that never finishes: silent after its first chunk, or cut off."""
+        chunks = list(self._chunks(body, Text(reply.content if isinstance(reply, Cut) else "")))
+        sent = chunks[:-2] if isinstance(reply, Cut) else chunks[:1]  # no finish or usage
+        for chunk in sent:
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if isinstance(reply, Stall):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), reply.seconds)
+        if request.transport is not None:
+            request.transport.close()
         return resp
 
     def _chunks(self, body: JSON, reply: Text | ToolCalls) -> Iterator[JSON]:

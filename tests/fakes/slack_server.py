@@ -81,6 +81,7 @@ class FakeSlack:
         self.posted: dict[str, Posted] = {}
         self.responses: list[JSON] = []  # what was sent to response_urls
         self.admins: set[str] = set()
+        self.foreign_users: set[str] = set()  # Slack Connect users from another org
         self.socket_acks: list[JSON] = []
         self.files: dict[str, Uploaded] = {}
         self._faults: dict[str, _Fault] = {}
@@ -231,8 +232,10 @@ class FakeSlack:
     def _users_info(self, params: JSON) -> JSON:
         user = str(params.get("user", ""))
         admin = user in self.admins
+        team = "TFOREIGN" if user in self.foreign_users else TEAM_ID
         return {"ok": True, "user": {
-            "id": user, "name": user.lower(), "real_name": f"User {user}", "is_bot": False,
+            "id": user, "team_id": team, "name": user.lower(), "real_name": f"User {user}",
+            "is_bot": False,
             "is_admin": admin, "is_owner": False, "profile": {"display_name": user.lower()},
         }}  # fmt: skip
 
