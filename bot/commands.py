@@ -265,7 +265,7 @@ async def _unblock(context: CommandContext, message: Message, arguments: list[st
 
 @command("forget", admin=True)
 async def _forget(context: CommandContext, message: Message, arguments: list[str]) -> str:
-    pending_key = (message.user_key, f"{message.platform}/{message.workspace}/{message.channel}")
+    pending_key = (message.user_key, message.channel_id)
     now = context.clock()
     deadline = context.pending_forgets.pop(pending_key, 0.0)
     if arguments == ["confirm"] and now <= deadline:

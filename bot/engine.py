@@ -212,8 +212,7 @@ class Engine:
         ] or self.settings.system_prompt
 
     def _enabled_tools(self, message: Message) -> tuple[str, ...] | None:
-        channel = f"{message.platform}:{message.workspace}:{message.channel}"
-        return self.settings.tool_channels.get(channel, self.settings.tools)
+        return self.settings.tool_channels.get(message.channel_id, self.settings.tools)
 
     def _schema_tokens(self, schemas: list[dict[str, Any]]) -> int:
         """Tokens the tool definitions take in the prompt, counted once per tool set."""

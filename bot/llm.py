@@ -176,7 +176,6 @@ class _WaitRetryAfter:
     """Exponential backoff with jitter, unless the server said how long to wait."""
 
     def __init__(self, max_wait: float) -> None:
-        self.max_wait = max_wait
         self.backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
 
     def __call__(self, state: RetryCallState) -> float:

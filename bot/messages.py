@@ -53,6 +53,11 @@ class Message:
         return ConversationKey(self.platform, self.workspace, self.channel, self.thread)
 
     @property
+    def channel_id(self) -> str:
+        """The channel as config and reports name it: platform:workspace:channel."""
+        return f"{self.platform}:{self.workspace}:{self.channel}"
+
+    @property
     def user_key(self) -> str:
         """The id admins and limits use: platform:user."""
         return f"{self.platform}:{self.user}"
