@@ -207,9 +207,8 @@ class Engine:
     def _channel_settings(self, message: Message) -> tuple[str, str]:
         """This channel's model and system prompt, or the configured defaults."""
         own = self.store.channel_settings(message.platform, message.workspace, message.channel)
-        return own["model"] or self.settings.model, own[
-            "system_prompt"
-        ] or self.settings.system_prompt
+        model = own["model"] or self.settings.model
+        return model, own["system_prompt"] or self.settings.system_prompt
 
     def _enabled_tools(self, message: Message) -> tuple[str, ...] | None:
         return self.settings.tool_channels.get(message.channel_id, self.settings.tools)
