@@ -25,7 +25,7 @@ from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
 from bot.store import Store, StoredMessage, UsageRecord
-from bot.tokens import Counted, count_message, count_text, newest_that_fit
+from bot.tokens import Counted, count_message, count_recurring, count_text, newest_that_fit
 from bot.tools.registry import Registry, ToolContext
 from bot.usage import Prices
 
@@ -227,7 +227,7 @@ class Engine:
         budget = (
             self.settings.context_tokens
             - self.settings.reply_tokens
-            - count_message(system_prompt)
+            - count_recurring(system_prompt)
             - tools_tokens
         )
         window = self.store.recent(key, self.settings.history_messages)
@@ -273,10 +273,10 @@ class Engine:
         )
 
     def _finish(self, message: Message, completion: Completion) -> ReplyEvent:
+        """The final answer's event; _call_model has stored the answer already."""
         text = completion.text.strip()
         if not text:
             return ReplyEvent(ReplyKind.ERROR, EMPTY_ANSWER)
-        self.store.append(message.conversation, "assistant", text, count_message(text))
         return ReplyEvent(ReplyKind.FINAL, text)
 
     async def _call_model(
@@ -288,7 +288,8 @@ class Engine:
         turn: Turn,
     ) -> AsyncGenerator[ReplyEvent | Completion, None]:
         """One model call: text deltas as ReplyEvents, then the Completion; records
-        usage. A failure ends it with an ERROR ReplyEvent and no Completion."""
+        usage and stores a final answer. A failure ends it with an ERROR ReplyEvent
+        and no Completion."""
         completion: Completion | None = None
         # Stays "cancelled" if the call is abandoned (a closed reply, a shutdown).
         status = "cancelled"
@@ -318,7 +319,20 @@ class Engine:
                 self.metrics.in_flight.dec()
                 if completion is None and streamed:
                     completion = Completion(text="".join(streamed))
-                self._record_usage(message, model, prompt, completion, status, started)
+                # One transaction for both: one commit instead of two per message.
+                with self.store.atomic():
+                    self._record_usage(message, model, prompt, completion, status, started)
+                    self._store_answer(message.conversation, completion, status)
+
+    def _store_answer(
+        self, key: ConversationKey, completion: Completion | None, status: str
+    ) -> None:
+        """Store a complete final answer; never a cut-short one or a tool call."""
+        if status != "ok" or completion is None or completion.tool_calls:
+            return
+        text = completion.text.strip()
+        if text:
+            self.store.append(key, "assistant", text, count_message(text))
 
     def _record_usage(
         self,

@@ -16,13 +16,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.history import HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store_schema import MIGRATIONS
 from bot.store_usage import Admission, UsageRecord, UsageTables, UserLimits
@@ -32,36 +32,6 @@ __all__ = ["Admission", "Migrations", "Store", "StoredMessage", "UsageRecord", "
 # How long another process may hold the write lock before we give up.
 BUSY_TIMEOUT_SECONDS = 10.0
 DEDUPE_KEEP_SECONDS = 7 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    id: int
-    role: str  # user | assistant | tool
-    content: str
-    tokens: int
-    group_id: int
-    user: str = ""
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str = ""
-
-    def as_chat(self) -> dict[str, Any]:
-        """The message as the chat completions API takes it."""
-        message: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            message["tool_calls"] = self.tool_calls
-        if self.tool_call_id:
-            message["tool_call_id"] = self.tool_call_id
-        return message
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The newest history that fits, and how much older history was left out."""
-
-    messages: list[StoredMessage]
-    dropped_older: bool
-    trim_noticed: bool = False
 
 
 class _Probe(Exception):
@@ -93,6 +63,8 @@ class Store(UsageTables):
         # commit, which is an acceptable trade for several times faster writes.
         self.db.execute("PRAGMA synchronous=NORMAL")
         MIGRATIONS.apply(self.db)
+        self.history_cache = HistoryCache()
+        self._data_version = self._read_data_version()
 
     def close(self) -> None:
         self.db.close()
@@ -110,8 +82,24 @@ class Store(UsageTables):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            # Rolled back: cached windows may hold messages that were never stored.
+            self.history_cache.clear()
+            raise
+
+    def _read_data_version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _drop_cache_if_others_wrote(self) -> None:
+        # SQLite changes data_version when another connection (another process, the
+        # admin CLI) commits; this connection's own writes keep the cache in step.
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self.history_cache.clear()
 
     # -- history ---------------------------------------------------------------
 
@@ -128,6 +116,7 @@ class Store(UsageTables):
         group_id: int | None = None,
     ) -> int:
         """Store one message; returns its id. A message is its own group unless given one."""
+        stored_calls = json.dumps(tool_calls) if tool_calls else None
         cursor = self.db.execute(
             "INSERT INTO messages (conversation, role, content, tokens, group_id, user,"
             " tool_calls, tool_call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -138,24 +127,43 @@ class Store(UsageTables):
                 tokens,
                 group_id or 0,
                 user,
-                json.dumps(tool_calls) if tool_calls else None,
+                stored_calls,
                 tool_call_id,
                 time.time(),
             ),
         )
-        return int(cursor.lastrowid or 0)
+        new_id = int(cursor.lastrowid or 0)
+        self.history_cache.append(
+            str(key),
+            StoredMessage(
+                new_id, role, content, tokens, group_id or new_id, user,
+                # A copy, as a read from the database would give: never the caller's list.
+                json.loads(stored_calls) if stored_calls else None, tool_call_id,
+            ),
+        )  # fmt: skip
+        return new_id
 
     def recent(self, key: ConversationKey, max_messages: int) -> Window:
         """Up to `max_messages` newest messages since the last reset, oldest first."""
+        # One more than asked for tells whether older messages were left out.
+        count = max_messages + 1
+        self._drop_cache_if_others_wrote()
+        cached = self.history_cache.get(str(key), count)
+        if cached is None:
+            cached = self._read_window(key, count)
+            self.history_cache.put(str(key), cached[0], count, cached[1])
+        messages, noticed = cached
+        dropped = len(messages) > max_messages
+        return Window(messages[1:] if dropped else messages, dropped, noticed)
+
+    def _read_window(self, key: ConversationKey, count: int) -> tuple[list[StoredMessage], bool]:
         start, noticed = self._conversation_state(key)
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND id > ?"
             " ORDER BY id DESC LIMIT ?",
-            (str(key), start, max_messages + 1),
+            (str(key), start, count),
         ).fetchall()
-        dropped = len(rows) > max_messages
-        messages = [_row_to_message(row) for row in reversed(rows[:max_messages])]
-        return Window(messages, dropped, noticed)
+        return [_row_to_message(row) for row in reversed(rows)], noticed
 
     def has_history(self, key: ConversationKey) -> bool:
         row = self.db.execute(
@@ -180,6 +188,7 @@ class Store(UsageTables):
             " context_start = excluded.context_start, trim_noticed = 0",
             (str(key), last),
         )
+        self.history_cache.drop(str(key))
 
     def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         """Delete every stored message of a channel, all its threads included."""
@@ -195,6 +204,7 @@ class Store(UsageTables):
                 "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
                 (prefix, prefix + "\uffff"),
             )
+            self.history_cache.clear()
             # SQLite reuses the ids of deleted newest rows: move the mark back so those
             # ids, when reused, are indexed like any new message.
             self.db.execute(
@@ -219,6 +229,7 @@ class Store(UsageTables):
             " WHERE trim_noticed = 0",
             (str(key),),
         )
+        self.history_cache.drop(str(key))
         return cursor.rowcount > 0
 
     # -- channel settings --------------------------------------------------------

@@ -12,10 +12,9 @@ import base64
 import gzip
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
@@ -61,8 +60,13 @@ def count_message(content: str) -> int:
     return count_text(content) + MESSAGE_OVERHEAD_TOKENS
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
+@lru_cache(maxsize=256)
+def count_recurring(content: str) -> int:
+    """count_message for texts sent with every message (system prompts), remembered."""
+    return count_message(content)
+
+
+class Counted(NamedTuple):
     """A stored history entry with its token count, counted once when stored."""
 
     tokens: int

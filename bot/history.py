@@ -1,0 +1,119 @@
+"""Stored history as the engine reads it, and the in-memory copy of recent windows.
+
+No SQL here: the store reads and writes the database and keeps HistoryCache in step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+# What the cached windows may hold in all, in characters of message text; the least
+# recently used conversations are dropped beyond it.
+CACHE_MAX_CHARS = 8_000_000
+
+
+class StoredMessage(NamedTuple):
+    # A named tuple rather than a frozen dataclass: a prompt holds up to a hundred of
+    # these per message, and a tuple is built several times faster.
+    id: int
+    role: str  # user | assistant | tool
+    content: str
+    tokens: int
+    group_id: int
+    user: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str = ""
+
+    def as_chat(self) -> dict[str, Any]:
+        """The message as the chat completions API takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The newest history that fits, and how much older history was left out."""
+
+    messages: list[StoredMessage]
+    dropped_older: bool
+    trim_noticed: bool = False
+
+
+@dataclass(slots=True)
+class _Cached:
+    # The newest stored messages since the conversation's last reset, oldest first:
+    # all of them when there are fewer than `capacity`, else the newest `capacity`.
+    messages: list[StoredMessage]
+    capacity: int
+    trim_noticed: bool
+    chars: int
+
+
+class HistoryCache:
+    """The newest messages of recently active conversations, kept between messages.
+
+    Reading a conversation's window back from SQLite (a hundred rows) cost more than
+    the store's other work for a message together; the window is read once and then
+    extended as the store appends. The store must tell it of every write to history
+    and clear it whenever another connection may have written.
+    """
+
+    def __init__(self, max_chars: int = CACHE_MAX_CHARS) -> None:
+        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        self._chars = 0
+        self.max_chars = max_chars
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, conversation: str, count: int) -> tuple[list[StoredMessage], bool] | None:
+        """The newest `count` messages (fewer if that is all) and trim_noticed, or
+        None when this conversation's window is not held or held too short."""
+        entry = self._entries.get(conversation)
+        if entry is None or entry.capacity < count:
+            return None
+        self._entries.move_to_end(conversation)
+        return entry.messages[-count:], entry.trim_noticed
+
+    def put(
+        self, conversation: str, messages: list[StoredMessage], capacity: int, noticed: bool
+    ) -> None:
+        """Hold a window just read: the newest `capacity` messages, or all if fewer."""
+        self.drop(conversation)
+        chars = sum(len(m.content) for m in messages)
+        self._entries[conversation] = _Cached(list(messages), capacity, noticed, chars)
+        self._chars += chars
+        self._evict()
+
+    def append(self, conversation: str, message: StoredMessage) -> None:
+        """A message was stored in this conversation: extend its window if held."""
+        entry = self._entries.get(conversation)
+        if entry is None:
+            return
+        entry.messages.append(message)
+        added = len(message.content)
+        if len(entry.messages) > entry.capacity:
+            added -= len(entry.messages.pop(0).content)
+        entry.chars += added
+        self._chars += added
+        self._evict()
+
+    def drop(self, conversation: str) -> None:
+        entry = self._entries.pop(conversation, None)
+        if entry is not None:
+            self._chars -= entry.chars
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._chars = 0
+
+    def _evict(self) -> None:
+        while self._chars > self.max_chars and self._entries:
+            _, entry = self._entries.popitem(last=False)
+            self._chars -= entry.chars
