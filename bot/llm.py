@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import openai
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient, Omit
 from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion
 from tenacity import (
@@ -236,6 +236,25 @@ class Delta:
     text: str
 
 
+# Raw dicts: building the SDK's typed chunk objects cost more than the rest of the
+# engine together (see bench/); we read the few fields we need.
+DICT_STREAM = AsyncStream[object]
+
+# The SDK tells every server the host's OS, CPU and Python versions in headers of
+# its own. Parley leaves them out: some OpenAI-compatible gateways reject unknown
+# X-Stainless-* headers, a self-hosted bot has no reason to describe its host, and
+# each header costs time per call. (Omit() removes a header; the SDK's signature
+# admits only strings, hence the cast where it is passed.)
+WITHOUT_PLATFORM_HEADERS: dict[str, str | Omit] = {
+    name: Omit()
+    for name in (
+        "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS",
+        "X-Stainless-Arch", "X-Stainless-Runtime", "X-Stainless-Runtime-Version",
+        "X-Stainless-Async",
+    )
+}  # fmt: skip
+
+
 class ModelClient:
     """Streams chat completions from one OpenAI-compatible endpoint."""
 
@@ -257,8 +276,12 @@ class ModelClient:
             max_retries=0,
             timeout=timeout_seconds,
             http_client=DefaultAioHttpClient(timeout=timeout_seconds),
+            default_headers=cast(Mapping[str, str], WITHOUT_PLATFORM_HEADERS),
         )
         self.timeout_seconds = timeout_seconds
+        self.request_options = make_request_options(
+            timeout=timeout_seconds, security={"bearer_auth": True}
+        )
         self.max_attempts = max_attempts
         self.wait = _WaitRetryAfter(retry_max_wait_seconds)
         self.worth_retrying = _WorthRetrying(retry_max_wait_seconds)
@@ -302,13 +325,9 @@ class ModelClient:
             "/chat/completions",
             body=body,
             cast_to=ChatCompletion,
-            options=make_request_options(
-                timeout=self.timeout_seconds, security={"bearer_auth": True}
-            ),
+            options=self.request_options,
             stream=True,
-            # Raw dicts: building the SDK's typed chunk objects cost more than the
-            # rest of the engine together (see bench/); we read the few fields we need.
-            stream_cls=AsyncStream[object],
+            stream_cls=DICT_STREAM,
         )
         emitted = False
         try:

@@ -138,6 +138,16 @@ async def test_api_key_is_sent_as_bearer(client: ModelClient, fake_openai: FakeO
     assert fake_openai.request_headers[-1]["Authorization"] == "Bearer test"
 
 
+async def test_the_host_is_not_described_to_the_server(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    # Some OpenAI-compatible gateways reject the SDK's X-Stainless-* platform headers.
+    await complete(client)
+    sent = {name.lower() for name in fake_openai.request_headers[-1]}
+    assert not sent & {"x-stainless-os", "x-stainless-arch", "x-stainless-runtime-version"}
+    assert "content-type" in sent
+
+
 async def test_a_retry_after_longer_than_allowed_gives_up_at_once(
     client: ModelClient, fake_openai: FakeOpenAI
 ) -> None:
