@@ -282,6 +282,9 @@ class ModelClient:
         self.request_options = make_request_options(
             timeout=timeout_seconds, security={"bearer_auth": True}
         )
+        # Absolute, joined once as the SDK joins it (its base_url ends in "/"): a
+        # relative path is parsed and merged again on every call (~0.1 ms each).
+        self.completions_url = f"{self.client.base_url}chat/completions"
         self.max_attempts = max_attempts
         self.wait = _WaitRetryAfter(retry_max_wait_seconds)
         self.worth_retrying = _WorthRetrying(retry_max_wait_seconds)
@@ -322,7 +325,7 @@ class ModelClient:
         self, body: dict[str, Any], assembler: _ChunkAssembler
     ) -> AsyncGenerator[str, None]:
         stream = await self.client.post(
-            "/chat/completions",
+            self.completions_url,
             body=body,
             cast_to=ChatCompletion,
             options=self.request_options,

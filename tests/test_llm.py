@@ -202,3 +202,26 @@ async def test_a_stream_cut_after_text_is_not_retried(
             streamed += item.text
     assert streamed.startswith("partial")
     assert fake_openai.request_count == 1  # retrying would repeat what the user saw
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/chat/completions"),
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1/chat/completions"),
+        ("http://gateway.internal/openai/v1", "http://gateway.internal/openai/v1/chat/completions"),
+        (None, "https://api.openai.com/v1/chat/completions"),
+    ],
+)
+async def test_the_completions_url_is_joined_as_the_sdk_joins_it(
+    base_url: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the SDK's own default
+    client = ModelClient(
+        api_key="k", base_url=base_url, timeout_seconds=1, max_attempts=1,
+        retry_max_wait_seconds=1,
+    )  # fmt: skip
+    try:
+        assert client.completions_url == expected
+    finally:
+        await client.close()
