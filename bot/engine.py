@@ -25,7 +25,7 @@ from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
 from bot.store import Store, StoredMessage, UsageRecord
-from bot.tokens import Counted, count_message, count_recurring, count_text, newest_that_fit
+from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
 from bot.tools.registry import Registry, ToolContext
 from bot.usage import Prices
 
@@ -232,10 +232,9 @@ class Engine:
         )
         window = self.store.recent(key, self.settings.history_messages)
         history = _drop_orphans(_drop_unanswered_calls(window.messages))
-        fit = newest_that_fit([Counted(m.tokens, m.group_id) for m in history], budget)
+        fit = newest_that_fit(history, budget)
         kept = _drop_orphans(history[len(history) - fit :])
-        messages = [{"role": "system", "content": system_prompt}]
-        messages.extend(m.as_chat() for m in kept)
+        messages = [{"role": "system", "content": system_prompt}, *[m.as_chat() for m in kept]]
         trimmed = window.dropped_older or len(kept) < len(window.messages)
         return Prompt(messages, trimmed and not window.trim_noticed)
 

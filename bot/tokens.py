@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
@@ -66,13 +66,16 @@ def count_recurring(content: str) -> int:
     return count_message(content)
 
 
-class Counted(NamedTuple):
+class Counted(Protocol):
     """A stored history entry with its token count, counted once when stored."""
 
-    tokens: int
+    @property
+    def tokens(self) -> int: ...
+
     # Entries of one group (an assistant tool call and its tool results) are kept or
     # dropped together: the API rejects a tool result whose call is missing.
-    group: int
+    @property
+    def group_id(self) -> int: ...
 
 
 def newest_that_fit(entries: Sequence[Counted], budget: int) -> int:
@@ -80,19 +83,19 @@ def newest_that_fit(entries: Sequence[Counted], budget: int) -> int:
 
     `entries` is oldest first. Returns n: the last n entries fit.
     """
+    if sum(entry.tokens for entry in entries) <= budget:
+        return len(entries)  # the usual case, found at a fraction of the walk's cost
     used = 0
-    kept = 0
     index = len(entries)
     while index > 0:
-        group = entries[index - 1].group
+        group = entries[index - 1].group_id
         start = index
         group_tokens = 0
-        while start > 0 and entries[start - 1].group == group:
+        while start > 0 and entries[start - 1].group_id == group:
             start -= 1
             group_tokens += entries[start].tokens
         if used + group_tokens > budget:
             break
         used += group_tokens
-        kept += index - start
         index = start
-    return kept
+    return len(entries) - index

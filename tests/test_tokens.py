@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
-from bot.tokens import Counted, count_text, newest_that_fit
+from bot.tokens import count_text, newest_that_fit
+
+
+class Entry(NamedTuple):
+    tokens: int
+    group_id: int
 
 
 def test_counts_with_the_real_o200k_encoding_offline() -> None:
@@ -23,12 +30,12 @@ def test_counts_with_the_real_o200k_encoding_offline() -> None:
     ],
 )
 def test_newest_that_fit(tokens: list[int], budget: int, expected: int) -> None:
-    entries = [Counted(t, group=i) for i, t in enumerate(tokens)]
+    entries = [Entry(t, group_id=i) for i, t in enumerate(tokens)]
     assert newest_that_fit(entries, budget) == expected
 
 
 def test_a_tool_call_group_is_kept_or_dropped_whole() -> None:
     # user(1) | assistant tool call + two results (group 2) | user(5)
-    entries = [Counted(10, 1), Counted(10, 2), Counted(10, 2), Counted(10, 2), Counted(10, 5)]
+    entries = [Entry(10, 1), Entry(10, 2), Entry(10, 2), Entry(10, 2), Entry(10, 5)]
     assert newest_that_fit(entries, 39) == 1  # the group of 30 does not fit after 10
     assert newest_that_fit(entries, 40) == 4
