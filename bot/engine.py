@@ -190,11 +190,12 @@ class Engine:
 
     def _prune_now_and_then(self) -> None:
         # Delivery keys only matter while a platform may still redeliver (days, not
-        # months); dropping old ones hourly keeps that table small.
+        # months), admissions for a minute; dropping old ones hourly keeps both small.
         now = self.clock()
         if now - self._last_prune > 3600:
             self._last_prune = now
             self.store.prune_deliveries(now)
+            self.store.prune_admissions(now)
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()

@@ -202,3 +202,29 @@ async def test_a_duplicate_delivery_uses_no_limit(make_engine: EngineFactory) ->
     assert await collect(engine, message("hi", dedupe_keys=("ev:1",))) == []
     assert final_text(await collect(engine, message("next", dedupe_keys=("ev:2",)))) == "echo: next"
     assert engine.store.refusal_counts(0) == {}
+
+
+def test_a_limit_lowered_below_this_minutes_count_refuses_until_the_oldest_expires(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "l.db")
+    limiter = Limiter(store, Settings(requests_per_minute=0, tokens_per_day=0))
+    for second in range(10):
+        assert limiter.check("s:u", False, 1000.0 + second) is None
+    store.set_user_limit("s:u", "requests_per_minute", 4)  # counting stops at 4 of 10
+    refusal = limiter.check("s:u", False, 1010.0)
+    assert refusal is not None and "Try again in 50 seconds" in refusal.text
+    # At 1065 six have expired and four remain: still refused.
+    assert limiter.check("s:u", False, 1065.0) is not None
+    assert limiter.check("s:u", False, 1066.5) is None  # three remain: one more fits
+    assert limiter.check("s:u", False, 1066.6) is not None  # and that made four again
+
+
+def test_admissions_of_users_who_went_quiet_are_pruned(tmp_path: Path) -> None:
+    store = Store(tmp_path / "l.db")
+    limiter = Limiter(store, Settings(requests_per_minute=10, tokens_per_day=0))
+    for user in ("s:a", "s:b"):
+        limiter.check(user, False, 1000.0)
+    limiter.check("s:c", False, 1050.0)
+    assert store.prune_admissions(1061.0) == 2  # a's and b's; c's is 11 seconds old
+    assert store.db.execute("SELECT user_key FROM admissions").fetchall() == [("s:c",)]
