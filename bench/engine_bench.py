@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class TimedModel(ModelClient):
 
     spent = 0.0
 
-    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Delta | Completion]:
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Delta | Completion, None]:
         started = time.perf_counter()
         try:
             async for item in super().stream(*args, **kwargs):

@@ -373,9 +373,9 @@ class Engine:
         metrics.model_calls.labels(status).inc()
         metrics.model_seconds.observe(elapsed)
         if usage:
-            metrics.tokens.labels("prompt").inc(usage.prompt_tokens)
-            metrics.tokens.labels("completion").inc(usage.completion_tokens)
-            metrics.tokens.labels("cached").inc(usage.cached_tokens)
+            metrics.prompt_tokens.inc(usage.prompt_tokens)
+            metrics.completion_tokens.inc(usage.completion_tokens)
+            metrics.cached_tokens.inc(usage.cached_tokens)
         if cost:
             metrics.cost.inc(cost)
 

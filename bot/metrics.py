@@ -30,6 +30,10 @@ class Metrics:
             buckets=MODEL_BUCKETS, registry=r,
         )  # fmt: skip
         self.tokens = Counter("parley_tokens", "Tokens by kind", ["kind"], registry=r)
+        # Looked up once: labels() takes a lock and builds a key on every call.
+        self.prompt_tokens = self.tokens.labels("prompt")
+        self.completion_tokens = self.tokens.labels("completion")
+        self.cached_tokens = self.tokens.labels("cached")
         self.cost = Counter("parley_cost_usd", "Cost of model calls with a known price", registry=r)
         self.refusals = Counter(
             "parley_rate_limit_refusals", "Requests refused by a limit", ["limit"], registry=r

@@ -267,7 +267,7 @@ class Store(UsageTables):
         now = time.time()
         fresh = True
         # The primary key decides: two processes racing on one key cannot both insert.
-        with self.db.atomic():
+        with self.transaction():
             for key in keys:
                 cursor = self.db.execute(
                     "INSERT OR IGNORE INTO deliveries (key, seen_at) VALUES (?, ?)", (key, now)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlite_utils import Database
@@ -20,7 +23,13 @@ WINDOW_SECONDS = 60.0
 
 
 def utc_day(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    # Unix time has exactly 86,400 seconds a day, so the day's number names it.
+    return _day_name(int(at // 86400))
+
+
+@lru_cache(maxsize=8)
+def _day_name(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +70,21 @@ class Admission:
 class UsageTables:
     db: Database
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction, or the one already open: its caller's rollback covers us,
+        so a savepoint of our own would only cost two statements per call."""
+        if self.db.conn.in_transaction:
+            yield
+        else:
+            with self.db.atomic():
+                yield
+
     def record_usage(self, record: UsageRecord) -> None:
         at = record.created_at or time.time()
         day = utc_day(at)
         tokens = record.prompt_tokens + record.completion_tokens
-        with self.db.atomic():
+        with self.transaction():
             self.db.execute(
                 "INSERT INTO usage (created_at, day, platform, workspace, channel, user_key,"
                 " model, prompt_tokens, completion_tokens, cached_tokens, tool_calls,"
@@ -86,7 +105,7 @@ class UsageTables:
 
     def admit(self, user_key: str, defaults: UserLimits, now: float) -> Admission:
         """Decide one request in one transaction, exact across processes."""
-        with self.db.atomic():
+        with self.transaction():
             # Writing first takes SQLite's write lock at once, so no other process can
             # count the same window between our count and our insert.
             self.db.execute(
