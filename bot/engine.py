@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -37,6 +38,8 @@ TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Pleas
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
 DUPLICATE = object()  # _admit's answer for a delivery already handled
+# How long a tool's worker thread waits for a history search run on the event loop.
+SEARCH_WAIT_SECONDS = 30.0
 # Text the model may stream before the first delta; adapters show it at once.
 THINKING = "thinking…"
 
@@ -418,11 +421,26 @@ class Engine:
                 )  # fmt: skip
 
     def _tool_context(self, message: Message) -> ToolContext:
-        def search_history(query: str, limit: int) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def search_here(query: str, limit: int) -> list[dict[str, Any]]:
             # Bound to this message's channel: a tool can never reach another one.
             return self.store.search_channel(
                 message.platform, message.workspace, message.channel, query, limit
             )
+
+        def search_history(query: str, limit: int) -> list[dict[str, Any]]:
+            if threading.get_ident() == loop_thread:
+                return search_here(query, limit)
+
+            # A sync plugin tool runs in a worker thread. The store's connection is the
+            # loop's: a transaction opened here would interleave with the loop's own (a
+            # rollback of one undoing the other's writes), so the search runs there.
+            async def on_loop() -> list[dict[str, Any]]:
+                return search_here(query, limit)
+
+            return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(SEARCH_WAIT_SECONDS)
 
         return ToolContext(message.conversation, message.user_key, search_history)
 

@@ -282,9 +282,11 @@ class ModelClient:
         self.request_options = make_request_options(
             timeout=timeout_seconds, security={"bearer_auth": True}
         )
-        # Absolute, joined once as the SDK joins it (its base_url ends in "/"): a
-        # relative path is parsed and merged again on every call (~0.1 ms each).
-        self.completions_url = f"{self.client.base_url}chat/completions"
+        # Absolute, joined once as the SDK joins a relative path (onto the base URL's
+        # path, which it ends with "/"), which it would otherwise parse and merge again
+        # on every call (~0.1 ms each).
+        base = self.client.base_url
+        self.completions_url = str(base.copy_with(raw_path=base.raw_path + b"chat/completions"))
         self.max_attempts = max_attempts
         self.wait = _WaitRetryAfter(retry_max_wait_seconds)
         self.worth_retrying = _WorthRetrying(retry_max_wait_seconds)

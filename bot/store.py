@@ -193,7 +193,7 @@ class Store(UsageTables):
     def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         """Delete every stored message of a channel, all its threads included."""
         prefix = str(ConversationKey(platform, workspace, channel, ""))
-        with self.db.atomic():
+        with self.atomic():
             # The delete trigger removes rows from the index: they must be in it first.
             self._index_new_messages()
             cursor = self.db.execute(
@@ -297,7 +297,7 @@ class Store(UsageTables):
 
     def _index_new_messages(self) -> None:
         """Add messages stored since the last search to the full-text index, in bulk."""
-        with self.db.atomic():
+        with self.atomic():
             # Writing first takes the write lock, so two processes never index twice.
             self.db.execute("UPDATE fts_state SET last_indexed = last_indexed")
             last = self.db.execute("SELECT last_indexed FROM fts_state").fetchone()[0]

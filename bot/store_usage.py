@@ -130,10 +130,11 @@ class UsageTables:
         rpm = limits.requests_per_minute or 0
         if rpm:
             # Counting stops at the limit: a check costs at most `rpm` index steps, not
-            # one per request the user made this minute.
+            # one per request the user made this minute. Newest first, so the oldest
+            # counted is the one whose expiry brings the count below the limit.
             count, oldest = self.db.execute(
                 "SELECT count(*), min(at) FROM (SELECT at FROM admissions WHERE user_key = ?"
-                " ORDER BY at LIMIT ?)",
+                " ORDER BY at DESC LIMIT ?)",
                 (user_key, rpm),
             ).fetchone()
             if count >= rpm:
@@ -217,5 +218,4 @@ class UsageTables:
 
 
 def _next_utc_midnight(now: float) -> float:
-    day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day_start.timestamp() + 86400
+    return (int(now // 86400) + 1) * 86400.0  # the day utc_day names ends here

@@ -208,6 +208,7 @@ async def test_a_stream_cut_after_text_is_not_retried(
     ("base_url", "expected"),
     [
         ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/chat/completions"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/chat/completions"),
         ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1/chat/completions"),
         ("http://gateway.internal/openai/v1", "http://gateway.internal/openai/v1/chat/completions"),
         (None, "https://api.openai.com/v1/chat/completions"),

@@ -213,7 +213,8 @@ def test_a_limit_lowered_below_this_minutes_count_refuses_until_the_oldest_expir
         assert limiter.check("s:u", False, 1000.0 + second) is None
     store.set_user_limit("s:u", "requests_per_minute", 4)  # counting stops at 4 of 10
     refusal = limiter.check("s:u", False, 1010.0)
-    assert refusal is not None and "Try again in 50 seconds" in refusal.text
+    # Not when the oldest of ten expires (1060) but when only three remain (1066).
+    assert refusal is not None and "Try again in 56 seconds" in refusal.text
     # At 1065 six have expired and four remain: still refused.
     assert limiter.check("s:u", False, 1065.0) is not None
     assert limiter.check("s:u", False, 1066.5) is None  # three remain: one more fits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from bot.messages import ReplyKind
 from bot.tools.mcp import McpServers
+from bot.tools.registry import ToolContext
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import Call, FakeOpenAI, Text, ToolCalls
 
@@ -188,6 +190,37 @@ async def test_search_history_sees_only_this_channel(
     assert "pizza" in result["content"]
     assert "launch code" not in result["content"]
     assert "elsewhere" not in result["content"]
+
+
+async def test_a_sync_tool_in_a_worker_thread_searches_on_the_event_loop(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    # The store's connection belongs to the loop: a worker thread's transaction would
+    # interleave with the loop's own, so a sync tool's search must run on the loop.
+    engine = make_engine(tools=("recall",))
+    tool_threads: list[int] = []
+    search_threads: list[int] = []
+    search = engine.store.search_channel
+
+    def recording_search(*args: Any) -> list[dict[str, Any]]:
+        search_threads.append(threading.get_ident())
+        return search(*args)
+
+    engine.store.search_channel = recording_search  # type: ignore[method-assign]
+
+    @engine.tools.tool
+    def recall(query: str, context: ToolContext) -> str:
+        """Search earlier messages."""
+        tool_threads.append(threading.get_ident())
+        return "; ".join(row["content"] for row in context.search_history(query, 5))
+
+    await collect(engine, message("the password is swordfish"))
+    fake_openai.script(ToolCalls([Call("recall", {"query": "swordfish"})]), Text("found"))
+    assert final_text(await collect(engine, message("what was the password?"))) == "found"
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert "the password is swordfish" in result["content"].split("; ")
+    assert tool_threads and tool_threads[0] != threading.get_ident()  # a worker thread
+    assert search_threads == [threading.get_ident()]  # the loop's
 
 
 async def test_tool_results_never_run_commands(
