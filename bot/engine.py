@@ -266,7 +266,7 @@ class Engine:
             if completion is None:
                 return
             if not completion.tool_calls:
-                yield self._finish(message, completion)
+                yield self._finish(completion)
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
                 async for event in events:
@@ -275,7 +275,7 @@ class Engine:
             ReplyKind.ERROR, ROUNDS_EXHAUSTED.format(rounds=self.settings.max_tool_rounds)
         )
 
-    def _finish(self, message: Message, completion: Completion) -> ReplyEvent:
+    def _finish(self, completion: Completion) -> ReplyEvent:
         """The final answer's event; _call_model has stored the answer already."""
         text = completion.text.strip()
         if not text:
