@@ -235,7 +235,7 @@ class Engine:
             - tools_tokens
         )
         window = self.store.recent(key, self.settings.history_messages)
-        history = _drop_orphans(_drop_unanswered_calls(window.messages))
+        history = _drop_unanswered_calls(window.messages)
         fit = newest_that_fit(history, budget)
         kept = _drop_orphans(history[len(history) - fit :])
         messages = [{"role": "system", "content": system_prompt}, *[m.as_chat() for m in kept]]

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from bot.history import HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store_schema import MIGRATIONS
 from bot.store_usage import Admission, UsageRecord, UsageTables, UserLimits
 
-__all__ = ["Admission", "Migrations", "Store", "StoredMessage", "UsageRecord", "UserLimits"]
+__all__ = ["Admission", "Store", "StoredMessage", "UsageRecord", "UserLimits"]
 
 # How long another process may hold the write lock before we give up.
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -83,7 +82,7 @@ class Store(UsageTables):
     @contextmanager
     def atomic(self) -> Iterator[None]:
         try:
-            with self.db.atomic():
+            with super().atomic():
                 yield
         except BaseException:
             # Rolled back: cached windows may hold messages that were never stored.
@@ -267,7 +266,7 @@ class Store(UsageTables):
         now = time.time()
         fresh = True
         # The primary key decides: two processes racing on one key cannot both insert.
-        with self.transaction():
+        with self.atomic():
             for key in keys:
                 cursor = self.db.execute(
                     "INSERT OR IGNORE INTO deliveries (key, seen_at) VALUES (?, ?)", (key, now)

@@ -71,7 +71,7 @@ class UsageTables:
     db: Database
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def atomic(self) -> Iterator[None]:
         """A transaction, or the one already open: its caller's rollback covers us,
         so a savepoint of our own would only cost two statements per call."""
         if self.db.conn.in_transaction:
@@ -84,7 +84,7 @@ class UsageTables:
         at = record.created_at or time.time()
         day = utc_day(at)
         tokens = record.prompt_tokens + record.completion_tokens
-        with self.transaction():
+        with self.atomic():
             self.db.execute(
                 "INSERT INTO usage (created_at, day, platform, workspace, channel, user_key,"
                 " model, prompt_tokens, completion_tokens, cached_tokens, tool_calls,"
@@ -105,7 +105,7 @@ class UsageTables:
 
     def admit(self, user_key: str, defaults: UserLimits, now: float) -> Admission:
         """Decide one request in one transaction, exact across processes."""
-        with self.transaction():
+        with self.atomic():
             # Writing first takes SQLite's write lock at once, so no other process can
             # count the same window between our count and our insert.
             self.db.execute(
