@@ -28,7 +28,7 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
-def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def settings_for_tests(tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for tests: a database in tmp_path, fast retries, no limits."""
     base = Settings(
         db_path=str(tmp_path / "parley.db"),
@@ -48,7 +48,7 @@ async def make_engine(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[
     opened: list[Engine] = []
 
     def build(clock: Callable[[], float] | None = None, **overrides: Any) -> Engine:
-        settings = test_settings(tmp_path, **overrides)
+        settings = settings_for_tests(tmp_path, **overrides)
         model = ModelClient(
             api_key="test",
             base_url=fake_openai.base_url,

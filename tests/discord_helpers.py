@@ -17,8 +17,9 @@ from adapters.discord_reply import STREAMING_MARK
 from bot.engine import Engine
 from bot.messages import ConversationKey
 from tests.conftest import EngineFactory
+from tests.fakes import eventually
 from tests.fakes.discord_payloads import BOT_ID, CHANNEL_ID, GUILD_ID
-from tests.fakes.discord_server import FakeDiscord, RestCall, eventually
+from tests.fakes.discord_server import FakeDiscord, RestCall
 from tests.fakes.openai_server import FakeOpenAI
 
 TOKEN = "test-bot-token-never-logged"
@@ -50,9 +51,6 @@ class Bot:
             ]
 
         return list(await eventually(posted))
-
-    def model_answered(self, count: int) -> Callable[[], bool]:
-        return lambda: self.model.request_count >= count
 
     async def final_text(self, channel_id: int = CHANNEL_ID, *, contains: str = "") -> str:
         """The newest message in a channel, once it contains `contains` and is no longer

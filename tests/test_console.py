@@ -20,7 +20,12 @@ def model_server() -> Iterator[FakeOpenAI]:
 
 
 def run_chat(
-    fake: FakeOpenAI, tmp_path: Path, lines: str, *arguments: str, **environ: str
+    fake: FakeOpenAI,
+    tmp_path: Path,
+    lines: str,
+    *arguments: str,
+    verbose: bool = False,
+    **environ: str,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -31,7 +36,7 @@ def run_chat(
         **environ,
     }
     return subprocess.run(
-        [sys.executable, "-m", "bot", "chat", *arguments],
+        [sys.executable, "-m", "bot", *(["-v"] if verbose else []), "chat", *arguments],
         input=lines,
         env=env,
         capture_output=True,
@@ -85,7 +90,8 @@ def test_admin_sees_usage(model_server: FakeOpenAI, tmp_path: Path) -> None:
 
 
 def test_secrets_never_reach_the_output(model_server: FakeOpenAI, tmp_path: Path) -> None:
-    result = run_chat(model_server, tmp_path, "hi\n", "-v")
+    result = run_chat(model_server, tmp_path, "hi\n", verbose=True)
+    assert result.returncode == 0 and "echo: hi" in result.stdout  # it really ran
     assert "sk-test-secret-value" not in result.stdout + result.stderr
 
 

@@ -19,6 +19,7 @@ from adapters.common import split_message
 from bot.config import ConfigError
 from bot.messages import ConversationKey
 from tests.discord_helpers import CHANNEL_KEY, TOKEN, BotFactory, content, start_bot
+from tests.fakes import eventually
 from tests.fakes.discord_payloads import (
     ALICE_ID,
     BOT_ID,
@@ -28,7 +29,7 @@ from tests.fakes.discord_payloads import (
     OTHER_GUILD_ID,
     thread_channel,
 )
-from tests.fakes.discord_server import FakeDiscord, eventually
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import Call, Status, Text, ToolCalls
 
 __all__ = ["start_bot"]  # the fixture, for pytest to find here
@@ -271,8 +272,7 @@ async def test_failed_send_is_logged_and_the_conversation_kept(
     bot.fake.fail("POST", rf"/channels/{CHANNEL_ID}/messages", 403, code=50013, times=10)
     bot.model.script(Text("You will never see this."))
     await bot.mention("hello?")
-    window = await eventually(lambda: len(bot.engine.store.recent(CHANNEL_KEY, 10).messages) == 2)
-    assert window
+    await eventually(lambda: len(bot.engine.store.recent(CHANNEL_KEY, 10).messages) == 2)
     stored = bot.engine.store.recent(CHANNEL_KEY, 10).messages
     assert [m.content for m in stored] == ["hello?", "You will never see this."]
     await eventually(lambda: "HTTP 403 (code 50013)" in caplog.text)

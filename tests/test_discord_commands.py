@@ -14,6 +14,7 @@ import discord
 import pytest
 
 from tests.discord_helpers import TRUSTED_GUILD, Bot, BotFactory, content, start_bot
+from tests.fakes import eventually
 from tests.fakes.discord_payloads import (
     ADA_ID,
     ALICE_ID,
@@ -21,7 +22,6 @@ from tests.fakes.discord_payloads import (
     GUILD_ID,
     OTHER_GUILD_ID,
 )
-from tests.fakes.discord_server import eventually
 from tests.fakes.openai_server import Text
 
 __all__ = ["start_bot"]  # the fixture, for pytest to find here

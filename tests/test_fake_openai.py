@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,10 +216,8 @@ async def test_malformed_streamed(fake: FakeOpenAI, client: AsyncOpenAI) -> None
 async def test_hang_times_out_client(fake: FakeOpenAI) -> None:
     fake.script(Hang(30))
     async with AsyncOpenAI(base_url=fake.base_url, api_key="test", timeout=0.3, max_retries=0) as c:
-        started = time.monotonic()
         with pytest.raises(openai.APITimeoutError):
             await c.chat.completions.create(model=MODEL, messages=HELLO)
-    assert time.monotonic() - started < 2
     # The hanging handler must not block other requests.
     async with AsyncOpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as c:
         completion = await c.chat.completions.create(model=MODEL, messages=HELLO)
@@ -234,10 +232,8 @@ async def test_stop_with_pending_hang_is_fast() -> None:
     c = AsyncOpenAI(base_url=fake.base_url, api_key="test", timeout=0.2, max_retries=0)
     with pytest.raises(openai.APITimeoutError):
         await c.chat.completions.create(model=MODEL, messages=HELLO)
-    started = time.monotonic()
-    await fake.stop()
+    await asyncio.wait_for(fake.stop(), 5)  # a 30 s hang must not hold it up
     await c.close()
-    assert time.monotonic() - started < 1.5
 
 
 async def test_delay_then_response(fake: FakeOpenAI, client: AsyncOpenAI) -> None:

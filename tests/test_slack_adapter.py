@@ -15,6 +15,7 @@ from adapters.slack import create
 from adapters.slack_format import to_mrkdwn
 from bot.config import ConfigError
 from tests.conftest import EngineFactory
+from tests.fakes import eventually
 from tests.fakes.openai_server import Call, Status, Text, ToolCalls
 from tests.fakes.slack_server import BOT_USER_ID, FakeSlack
 from tests.slack_helpers import (
@@ -340,7 +341,7 @@ async def test_socket_mode_receives_and_acknowledges_events(start: Start) -> Non
     assert h.adapter.connected()
     h.model.script(Text("over the socket"))
     await h.slack.send_socket_event(h.send.envelope(mention()), envelope_id="env-42")
-    await h.slack.wait_for(lambda: h.slack.socket_acks)
+    await eventually(lambda: h.slack.socket_acks)
     await h.adapter.drain()
     assert h.slack.socket_acks[0]["envelope_id"] == "env-42"
     assert h.texts() == ["over the socket"]

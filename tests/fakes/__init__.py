@@ -1,0 +1,19 @@
+"""Fake servers that speak the platforms' wire formats, and a polling helper for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+
+async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
+    """Poll until check() returns something truthy; return it, or fail after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {check}")
+        await asyncio.sleep(0.01)

@@ -14,7 +14,6 @@ TypedDicts, in tests.fakes.discord_payloads, as in discord.py's own discord/type
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -490,15 +489,3 @@ class FakeDiscord:
 
 def _guild_of(interaction: InteractionPayload) -> int | None:
     return int(interaction["guild_id"]) if "guild_id" in interaction else None
-
-
-async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
-    """Poll until check() returns something truthy; return it, or fail after `within` s."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {check}")
-        await asyncio.sleep(0.01)

@@ -215,11 +215,6 @@ class FakeOpenAI:
         """Scripted responses not consumed yet (assert 0 to prove a test used them all)."""
         return len(self._queue)
 
-    def reset(self) -> None:
-        self._queue.clear()
-        self.requests.clear()
-        self.request_headers.clear()
-
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})

@@ -10,12 +10,10 @@ Slack's side of the Events API: it signs requests exactly as Slack does.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode
@@ -161,15 +159,6 @@ class FakeSlack:
         """The id of the bot's DM with a user: U1 -> D1, UADMIN -> DADMIN."""
         return "D" + user.removeprefix("U")
 
-    async def wait_for(self, condition: Callable[[], Any], seconds: float = 5.0) -> None:
-        """Poll until condition() is truthy; fail the test with a clear message if not."""
-        deadline = time.monotonic() + seconds
-        while not condition():
-            if time.monotonic() > deadline:
-                methods = [call.method for call in self.calls]
-                raise AssertionError(f"timed out; Slack calls so far: {methods}")
-            await asyncio.sleep(0.01)
-
     # -- Socket Mode -----------------------------------------------------------------
 
     async def send_socket_event(self, body: JSON, envelope_id: str = "env-1") -> None:
@@ -180,10 +169,6 @@ class FakeSlack:
         }  # fmt: skip
         for socket in self._sockets:
             await socket.send_str(json.dumps(envelope))
-
-    @property
-    def socket_connected(self) -> bool:
-        return any(not socket.closed for socket in self._sockets)
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(autoping=True)
