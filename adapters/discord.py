@@ -301,9 +301,8 @@ class DiscordAdapter:
     def _message(self, message: discord.Message, place: Place, text: str) -> Message:
         return Message(
             PLATFORM, place.workspace, place.channel, str(message.author.id), text,
-            thread=place.thread, user_name=message.author.display_name,
-            dedupe_keys=(f"discord:msg:{message.id}",),
-            platform_admin=_manages_guild(message.author), is_direct=place.is_direct,
+            thread=place.thread, dedupe_keys=(f"discord:msg:{message.id}",),
+            platform_admin=_manages_guild(message.author),
         )  # fmt: skip
 
     async def _place(self, channel: Any, guild: discord.Guild | None) -> Place | None:
@@ -417,9 +416,8 @@ class DiscordAdapter:
         user = interaction.user
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
-            thread=place.thread, user_name=user.display_name,
-            dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user), is_direct=place.is_direct,
+            thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
+            platform_admin=_manages_guild(user),
         )  # fmt: skip
 
     # -- answering ----------------------------------------------------------------------

@@ -92,11 +92,10 @@ class SlashCommand(TypedDict, total=False):
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     admin: bool
-    name: str
 
 
 class UserDirectory:
-    """users.info per user, cached: who is a workspace admin, and their name.
+    """users.info per user, cached: who is a workspace admin.
 
     Concurrent lookups of one user share one call, so two quick messages from the same
     person reach the engine in the order they were sent.
@@ -117,7 +116,7 @@ class UserDirectory:
         if info is None:  # failed: ask again next time rather than for minutes
             if self.cache.get((team, user)) is cached:
                 del self.cache[(team, user)]
-            return UserInfo(False, "")
+            return UserInfo(False)
         return info
 
     async def _fetch(self, team: str, user: str) -> UserInfo | None:
@@ -128,13 +127,11 @@ class UserDirectory:
             log.warning("slack users.info failed for %s: %s", user, error_code(error))
             return None
         data = cast(dict[str, Any], response.get("user") or {})
-        profile = cast(dict[str, Any], data.get("profile") or {})
-        name = profile.get("display_name") or data.get("real_name") or data.get("name") or ""
         # In a Slack Connect channel the user may be another organisation's admin:
         # only admins of the workspace the message came from count.
         own_team = data.get("team_id", team) == team
         admin = own_team and bool(data.get("is_admin") or data.get("is_owner"))
-        return UserInfo(admin, str(name))
+        return UserInfo(admin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,14 +378,13 @@ class SlackAdapter:
         await self._run(self._message(incoming), reply)
 
     async def _message(self, incoming: Incoming) -> Message:
-        info = UserInfo(False, "")
+        info = UserInfo(False)
         if incoming.user.startswith(("U", "W")):  # a person, not a bot id
             info = await self.users.get(incoming.team, incoming.user)
         return Message(
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
-            user_name=info.name, dedupe_keys=incoming.dedupe_keys,
-            platform_admin=info.admin, is_direct=incoming.is_direct,
+            dedupe_keys=incoming.dedupe_keys, platform_admin=info.admin,
         )  # fmt: skip
 
     async def _run(self, message: Awaitable[Message], reply: SlackReply) -> None:
@@ -447,7 +443,7 @@ class SlackAdapter:
         return Message(
             platform="slack", workspace=team, channel=command.get("channel_id", ""), user=user,
             text="/" + (command.get("text", "").strip().lstrip("/") or "help"),
-            user_name=info.name, platform_admin=info.admin,
+            platform_admin=info.admin,
             dedupe_keys=dedupe_keys(("slack:command:", command.get("trigger_id", ""))),
         )  # fmt: skip
 

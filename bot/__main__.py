@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
-from bot.platforms import availability, choose_adapters
+from bot.platforms import MISSING, availability, choose_adapters
 
 log = logging.getLogger("parley")
 
@@ -69,8 +69,7 @@ async def _run(settings: Settings, names: Sequence[str]) -> None:
         print(
             "No Slack or Discord token is set, so Parley starts its local web chat at "
             f"http://{settings.web_host}:{settings.port}/\n"
-            "To add Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN).\n"
-            "To add Discord: set DISCORD_BOT_TOKEN.",
+            f"To add Slack: {MISSING['slack']}.\nTo add Discord: {MISSING['discord']}.",
             file=sys.stderr,
         )
     await run_adapters(settings, chosen)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from bot.commands import describe_limits
+from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
 from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
 from bot.report import format_csv, format_json, format_table
@@ -73,9 +73,7 @@ def _user(text: str) -> str | None:
 def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> int:
     defaults = default_limits(settings)
     if arguments.action == "show" and not arguments.user:
-        print(describe_limits("default", defaults))
-        for row in store.overridden_users():
-            print(describe_limits(row["user_key"], store.user_limits(row["user_key"], defaults)))
+        print("\n".join(describe_all_limits(store, defaults)))
         return 0
     user = _user(arguments.user)
     if user is None:

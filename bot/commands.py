@@ -52,7 +52,8 @@ class CommandContext:
     pending_forgets: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
-Handler = Callable[[CommandContext, Message, list[str]], Awaitable[str]]
+# A handler answers with text, or with a whole ReplyEvent (a chart to attach).
+Handler = Callable[[CommandContext, Message, list[str]], Awaitable[str | ReplyEvent]]
 _HANDLERS: dict[str, tuple[Handler, bool]] = {}
 
 
@@ -100,10 +101,6 @@ def mention_command(text: str) -> str | None:
     return "/" + " ".join([name, *arguments]) if recognised else None
 
 
-def command_names() -> list[str]:
-    return sorted(_HANDLERS)
-
-
 def is_admin(settings: Settings, message: Message) -> bool:
     if message.user_key in settings.admins:
         return True
@@ -124,16 +121,16 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
     handler, admin_only = entry
     if admin_only and not is_admin(context.settings, message):
         return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
-    if name == "usage" and arguments[:1] and arguments[0].lower() == "chart":
-        return await _usage_chart(context, arguments[1:])
     try:
-        text = await handler(context, message, arguments)
+        answer = await handler(context, message, arguments)
     except CommandError as error:
         return ReplyEvent(ReplyKind.ERROR, str(error), private=True)
     except Exception:  # the delivery is already claimed: the user must hear something
         log.exception("command /%s failed", name)
         return ReplyEvent(ReplyKind.ERROR, f"/{name} failed; the error was logged.", private=True)
-    return ReplyEvent(ReplyKind.FINAL, text, private=True)
+    if isinstance(answer, ReplyEvent):
+        return answer
+    return ReplyEvent(ReplyKind.FINAL, answer, private=True)
 
 
 @command("help", admin=False)
@@ -148,7 +145,11 @@ async def _reset(context: CommandContext, message: Message, arguments: list[str]
 
 
 @command("usage", admin=True)
-async def _usage(context: CommandContext, message: Message, arguments: list[str]) -> str:
+async def _usage(
+    context: CommandContext, message: Message, arguments: list[str]
+) -> str | ReplyEvent:
+    if arguments[:1] and arguments[0].lower() == "chart":
+        return await _usage_chart(context, arguments[1:])
     period, by = "7d", "user"
     for argument in arguments:
         if argument.lower() in ("user", "channel", "model", "day"):
@@ -213,6 +214,14 @@ def describe_limits(key: str, limits: UserLimits) -> str:
     )
 
 
+def describe_all_limits(store: Store, defaults: UserLimits) -> list[str]:
+    """The defaults, then every user with limits of their own."""
+    overridden = store.overridden_limits(defaults)
+    return [describe_limits("default", defaults)] + [
+        describe_limits(key, limits) for key, limits in overridden
+    ]
+
+
 @command("limits", admin=True)
 async def _limits(context: CommandContext, message: Message, arguments: list[str]) -> str:
     action = arguments[0].lower() if arguments else "show"
@@ -221,11 +230,7 @@ async def _limits(context: CommandContext, message: Message, arguments: list[str
         if len(arguments) > 1:
             key = _user_key(message, arguments[1])
             return describe_limits(key, context.store.user_limits(key, defaults))
-        lines = [describe_limits("default", defaults)]
-        for row in context.store.overridden_users():
-            key = row["user_key"]
-            lines.append(describe_limits(key, context.store.user_limits(key, defaults)))
-        return "\n".join(lines)
+        return "\n".join(describe_all_limits(context.store, defaults))
     if action == "set" and len(arguments) == 4:
         return _set_limit(context, _user_key(message, arguments[1]), arguments[2], arguments[3])
     raise CommandError(

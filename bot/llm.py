@@ -17,7 +17,6 @@ Chunks are read as plain dicts (see _attempt); any shape we cannot read becomes 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
@@ -368,14 +367,3 @@ def _request_body(
     if tools:
         body["tools"] = list(tools)
     return body
-
-
-def parse_arguments(call: ToolCall) -> dict[str, Any]:
-    """The call's arguments as a dict; ValueError with a clear reason otherwise."""
-    try:
-        value = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"arguments are not valid JSON ({error.msg})") from None
-    if not isinstance(value, dict):
-        raise ValueError("arguments must be a JSON object")
-    return value

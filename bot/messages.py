@@ -7,8 +7,7 @@ lives here.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -38,15 +37,12 @@ class Message:
     user: str
     text: str
     thread: str = ""
-    user_name: str = ""
     # Keys that identify this delivery; the engine answers a message only if none of
     # its keys was seen before (Slack delivers one mention twice, and retries).
     dedupe_keys: tuple[str, ...] = ()
     # The platform itself says this user administers the workspace (Discord's
     # Manage Server, a Slack workspace admin); honoured only where config allows.
     platform_admin: bool = False
-    is_direct: bool = False
-    received_at: float = field(default_factory=time.time)
 
     @property
     def conversation(self) -> ConversationKey:

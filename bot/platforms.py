@@ -8,6 +8,12 @@ from collections.abc import Sequence
 from bot.config import ConfigError, secret
 
 ADAPTERS = ("slack", "discord", "web")
+# What to set for each platform, said the same way wherever Parley says it.
+MISSING = {
+    "slack": "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP Events API), "
+    "or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode)",
+    "discord": "set DISCORD_BOT_TOKEN (and DISCORD_GUILD_IDS to sync commands at once)",
+}
 
 
 def slack_ready() -> bool:
@@ -28,13 +34,9 @@ def availability() -> list[str]:
         f"Model endpoint: {model}; OPENAI_API_KEY {key}",
         "Console chat: ready (python -m bot chat)",
         "Web chat: ready (python -m bot run web)",
-        "Slack: ready (python -m bot run slack)"
-        if slack_ready()
-        else "Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, "
-        "or SLACK_APP_TOKEN for Socket Mode",
-        "Discord: ready (python -m bot run discord)"
-        if discord_ready()
-        else "Discord: set DISCORD_BOT_TOKEN (and DISCORD_GUILD_IDS to sync commands at once)",
+        "Slack: " + ("ready (python -m bot run slack)" if slack_ready() else MISSING["slack"]),
+        "Discord: "
+        + ("ready (python -m bot run discord)" if discord_ready() else MISSING["discord"]),
     ]
 
 
@@ -45,12 +47,9 @@ def choose_adapters(names: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown adapter {', '.join(unknown)}: use slack, discord or web")
     if "slack" in chosen and not slack_ready():
-        raise ConfigError(
-            "Slack: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP Events API), "
-            "or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode)"
-        )
+        raise ConfigError(f"Slack: {MISSING['slack']}")
     if "discord" in chosen and not discord_ready():
-        raise ConfigError("Discord: set DISCORD_BOT_TOKEN")
+        raise ConfigError(f"Discord: {MISSING['discord']}")
     if chosen:
         return chosen
     ready = [name for name, ok in (("slack", slack_ready()), ("discord", discord_ready())) if ok]

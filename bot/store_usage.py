@@ -166,14 +166,15 @@ class UsageTables:
             " FROM limits WHERE user_key = ?",
             (user_key,),
         ).fetchone()
-        if row is None:
-            return defaults
-        return UserLimits(
-            defaults.requests_per_minute if row[0] is None else int(row[0]),
-            defaults.tokens_per_day if row[1] is None else int(row[1]),
-            defaults.cost_per_day_usd if row[2] is None else float(row[2]),
-            bool(row[3]),
-        )
+        return defaults if row is None else _with_defaults(row, defaults)
+
+    def overridden_limits(self, defaults: UserLimits) -> list[tuple[str, UserLimits]]:
+        """Every user with limits of their own, by key, the defaults filled in."""
+        rows = self.db.execute(
+            "SELECT user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked"
+            " FROM limits ORDER BY user_key"
+        ).fetchall()
+        return [(row[0], _with_defaults(row[1:], defaults)) for row in rows]
 
     def set_user_limit(self, user_key: str, name: str, value: float | None) -> None:
         assert name in ("requests_per_minute", "tokens_per_day", "cost_per_day_usd", "blocked")
@@ -182,14 +183,6 @@ class UsageTables:
             f" ON CONFLICT(user_key) DO UPDATE SET {name} = excluded.{name}",
             (user_key, value),
         )
-
-    def overridden_users(self) -> list[dict[str, Any]]:
-        cursor = self.db.execute(
-            "SELECT user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked"
-            " FROM limits ORDER BY user_key"
-        )
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def usage_report(self, since: float, by: str, limit: int = 0) -> list[dict[str, Any]]:
         """Usage per group since a time, biggest token users first."""
@@ -215,6 +208,16 @@ class UsageTables:
             "SELECT kind, count(*) FROM refusals WHERE at >= ? GROUP BY kind", (since,)
         ).fetchall()
         return {str(kind): int(count) for kind, count in rows}
+
+
+def _with_defaults(row: tuple[Any, ...], defaults: UserLimits) -> UserLimits:
+    """A limits row (rpm, tpd, cost, blocked); NULL means the default."""
+    return UserLimits(
+        defaults.requests_per_minute if row[0] is None else int(row[0]),
+        defaults.tokens_per_day if row[1] is None else int(row[1]),
+        defaults.cost_per_day_usd if row[2] is None else float(row[2]),
+        bool(row[3]),
+    )
 
 
 def _next_utc_midnight(now: float) -> float:

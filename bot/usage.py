@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +78,3 @@ def parse_period(text: str) -> int:
             f"period {text!r} is not understood: use a number and a unit, e.g. 30m, 12h, 7d, 4w"
         )
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def since(period: str, now: float | None = None) -> float:
-    return (now if now is not None else time.time()) - parse_period(period)

@@ -125,6 +125,19 @@ async def test_usage_chart_is_a_png_for_an_admin(
         assert image.format == "PNG"
 
 
+async def test_a_chart_that_fails_to_draw_still_gets_a_reply(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> bytes:
+        raise OSError("no fonts")
+
+    monkeypatch.setattr("bot.commands.usage_png", broken)
+    engine = make_engine(admins=("test:root",))
+    await collect(engine, message("spend"))
+    [reply] = await collect(engine, message("/usage chart 7d", user="root"))
+    assert (reply.kind, reply.text) == (ReplyKind.ERROR, "/usage failed; the error was logged.")
+
+
 async def test_usage_chart_is_refused_to_a_non_admin(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
