@@ -332,8 +332,14 @@ class SlackReply:
         return self.api.target
 
     async def handle(self, event: ReplyEvent) -> None:
-        text = clean(event.text)
         private = event.private or self.all_private
+        if event.kind is ReplyKind.DELTA:
+            # Raw: the streamed text is cleaned as a whole when shown, since a ping can
+            # span two deltas (and cleaning each of hundreds of deltas would be waste).
+            if not private:
+                await self.delta(event.text)
+            return
+        text = clean(event.text)
         if event.image is not None and private and event.kind is ReplyKind.FINAL:
             name = event.image_name or "image.png"
             note = await upload_private(self.api, text, event.image, name, direct=self.direct)
@@ -347,8 +353,6 @@ class SlackReply:
                 await self.private(f":warning: {text}" if event.kind is ReplyKind.ERROR else text)
         elif event.kind is ReplyKind.STATUS:
             await self.status(text)
-        elif event.kind is ReplyKind.DELTA:
-            await self.delta(event.text)
         elif event.kind is ReplyKind.FINAL:
             await self.final(text)
         elif event.kind is ReplyKind.ERROR:
