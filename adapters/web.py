@@ -35,8 +35,8 @@ from adapters.web_auth import (
     has_cookie,
     is_loopback,
     local_host,
+    plain,
     redact_access_log,
-    redirect_without_token,
     same_origin,
     secure_headers,
     set_cookie,
@@ -95,11 +95,11 @@ class WebAdapter:
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         if not self._right_host(request):
-            return _plain(WRONG_HOST, 403)
+            return plain(WRONG_HOST, 403)
         if self.token and "token" in request.query:
             return self._present_token(request)
         if not self._allowed(request):
-            return _plain(NEEDS_TOKEN, 401)
+            return plain(NEEDS_TOKEN, 401)
         response = web.Response(body=self.page_html, content_type="text/html", charset="utf-8")
         secure_headers(response)
         session = request.cookies.get(SESSION_COOKIE, "")
@@ -111,10 +111,8 @@ class WebAdapter:
 
     def _present_token(self, request: web.Request) -> web.StreamResponse:
         if not token_matches(request.query["token"], self.token):
-            return _plain("That access token is wrong.", 403)
-        response = redirect_without_token(request)
-        sign_in(response, request, WEB_COOKIE, self.token)
-        return response
+            return plain("That access token is wrong.", 403)
+        return sign_in(request, WEB_COOKIE, self.token)
 
     def _allowed(self, request: web.Request) -> bool:
         return not self.token or has_cookie(request, WEB_COOKIE, self.token)
@@ -153,13 +151,13 @@ class WebAdapter:
         # Browsers send cookies with cross-site WebSocket handshakes and WebSockets have
         # no CORS, so the Origin check is what stops another site driving this chat.
         if not self._right_host(request):
-            return _plain(WRONG_HOST, 403)
+            return plain(WRONG_HOST, 403)
         if not same_origin(request):
-            return _plain("Cross-origin WebSocket refused.", 403)
+            return plain("Cross-origin WebSocket refused.", 403)
         if not self._allowed(request):
-            return _plain(NEEDS_TOKEN, 403)
+            return plain(NEEDS_TOKEN, 403)
         if not _SESSION_ID.match(request.cookies.get(SESSION_COOKIE, "")):
-            return _plain("No chat session: open the page first.", 403)
+            return plain("No chat session: open the page first.", 403)
         return None
 
     def _is_admin(self, request: web.Request) -> bool:
@@ -227,12 +225,6 @@ async def _send(socket: web.WebSocketResponse, frame: dict[str, object]) -> None
         await socket.send_json(frame)
     except ConnectionError:
         log.debug("web chat page went away mid-answer")
-
-
-def _plain(text: str, status: int) -> web.Response:
-    response = web.Response(text=text + "\n", status=status)
-    secure_headers(response)
-    return response
 
 
 def create(engine: Engine, settings: Settings) -> WebAdapter:

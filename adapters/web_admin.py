@@ -23,7 +23,7 @@ from adapters.web_auth import (
     WRONG_HOST,
     has_cookie,
     local_host,
-    redirect_without_token,
+    plain,
     secure_headers,
     sign_in,
     token_matches,
@@ -73,14 +73,12 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     if not token:
         raise web.HTTPNotFound()
     if request.app.get(LOOPBACK_ONLY, False) and not local_host(request):
-        return _text(WRONG_HOST, 403)  # see web_auth: DNS rebinding
+        return plain(WRONG_HOST, 403)  # see web_auth: DNS rebinding
     refusal = _refuse(request, token)
     if refusal is not None:
         return refusal
     if "token" in request.query:
-        response = redirect_without_token(request)
-        sign_in(response, request, ADMIN_COOKIE, token)
-        return response
+        return sign_in(request, ADMIN_COOKIE, token)
     period = request.query.get("since", DEFAULT_PERIOD).strip() or DEFAULT_PERIOD
     try:
         seconds = parse_period(period)
@@ -97,13 +95,13 @@ def _refuse(request: web.Request, token: str) -> web.Response | None:
     if header:
         scheme, _, given = header.partition(" ")
         ok = scheme.lower() == "bearer" and token_matches(given.strip(), token)
-        return None if ok else _text("Wrong admin token.", 403)
+        return None if ok else plain("Wrong admin token.", 403)
     if "token" in request.query:
         ok = token_matches(request.query["token"], token)
-        return None if ok else _text("Wrong admin token.", 403)
+        return None if ok else plain("Wrong admin token.", 403)
     if has_cookie(request, ADMIN_COOKIE, token):
         return None
-    response = _text(SIGN_IN, 401)
+    response = plain(SIGN_IN, 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="parley-admin"'
     return response
 
@@ -233,11 +231,5 @@ def _refusal_section(refusals: Mapping[str, int]) -> str:
 
 def _page(text: str, status: int) -> web.Response:
     response = web.Response(text=text, status=status, content_type="text/html")
-    secure_headers(response)
-    return response
-
-
-def _text(text: str, status: int) -> web.Response:
-    response = web.Response(text=text + "\n", status=status)
     secure_headers(response)
     return response

@@ -92,9 +92,23 @@ def has_cookie(request: web.Request, name: str, token: str) -> bool:
     return token_matches(match[2], _signature(token, name, issued))
 
 
-def sign_in(response: web.StreamResponse, request: web.Request, name: str, token: str) -> None:
-    """Set the signed cookie that stands for `token` from now on, for its lifetime."""
+def sign_in(request: web.Request, name: str, token: str) -> web.Response:
+    """After a right ?token=: set the signed cookie that stands for it from now on, and
+    go back to the same page with ?token= removed, so it leaves the address bar."""
+    query = {k: v for k, v in request.query.items() if k != "token"}
+    response = web.Response(
+        status=303, headers={"Location": str(request.rel_url.with_query(query))}
+    )
+    secure_headers(response)
     set_cookie(response, request, name, cookie_value(token, name), COOKIE_LIFETIMES[name])
+    return response
+
+
+def plain(text: str, status: int) -> web.Response:
+    """A short plain-text answer (a refusal), with the same security headers."""
+    response = web.Response(text=text + "\n", status=status)
+    secure_headers(response)
+    return response
 
 
 def set_cookie(
@@ -120,15 +134,6 @@ def same_origin(request: web.Request) -> bool:
     """The browser's Origin names this server (WebSockets have no CORS to lean on)."""
     origin = urlsplit(request.headers.get("Origin", ""))
     return origin.scheme in ("http", "https") and origin.netloc.lower() == request.host.lower()
-
-
-def redirect_without_token(request: web.Request) -> web.Response:
-    """Go back to the same page with ?token= removed, so it leaves the address bar."""
-    query = {k: v for k, v in request.query.items() if k != "token"}
-    location = str(request.rel_url.with_query(query))
-    response = web.Response(status=303, headers={"Location": location})
-    secure_headers(response)
-    return response
 
 
 class RedactTokens(logging.Filter):
