@@ -53,7 +53,7 @@ from adapters.discord_reply import (
     Transport,
     describe_error,
 )
-from bot.commands import is_command, mention_command
+from bot.commands import command_name, is_command, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
@@ -281,7 +281,7 @@ class DiscordAdapter:
         if message_id in self._hinted:
             return  # a gateway replay after a resume; the engine's dedupe never saw it
         _remember(self._hinted, message_id, None)
-        name = (text[1:].split() or ["help"])[0]
+        name = command_name(text)
         reply = Reply(transport, interval=self.edit_interval)
         await reply.apply(ReplyEvent(ReplyKind.ERROR, COMMAND_HINT.format(name=name)))
 

@@ -37,7 +37,7 @@ from adapters.slack_format import (
     error_code,
     to_mrkdwn,
 )
-from bot.commands import mention_command
+from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message
@@ -163,12 +163,6 @@ def dedupe_keys(*keys: tuple[str, str]) -> tuple[str, ...]:
     that lacks the id, and each of them after the first would be dropped as a repeat.
     """
     return tuple(prefix + ident for prefix, ident in keys if ident)
-
-
-def is_reset(command_text: str) -> bool:
-    """Whether a /parley command's text asks for /reset."""
-    words = command_text.strip().lstrip("/").split(maxsplit=1)
-    return bool(words) and words[0].lower() == "reset"
 
 
 class _TokenNotUnused(logging.Filter):
@@ -430,7 +424,7 @@ class SlackAdapter:
         send = self._responder(channel, respond)
         # DM ids start with D. Slash commands carry no thread_ts, and channel
         # conversations live in threads: a reset here would reset no conversation.
-        if is_reset(command.get("text", "")) and not channel.startswith("D"):
+        if command_name(command.get("text", "")) == "reset" and not channel.startswith("D"):
             await send(RESET_IN_THREAD)
             return
         target = Target(channel, "", team, command.get("user_id", ""))

@@ -69,6 +69,12 @@ def is_command(text: str) -> bool:
     return text.startswith("/") and len(text) > 1 and not text.startswith("//")
 
 
+def command_name(text: str) -> str:
+    """'/usage 7d' or 'usage 7d' -> 'usage'; nothing -> 'help', as run_command answers."""
+    words = text.strip().lstrip("/").split(maxsplit=1)
+    return words[0].lower() if words else "help"
+
+
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
 _USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
 
