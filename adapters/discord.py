@@ -55,7 +55,7 @@ from adapters.discord_reply import (
 )
 from bot.commands import command_name, is_command, mention_command
 from bot.config import ConfigError, Settings, secret
-from bot.engine import Engine
+from bot.engine import UNEXPECTED, Engine
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440  # a day without messages
 CACHE_SIZE = 1024
 COMMAND_HINT = "Use the slash command /{name} here: its answer is shown only to you."
 CANNOT_OPEN_THREAD = "I could not open a thread here, so I answered in the channel."
-UNEXPECTED = "Something went wrong on my side; please try again."
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ TRIM_NOTICE = "(Only the most recent messages fit in my context; older ones were
 EMPTY_MESSAGE = "Your message is empty: tell me what you would like to know."
 TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Please shorten it."
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
+UNEXPECTED = "Something went wrong on my side; please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
 DUPLICATE = object()  # _admit's answer for a delivery already handled
 # How long a tool's worker thread waits for a history search run on the event loop.
@@ -137,6 +138,11 @@ class Engine:
             async with aclosing(_timed(self._handle(message, turn), turn.add_active)) as events:
                 async for event in events:
                     yield event
+        except Exception:
+            # A fault of Parley's own (a database error, a bug): the user hears of it the
+            # same way on every platform, and the adapter goes on to the next message.
+            log.exception("answering in %s failed", message.conversation)
+            yield ReplyEvent(ReplyKind.ERROR, UNEXPECTED)
         finally:
             engine_time = turn.active_seconds - turn.model_seconds
             self.metrics.engine_seconds.observe(max(0.0, engine_time))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from types import SimpleNamespace
 
 import pytest
 
-from bot.engine import EMPTY_MESSAGE, TRIM_NOTICE
+from bot.engine import EMPTY_MESSAGE, TRIM_NOTICE, UNEXPECTED
 from bot.messages import ConversationKey, ReplyKind
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes import eventually
@@ -321,3 +322,20 @@ async def test_text_cut_short_is_still_counted(
     ).fetchall()
     assert row[0] == "cancelled"
     assert row[1] > 0 and row[2] > 0  # estimated: the user saw text that was billed
+
+
+async def test_a_fault_of_parleys_own_gets_a_reply_and_keeps_the_message(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine()
+
+    def broken(*_: object) -> dict[str, str]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(engine.store, "channel_settings", broken)
+    events = await collect(engine, message("still here?"))
+    assert (events[-1].kind, events[-1].text) == (ReplyKind.ERROR, UNEXPECTED)
+    monkeypatch.undo()
+    stored = engine.store.recent(message("x").conversation, 10).messages
+    assert [m.content for m in stored] == ["still here?"]
+    assert final_text(await collect(engine, message("and now?"))) == "echo: and now?"
