@@ -262,7 +262,7 @@ class DiscordAdapter:
         place = await self._place(message.channel, message.guild)
         if place is None:
             return
-        if not (mentioned or place.is_direct or self._follows(place)):
+        if not (mentioned or place.is_direct or await self._follows(place)):
             return
         text = _strip_mentions(message.content, client.user.id, message.guild)
         if mentioned:
@@ -284,10 +284,10 @@ class DiscordAdapter:
         reply = Reply(transport, interval=self.edit_interval)
         await reply.apply(ReplyEvent(ReplyKind.ERROR, COMMAND_HINT.format(name=name)))
 
-    def _follows(self, place: Place) -> bool:
+    async def _follows(self, place: Place) -> bool:
         """A thread Parley opened and talks in (/chat) goes on without mentions; in
         other threads, as in channels, people mention Parley when they want it."""
-        return place.ours and self.engine.knows_conversation(place.key())
+        return place.ours and await self.engine.knows_conversation(place.key())
 
     @staticmethod
     def _mentions_me(message: discord.Message, my_id: int) -> bool:

@@ -289,13 +289,13 @@ class SlackAdapter:
 
     async def _on_mention(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         self._seen(context)
-        incoming = self._incoming(cast(EventEnvelope, body), context, mentioned=True)
+        incoming = await self._incoming(cast(EventEnvelope, body), context, mentioned=True)
         if incoming is not None:
             self._spawn(self._answer(incoming))
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         self._seen(context)
-        incoming = self._incoming(cast(EventEnvelope, body), context, mentioned=False)
+        incoming = await self._incoming(cast(EventEnvelope, body), context, mentioned=False)
         if incoming is not None:
             self._spawn(self._answer(incoming))
 
@@ -309,7 +309,7 @@ class SlackAdapter:
         # The assistant pane opened: nothing to say until the user writes (message.im).
         return None
 
-    def _incoming(
+    async def _incoming(
         self, body: EventEnvelope, context: AsyncBoltContext, *, mentioned: bool
     ) -> Incoming | None:
         event = body.get("event") or SlackEvent()
@@ -325,7 +325,7 @@ class SlackAdapter:
         mentioned = mentioned or bool(mention and mention.search(text))
         is_direct = event.get("channel_type") == "im"
         thread = event.get("thread_ts") or ("" if is_direct else ts)
-        if not (mentioned or is_direct or self._follows_up(team, channel, event)):
+        if not (mentioned or is_direct or await self._follows_up(team, channel, event)):
             return None
         text = unescape(mention.sub("", text) if mention else text).strip()
         if mentioned:
@@ -356,11 +356,11 @@ class SlackAdapter:
             return "no channel or ts"
         return ""
 
-    def _follows_up(self, team: str, channel: str, event: SlackEvent) -> bool:
+    async def _follows_up(self, team: str, channel: str, event: SlackEvent) -> bool:
         """A reply in a thread Parley already takes part in needs no new mention."""
         thread_ts = event.get("thread_ts", "")
         key = ConversationKey("slack", team, channel, thread_ts)
-        return bool(thread_ts) and self.engine.knows_conversation(key)
+        return bool(thread_ts) and await self.engine.knows_conversation(key)
 
     # -- answering -------------------------------------------------------------------
 

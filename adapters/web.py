@@ -168,7 +168,7 @@ class WebAdapter:
 
     async def _converse(self, socket: web.WebSocketResponse, session: str, admin: bool) -> None:
         identity = session_identity(session)
-        await _send(socket, self._history(identity))
+        await _send(socket, await self._history(identity))
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue
@@ -179,8 +179,9 @@ class WebAdapter:
             message = Message("web", "local", identity, identity, text, platform_admin=admin)
             await self._answer(socket, message)
 
-    def _history(self, identity: str) -> dict[str, object]:
-        pairs = self.engine.transcript(ConversationKey("web", "local", identity), HISTORY_LIMIT)
+    async def _history(self, identity: str) -> dict[str, object]:
+        key = ConversationKey("web", "local", identity)
+        pairs = await self.engine.transcript(key, HISTORY_LIMIT)
         return {"type": "history", "messages": [{"role": r, "text": t} for r, t in pairs]}
 
     async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:

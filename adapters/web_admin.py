@@ -86,7 +86,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         return _page(render_problem(period, str(error)), 400)
     engine = request.app[ENGINE_KEY]
     now = engine.clock()
-    return _page(render(gather(engine.store, period, now - seconds, now)), 200)
+    return _page(render(await gather(engine.store, period, now - seconds, now)), 200)
 
 
 def _refuse(request: web.Request, token: str) -> web.Response | None:
@@ -106,15 +106,15 @@ def _refuse(request: web.Request, token: str) -> web.Response | None:
     return response
 
 
-def gather(store: Store, period: str, since: float, now: float) -> Dashboard:
+async def gather(store: Store, period: str, since: float, now: float) -> Dashboard:
     """Everything the page shows, through the store's read-only report methods."""
     return Dashboard(
         period,
-        daily_usage(store.usage_report(since, "day"), since, now),
-        store.usage_report(since, "user", limit=TOP),
-        store.usage_report(since, "channel", limit=TOP),
-        store.usage_report(since, "model", limit=TOP),
-        store.refusal_counts(since),
+        daily_usage(await store.usage_report(since, "day"), since, now),
+        await store.usage_report(since, "user", limit=TOP),
+        await store.usage_report(since, "channel", limit=TOP),
+        await store.usage_report(since, "model", limit=TOP),
+        await store.refusal_counts(since),
     )
 
 

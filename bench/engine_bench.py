@@ -34,12 +34,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stores import drop_schemas, fill_history, fresh_store
 from bot.config import Settings
 from bot.engine import Engine
 from bot.llm import Completion, Delta, ModelClient
 from bot.messages import ConversationKey, Message
 from bot.store import Store, UsageRecord
-from bot.tokens import count_message
 from bot.usage import Prices
 
 
@@ -94,17 +94,6 @@ def start_fake_model(core: int | None) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def fill_history(store: Store, key: ConversationKey, count: int) -> None:
-    text = "An earlier message of an ordinary length, about twenty tokens or so in all."
-    tokens = count_message(text)
-    with store.atomic():
-        for index in range(count):
-            store.append(key, "user" if index % 2 == 0 else "assistant", text, tokens)
-    # Fold the bulk insert into the main file now, as a long-running bot would have
-    # long ago, rather than in the middle of the measurement.
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -113,14 +102,12 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 class SizeRun:
     """One history size: its own database and engine, and the times measured so far."""
 
-    def __init__(self, base_url: str, size: int, folder: Path) -> None:
+    def __init__(self, base_url: str, size: int, store: Store) -> None:
         settings = Settings(
-            db_path=str(folder / f"bench-{size}.db"), requests_per_minute=1_000_000,
-            tokens_per_day=1_000_000_000, tools=(),
+            requests_per_minute=1_000_000, tokens_per_day=1_000_000_000, tools=()
         )  # fmt: skip
         self.size = size
-        self.store = Store(settings.db_path)
-        fill_history(self.store, ConversationKey("bench", "w", "c", ""), size)
+        self.store = store
         self.model = TimedModel(
             api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
             retry_max_wait_seconds=1,
@@ -149,8 +136,9 @@ class SizeRun:
             self.wall += time.perf_counter() - wall_started
 
     async def close(self) -> None:
+        await self.engine.close()
         await self.model.close()
-        self.store.close()
+        await self.store.close()
 
     def figures(self) -> dict[str, float]:
         return {
@@ -162,11 +150,16 @@ class SizeRun:
 
 
 async def measure_sizes(
-    base_url: str, sizes: list[int], messages: int, folder: Path, rounds: int = 5
+    base_url: str, sizes: list[int], messages: int, folder: Path, rounds: int = 5,
+    kind: str = "sqlite",
 ) -> dict[int, dict[str, float]]:
     """Interleave the sizes in rounds, so a slow spell of a shared machine falls on
     every size alike instead of skewing the comparison."""
-    runs = [SizeRun(base_url, size, folder) for size in sizes]
+    runs = []
+    for size in sizes:
+        store = await fresh_store(kind, folder, f"size{size}")
+        await fill_history(store, ConversationKey("bench", "w", "c", ""), size)
+        runs.append(SizeRun(base_url, size, store))
     for run in runs:
         await run.send(20, keep=False)  # warm up connections and caches
     for _ in range(rounds):
@@ -178,16 +171,17 @@ async def measure_sizes(
 
 
 async def concurrent_rate(
-    base_url: str, folder: Path, conversations: int, each: int, rounds: int
+    base_url: str, folder: Path, conversations: int, each: int, rounds: int,
+    kind: str = "sqlite",
 ) -> list[tuple[float, float]]:
     """Messages per second with many conversations in flight on this one core, and
     this process's CPU time per message (the SDK's included), which noisy neighbours
     on a shared machine disturb less than wall time."""
     settings = Settings(
-        db_path=str(folder / "concurrent.db"), requests_per_minute=1_000_000,
-        tokens_per_day=1_000_000_000, tools=(), max_concurrent_calls=conversations,
+        requests_per_minute=1_000_000, tokens_per_day=1_000_000_000, tools=(),
+        max_concurrent_calls=conversations,
     )  # fmt: skip
-    store = Store(settings.db_path)
+    store = await fresh_store(kind, folder, "concurrent")
     model = ModelClient(
         api_key="bench", base_url=base_url, timeout_seconds=30, max_attempts=1,
         retry_max_wait_seconds=1,
@@ -208,30 +202,31 @@ async def concurrent_rate(
         count = conversations * each
         rate = count / (time.perf_counter() - started)
         results.append((rate, (time.process_time() - cpu_started) / count * 1000))
+    await engine.close()
     await model.close()
-    store.close()
+    await store.close()
     return results
 
 
-def micro(folder: Path, rounds: int = 2000) -> tuple[float, float]:
+async def micro(folder: Path, rounds: int = 2000, kind: str = "sqlite") -> tuple[float, float]:
     """Microseconds per limit check and per usage write, alone."""
     from bot.ratelimit import Limiter
 
     settings = Settings(requests_per_minute=1_000_000, tokens_per_day=1_000_000_000)
-    store = Store(folder / "micro.db")
+    store = await fresh_store(kind, folder, "micro")
     limiter = Limiter(store, settings)
     started = time.perf_counter()
     for index in range(rounds):
-        limiter.check(f"bench:u{index % 50}", False, time.time())
+        await limiter.check(f"bench:u{index % 50}", False, time.time())
     check_us = (time.perf_counter() - started) / rounds * 1e6
     record = UsageRecord(
         "bench", "w", "c", "bench:u1", "gpt-4o-mini", 500, 50, 0, 0, 0.001, 5.0, "ok"
     )
     started = time.perf_counter()
     for _ in range(rounds):
-        store.record_usage(record)
+        await store.record_usage(record)
     write_us = (time.perf_counter() - started) / rounds * 1e6
-    store.close()
+    await store.close()
     return check_us, write_us
 
 
@@ -239,6 +234,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--sizes", default="10,1000,100000")
+    parser.add_argument(
+        "--stores", default="sqlite", help="sqlite and/or postgresql, comma-separated"
+    )
     arguments = parser.parse_args()
     cores = pin_cores()
     process, base_url = start_fake_model(cores[1] if cores else None)
@@ -246,34 +244,41 @@ async def main() -> None:
         print(f"this process on core {cores[0]}, the fake model on core {cores[1]}")
     try:
         with tempfile.TemporaryDirectory() as name:
-            folder = Path(name)
-            print(f"{'history':>9} {'engine p50':>11} {'engine p99':>11}", end="")
-            print(f" {'model p50':>10} {'msg/s':>7}")
             sizes = [int(size) for size in arguments.sizes.split(",")]
-            results = await measure_sizes(base_url, sizes, arguments.messages, folder)
-            for size, result in results.items():
-                print(
-                    f"{size:>9,} {result['p50']:>8.2f} ms {result['p99']:>8.2f} ms"
-                    f" {result['model_p50']:>7.2f} ms {result['per_second']:>7.0f}"
-                )
-            sizes = sorted(results)
-            ratio = results[sizes[-1]]["p50"] / results[sizes[0]]["p50"]
-            print(f"engine p50 at {sizes[-1]:,} / at {sizes[0]:,}: {ratio:.2f}x")
-            rounds = await concurrent_rate(base_url, folder, 16, 40, rounds=5)
-            rates = [rate for rate, _ in rounds]
-            cpu = [cpu_ms for _, cpu_ms in rounds]
-            print(
-                f"16 conversations at once: {statistics.median(rates):.0f} msg/s"
-                f" (rounds {min(rates):.0f}-{max(rates):.0f});"
-                f" CPU {statistics.median(cpu):.2f} ms per message"
-                f" ({min(cpu):.2f}-{max(cpu):.2f})"
-            )
-            check_us, write_us = micro(folder)
-            print(f"limit check: {check_us:.0f} us per message; usage write: {write_us:.0f} us")
+            for kind in arguments.stores.split(","):
+                print(f"-- {kind}")
+                await report(kind, base_url, sizes, arguments.messages, Path(name))
     finally:
+        await drop_schemas()
         assert process.stdin is not None
         process.stdin.close()
         process.wait(timeout=10)
+
+
+async def report(kind: str, base_url: str, sizes: list[int], messages: int, folder: Path) -> None:
+    """Every figure for one kind of store."""
+    print(f"{'history':>9} {'engine p50':>11} {'engine p99':>11}", end="")
+    print(f" {'model p50':>10} {'msg/s':>7}")
+    results = await measure_sizes(base_url, sizes, messages, folder, kind=kind)
+    for size, result in results.items():
+        print(
+            f"{size:>9,} {result['p50']:>8.2f} ms {result['p99']:>8.2f} ms"
+            f" {result['model_p50']:>7.2f} ms {result['per_second']:>7.0f}"
+        )
+    ordered = sorted(results)
+    ratio = results[ordered[-1]]["p50"] / results[ordered[0]]["p50"]
+    print(f"engine p50 at {ordered[-1]:,} / at {ordered[0]:,}: {ratio:.2f}x")
+    rounds = await concurrent_rate(base_url, folder, 16, 40, rounds=5, kind=kind)
+    rates = [rate for rate, _ in rounds]
+    cpu = [cpu_ms for _, cpu_ms in rounds]
+    print(
+        f"16 conversations at once: {statistics.median(rates):.0f} msg/s"
+        f" (rounds {min(rates):.0f}-{max(rates):.0f});"
+        f" CPU {statistics.median(cpu):.2f} ms per message"
+        f" ({min(cpu):.2f}-{max(cpu):.2f})"
+    )
+    check_us, write_us = await micro(folder, kind=kind)
+    print(f"limit check: {check_us:.0f} us per message; usage write: {write_us:.0f} us")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from bot.config import Settings, secret
 from bot.engine import Engine
 from bot.llm import ModelClient
-from bot.store import Store
+from bot.store import open_store
 from bot.tools.builtins import register_builtins
 from bot.tools.plugins import load_entry_points, load_modules
 from bot.tools.registry import Registry
@@ -40,19 +40,24 @@ def build_registry(settings: Settings) -> Registry:
 @asynccontextmanager
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     """An engine with its store, model client, tools and MCP servers; closed on exit."""
-    store = Store(settings.db_path)
+    store = await open_store(settings.db_path)
+    log.info("store: %s", store.description)
     model = build_model_client(settings)
     registry = build_registry(settings)
     try:
         async with AsyncExitStack() as stack:
             if settings.mcp_servers:
                 await stack.enter_async_context(_mcp_servers(registry, settings))
-            yield Engine(
+            engine = Engine(
                 settings, store, model, tools=registry, prices=Prices.load(settings.prices_path)
             )
+            try:
+                yield engine
+            finally:
+                await engine.close()
     finally:
         await model.close()
-        store.close()
+        await store.close()
 
 
 @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
 from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
 from bot.report import format_csv, format_json, format_table
-from bot.store import Store
+from bot.store import Store, open_store
 from bot.usage import parse_period
 
 
@@ -39,21 +40,25 @@ def _fail(text: str) -> int:
 
 
 def run(settings: Settings, arguments: argparse.Namespace) -> int:
-    store = Store(settings.db_path)
+    return asyncio.run(_run(settings, arguments))
+
+
+async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
+    store = await open_store(settings.db_path)
     try:
         if arguments.command == "usage":
-            return _usage(store, arguments)
-        return _limits(store, settings, arguments)
+            return await _usage(store, arguments)
+        return await _limits(store, settings, arguments)
     finally:
-        store.close()
+        await store.close()
 
 
-def _usage(store: Store, arguments: argparse.Namespace) -> int:
+async def _usage(store: Store, arguments: argparse.Namespace) -> int:
     try:
         since = time.time() - parse_period(arguments.since)
     except ValueError as error:
         return _fail(str(error))
-    rows = store.usage_report(since, arguments.by, limit=max(0, arguments.top))
+    rows = await store.usage_report(since, arguments.by, limit=max(0, arguments.top))
     if arguments.format == "json":
         print(format_json(rows, arguments.by))
     elif arguments.format == "csv":
@@ -70,10 +75,10 @@ def _user(text: str) -> str | None:
     return text if platform and user else None
 
 
-def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> int:
+async def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> int:
     defaults = default_limits(settings)
     if arguments.action == "show" and not arguments.user:
-        print("\n".join(describe_all_limits(store, defaults)))
+        print("\n".join(await describe_all_limits(store, defaults)))
         return 0
     user = _user(arguments.user)
     if user is None:
@@ -83,8 +88,8 @@ def _limits(store: Store, settings: Settings, arguments: argparse.Namespace) -> 
             column, value = parse_limit(arguments.limit, arguments.value)
         except ValueError as error:
             return _fail(str(error))
-        store.set_user_limit(user, column, value)
+        await store.set_user_limit(user, column, value)
     elif arguments.action in ("block", "unblock"):
-        store.set_user_limit(user, "blocked", 1 if arguments.action == "block" else 0)
-    print(describe_limits(user, store.user_limits(user, defaults)))
+        await store.set_user_limit(user, "blocked", 1 if arguments.action == "block" else 0)
+    print(describe_limits(user, await store.user_limits(user, defaults)))
     return 0

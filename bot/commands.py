@@ -146,7 +146,7 @@ async def _help(context: CommandContext, message: Message, arguments: list[str])
 
 @command("reset", admin=False)
 async def _reset(context: CommandContext, message: Message, arguments: list[str]) -> str:
-    context.store.reset(message.conversation)
+    await context.store.reset(message.conversation)
     return "Conversation reset: I will not use the earlier messages from here on."
 
 
@@ -167,10 +167,10 @@ async def _usage(
     except ValueError as error:
         raise CommandError(f"{error}. Usage: /usage [period] [user|channel|model|day]") from None
     since = context.clock() - seconds
-    rows = context.store.usage_report(since, by, limit=20)
+    rows = await context.store.usage_report(since, by, limit=20)
     if not rows:
         return f"No usage in the last {period}."
-    refusals = context.store.refusal_counts(since)
+    refusals = await context.store.refusal_counts(since)
     refused = sum(refusals.values())
     header = f"Usage over the last {period}, by {by} (top 20):"
     footer = f"Requests refused by limits: {refused}" if refused else ""
@@ -188,7 +188,7 @@ async def _usage_chart(context: CommandContext, arguments: list[str]) -> ReplyEv
         usage = "Usage: /usage chart [period], e.g. /usage chart 30d"
         return ReplyEvent(ReplyKind.ERROR, f"{error}. {usage}", private=True)
     now = context.clock()
-    rows = context.store.usage_report(now - seconds, "day")
+    rows = await context.store.usage_report(now - seconds, "day")
     if not rows:
         return ReplyEvent(ReplyKind.FINAL, f"No usage in the last {period}.", private=True)
     days = daily_usage(rows, now - seconds, now)
@@ -220,9 +220,9 @@ def describe_limits(key: str, limits: UserLimits) -> str:
     )
 
 
-def describe_all_limits(store: Store, defaults: UserLimits) -> list[str]:
+async def describe_all_limits(store: Store, defaults: UserLimits) -> list[str]:
     """The defaults, then every user with limits of their own."""
-    overridden = store.overridden_limits(defaults)
+    overridden = await store.overridden_limits(defaults)
     return [describe_limits("default", defaults)] + [
         describe_limits(key, limits) for key, limits in overridden
     ]
@@ -235,22 +235,24 @@ async def _limits(context: CommandContext, message: Message, arguments: list[str
     if action == "show":
         if len(arguments) > 1:
             key = _user_key(message, arguments[1])
-            return describe_limits(key, context.store.user_limits(key, defaults))
-        return "\n".join(describe_all_limits(context.store, defaults))
+            return describe_limits(key, await context.store.user_limits(key, defaults))
+        return "\n".join(await describe_all_limits(context.store, defaults))
     if action == "set" and len(arguments) == 4:
-        return _set_limit(context, _user_key(message, arguments[1]), arguments[2], arguments[3])
+        return await _set_limit(
+            context, _user_key(message, arguments[1]), arguments[2], arguments[3]
+        )
     raise CommandError(
         "Usage: /limits show [user] or /limits set <user> <rpm|tpd|cost> <number|default>"
     )
 
 
-def _set_limit(context: CommandContext, key: str, name: str, value: str) -> str:
+async def _set_limit(context: CommandContext, key: str, name: str, value: str) -> str:
     try:
         column, number = parse_limit(name, value)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    context.store.set_user_limit(key, column, number)
-    limits = context.store.user_limits(key, default_limits(context.settings))
+    await context.store.set_user_limit(key, column, number)
+    limits = await context.store.user_limits(key, default_limits(context.settings))
     return "Done. " + describe_limits(key, limits)
 
 
@@ -260,7 +262,7 @@ async def _set_blocked(
     if len(arguments) != 1:
         raise CommandError(f"Usage: /{'block' if blocked else 'unblock'} <user>")
     key = _user_key(message, arguments[0])
-    context.store.set_user_limit(key, "blocked", 1 if blocked else 0)
+    await context.store.set_user_limit(key, "blocked", 1 if blocked else 0)
     return f"{key} is {'now blocked' if blocked else 'no longer blocked'}."
 
 
@@ -280,7 +282,9 @@ async def _forget(context: CommandContext, message: Message, arguments: list[str
     now = context.clock()
     deadline = context.pending_forgets.pop(pending_key, 0.0)
     if arguments == ["confirm"] and now <= deadline:
-        deleted = context.store.forget_channel(message.platform, message.workspace, message.channel)
+        deleted = await context.store.forget_channel(
+            message.platform, message.workspace, message.channel
+        )
         return f"Deleted {deleted} stored messages of this channel."
     context.pending_forgets[pending_key] = now + FORGET_CONFIRM_SECONDS
     return (
@@ -294,14 +298,14 @@ async def _channel_setting(
 ) -> str:
     where = (message.platform, message.workspace, message.channel)
     if not arguments:
-        current = context.store.channel_setting(*where, name)
+        current = (await context.store.channel_settings(*where))[name]
         default = getattr(context.settings, name)
         return f"This channel's {label}: {current or default}" + ("" if current else " (default)")
     value = " ".join(arguments)
     if value.lower() == "reset":
-        context.store.set_channel_setting(*where, name, "")
+        await context.store.set_channel_setting(*where, name, "")
         return f"This channel's {label} is back to the default."
-    context.store.set_channel_setting(*where, name, value)
+    await context.store.set_channel_setting(*where, name, value)
     return f"This channel's {label} is now: {value}"
 
 

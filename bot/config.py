@@ -46,6 +46,9 @@ class Settings:
     max_concurrent_calls: int = 8
     system_prompt: str = "You are Parley, a helpful assistant in a team chat. Answer concisely."
     db_path: str = "data/parley.db"
+    # How long a replica's claim on a message outlives the replica: after a crash the
+    # conversation waits at most this long before the next message is answered.
+    lease_seconds: float = 15.0
     prices_path: str = "config/prices.toml"
     max_input_chars: int = 8000
     requests_per_minute: int = 20
@@ -153,7 +156,10 @@ OPTIONS: dict[str, _Option] = {
         "max_concurrent_calls", _positive_int, "a whole number > 0"
     ),
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
-    "store.path": _Option("db_path", _text, "a file path", "PARLEY_DB"),
+    "store.path": _Option(
+        "db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"
+    ),
+    "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
     "usage.prices_path": _Option("prices_path", _text, "a file path"),
     "chat.max_input_chars": _Option("max_input_chars", _positive_int, "a whole number > 0"),
     "limits.requests_per_minute": _Option(

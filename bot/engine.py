@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from bot.locks import KeyedLocks
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
-from bot.store import Store, StoredMessage, UsageRecord
+from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
 from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
 from bot.tools.registry import Registry, ToolContext
 from bot.usage import Prices
@@ -38,15 +39,16 @@ TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Pleas
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
 UNEXPECTED = "Something went wrong on my side; please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
-DUPLICATE = object()  # _admit's answer for a delivery already handled
 # How long a tool's worker thread waits for a history search run on the event loop.
 SEARCH_WAIT_SECONDS = 30.0
 # Text the model may stream before the first delta; adapters show it at once.
 THINKING = "thinking…"
+# How often a message whose conversation is busy on another replica looks again.
+TURN_POLL_SECONDS = 0.02
 
 
 @dataclass(slots=True)
-class Turn:
+class Timing:
     """What one message's handling measures about itself.
 
     Only time spent producing events counts: while an adapter posts an event to its
@@ -117,15 +119,25 @@ class Engine:
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
         self._last_prune = 0.0
+        # Who holds a turn's lease: this process, distinct from every other replica.
+        self.owner = uuid.uuid4().hex
+        self._renewing: asyncio.Task[None] | None = None
 
-    def knows_conversation(self, key: ConversationKey) -> bool:
+    async def close(self) -> None:
+        """Stop renewing leases (the store and model client are closed by their owner)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
+
+    async def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
-        return self.store.has_history(key)
+        return await self.store.has_history(key)
 
-    def transcript(self, key: ConversationKey, limit: int = 50) -> list[tuple[str, str]]:
+    async def transcript(self, key: ConversationKey, limit: int = 50) -> list[tuple[str, str]]:
         """The newest (role, text) pairs of a conversation since its last reset, for
         adapters that redraw a conversation (the web chat after a reload)."""
-        messages = self.store.recent(key, limit).messages
+        messages = (await self.store.recent(key, limit)).messages
         return [
             (m.role, m.content) for m in messages if m.role in ("user", "assistant") and m.content
         ]
@@ -133,9 +145,9 @@ class Engine:
     async def handle(self, message: Message) -> AsyncIterator[ReplyEvent]:
         """Answer one message, yielding what the user should see as it happens."""
         self.metrics.messages.labels(message.platform).inc()
-        turn = Turn()
+        timing = Timing()
         try:
-            async with aclosing(_timed(self._handle(message, turn), turn.add_active)) as events:
+            async with aclosing(_timed(self._handle(message, timing), timing.add_active)) as events:
                 async for event in events:
                     yield event
         except Exception:
@@ -144,29 +156,72 @@ class Engine:
             log.exception("answering in %s failed", message.conversation)
             yield ReplyEvent(ReplyKind.ERROR, UNEXPECTED)
         finally:
-            engine_time = turn.active_seconds - turn.model_seconds
+            engine_time = timing.active_seconds - timing.model_seconds
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
 
-    async def _handle(self, message: Message, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
-        self._prune_now_and_then()
+    async def _handle(self, message: Message, timing: Timing) -> AsyncGenerator[ReplyEvent, None]:
+        await self._prune_now_and_then()
         problem = self._invalid(message)
         if problem or is_command(message.text):
             # Duplicates first: a redelivered bad message gets one complaint.
-            if self.store.claim_delivery(message.dedupe_keys):
+            if await self.store.claim_delivery(message.dedupe_keys):
                 yield await self._answer_directly(message, problem)
             return
+        # In this process, one message of a conversation at a time, in arrival order;
+        # across replicas, the turns the store hands out keep the same order.
         async with self.conversation_locks.hold(message.conversation):
-            admitted = self._admit(message)
-            if admitted is DUPLICATE:
+            turn = await self._take_turn(message)
+            if turn is None:
+                log.info("duplicate delivery ignored: %s", message.dedupe_keys)
                 return
-            if isinstance(admitted, ReplyEvent):
-                yield admitted
-                return
-            # aclosing: a reply closed early must close the generators it runs now, so
-            # their finally blocks (the conversation lock, the usage row) run at once.
-            async with aclosing(self._answer(message, turn)) as events:
-                async for event in events:
-                    yield event
+            try:
+                async with aclosing(self._answer_turn(message, turn, timing)) as events:
+                    async for event in events:
+                        yield event
+            finally:
+                # Normally ended with the answer; after a refusal, an error or a
+                # cancel it is ended here, so the conversation goes on.
+                if not turn.ended:
+                    await self.store.end_turn(turn.id)
+
+    async def _take_turn(self, message: Message) -> Turn | None:
+        """Claim the delivery and wait until older messages of the conversation, on any
+        replica, are answered."""
+        self._keep_leases()
+        turn = await self.store.begin_turn(
+            message.dedupe_keys, message.conversation, self.owner,
+            self.settings.lease_seconds, "",
+        )  # fmt: skip
+        if turn is not None and not turn.first:
+            # The older turn is another replica's: no event of ours says when it ends.
+            while not await self.store.is_first_turn(message.conversation, turn.id):  # noqa: ASYNC110
+                await asyncio.sleep(TURN_POLL_SECONDS)
+        return turn
+
+    def _keep_leases(self) -> None:
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                await self.store.renew_turns(self.owner, self.settings.lease_seconds)
+            except Exception:  # the database may be back at the next renewal
+                log.exception("renewing this replica's leases failed")
+
+    async def _answer_turn(
+        self, message: Message, turn: Turn, timing: Timing
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        refusal = await self._admit(message)
+        if refusal is not None:
+            yield refusal
+            return
+        # aclosing: a reply closed early must close the generators it runs now, so
+        # their finally blocks (the usage row, the turn) run at once.
+        async with aclosing(self._answer(message, turn, timing)) as events:
+            async for event in events:
+                yield event
 
     async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent:
         """The reply to a message the model never sees: a complaint or a command."""
@@ -174,37 +229,29 @@ class Engine:
             return ReplyEvent(ReplyKind.ERROR, problem)
         return await run_command(self.commands, message)
 
-    def _admit(self, message: Message) -> ReplyEvent | object | None:
-        """Claim the delivery, check the limits and store the message, all at once.
+    async def _admit(self, message: Message) -> ReplyEvent | None:
+        """Check the limits and store the message, in one transaction: a refused
+        message is not stored, an admitted one is before the model is called.
+        Returns the refusal to show, or None."""
+        limits = self.limiter.limits_for(is_admin(self.settings, message))
+        now = self.clock()
+        verdict = await self.store.admit_message(
+            message.conversation, message.user_key, limits, now, message.text,
+            count_message(message.text),
+        )  # fmt: skip
+        refusal = await self.limiter.refusal(message.user_key, verdict, now)
+        if refusal is None:
+            return None
+        self.metrics.refusals.labels(refusal.kind).inc()
+        return ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
 
-        One transaction: a crash can never leave a delivery claimed but its message
-        unstored (the platform's retry would then be dropped as a duplicate), and a
-        duplicate never uses up the user's limit. Returns DUPLICATE, a refusal to
-        show, or None when the message is stored and the model may be called.
-        """
-        with self.store.atomic():
-            if not self.store.claim_delivery(message.dedupe_keys):
-                log.info("duplicate delivery ignored: %s", message.dedupe_keys)
-                return DUPLICATE
-            admin = is_admin(self.settings, message)
-            refusal = self.limiter.check(message.user_key, admin, self.clock())
-            if refusal:
-                self.metrics.refusals.labels(refusal.kind).inc()
-                return ReplyEvent(ReplyKind.ERROR, refusal.text, private=True)
-            self.store.append(
-                message.conversation, "user", message.text, count_message(message.text),
-                user=message.user_key,
-            )  # fmt: skip
-        return None
-
-    def _prune_now_and_then(self) -> None:
+    async def _prune_now_and_then(self) -> None:
         # Delivery keys only matter while a platform may still redeliver (days, not
         # months), admissions for a minute; dropping old ones hourly keeps both small.
         now = self.clock()
         if now - self._last_prune > 3600:
             self._last_prune = now
-            self.store.prune_deliveries(now)
-            self.store.prune_admissions(now)
+            await self.store.prune(now)
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()
@@ -214,9 +261,11 @@ class Engine:
             return TOO_LONG.format(length=len(text), limit=self.settings.max_input_chars)
         return ""
 
-    def _channel_settings(self, message: Message) -> tuple[str, str]:
+    async def _channel_settings(self, message: Message) -> tuple[str, str]:
         """This channel's model and system prompt, or the configured defaults."""
-        own = self.store.channel_settings(message.platform, message.workspace, message.channel)
+        own = await self.store.channel_settings(
+            message.platform, message.workspace, message.channel
+        )
         model = own["model"] or self.settings.model
         return model, own["system_prompt"] or self.settings.system_prompt
 
@@ -232,7 +281,9 @@ class Engine:
             self._schema_token_cache[key] = count_text(json.dumps(schemas))
         return self._schema_token_cache[key]
 
-    def build_prompt(self, key: ConversationKey, system_prompt: str, tools_tokens: int) -> Prompt:
+    async def build_prompt(
+        self, key: ConversationKey, system_prompt: str, tools_tokens: int
+    ) -> Prompt:
         """The system prompt, then the newest whole history groups that fit the budget."""
         budget = (
             self.settings.context_tokens
@@ -240,7 +291,7 @@ class Engine:
             - count_recurring(system_prompt)
             - tools_tokens
         )
-        window = self.store.recent(key, self.settings.history_messages)
+        window = await self.store.recent(key, self.settings.history_messages)
         history = _drop_unanswered_calls(window.messages)
         fit = newest_that_fit(history, budget)
         kept = _drop_orphans(history[len(history) - fit :])
@@ -248,21 +299,23 @@ class Engine:
         trimmed = window.dropped_older or len(kept) < len(window.messages)
         return Prompt(messages, trimmed and not window.trim_noticed)
 
-    async def _answer(self, message: Message, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
-        model, system_prompt = self._channel_settings(message)
+    async def _answer(
+        self, message: Message, turn: Turn, timing: Timing
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        model, system_prompt = await self._channel_settings(message)
         schemas = self.tools.schemas(self._enabled_tools(message))
-        prompt = self.build_prompt(
+        prompt = await self.build_prompt(
             message.conversation, system_prompt, self._schema_tokens(schemas)
         )
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return
-        if prompt.trimmed and self.store.claim_trim_notice(message.conversation):
+        if prompt.trimmed and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
-            call = self._call_model(message, model, prompt.messages, schemas, turn)
+            call = self._call_model(message, model, prompt.messages, schemas, timing, turn)
             async with aclosing(call) as items:
                 async for item in items:
                     if isinstance(item, Completion):
@@ -294,6 +347,7 @@ class Engine:
         model: str,
         prompt: list[dict[str, Any]],
         schemas: list[dict[str, Any]],
+        timing: Timing,
         turn: Turn,
     ) -> AsyncGenerator[ReplyEvent | Completion, None]:
         """One model call: text deltas as ReplyEvents, then the Completion; records
@@ -310,7 +364,7 @@ class Engine:
                 model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
             )
             try:
-                async with aclosing(_timed(stream, turn.add_model)) as items:
+                async with aclosing(_timed(stream, timing.add_model)) as items:
                     async for item in items:
                         if not streamed and completion is None:
                             self.metrics.first_token_seconds.observe(time.perf_counter() - started)
@@ -328,22 +382,16 @@ class Engine:
                 self.metrics.in_flight.dec()
                 if completion is None and streamed:
                     completion = Completion(text="".join(streamed))
-                # One transaction for both: one commit instead of two per message.
-                with self.store.atomic():
-                    self._record_usage(message, model, prompt, completion, status, started)
-                    self._store_answer(message.conversation, completion, status)
+                # One transaction: the usage row, the final answer and the end of the
+                # turn are stored together or not at all.
+                record = self._usage_record(message, model, prompt, completion, status, started)
+                answer = _final_answer(completion, status)
+                await self.store.finish_call(
+                    record, message.conversation, answer, turn.id if answer else None
+                )
+                turn.ended = answer is not None
 
-    def _store_answer(
-        self, key: ConversationKey, completion: Completion | None, status: str
-    ) -> None:
-        """Store a complete final answer; never a cut-short one or a tool call."""
-        if status != "ok" or completion is None or completion.tool_calls:
-            return
-        text = completion.text.strip()
-        if text:
-            self.store.append(key, "assistant", text, count_message(text))
-
-    def _record_usage(
+    def _usage_record(
         self,
         message: Message,
         model: str,
@@ -351,7 +399,7 @@ class Engine:
         completion: Completion | None,
         status: str,
         started: float,
-    ) -> None:
+    ) -> UsageRecord:
         usage = completion.usage if completion else None
         if completion is not None and usage is None:
             # The server sent no usage: count ourselves rather than record nothing.
@@ -361,8 +409,7 @@ class Engine:
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
         self._count_call(status, usage, cost, elapsed)
-        self.store.record_usage(
-            UsageRecord(
+        return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
                 usage.prompt_tokens if usage else 0,
                 usage.completion_tokens if usage else 0,
@@ -372,7 +419,6 @@ class Engine:
                 elapsed * 1000,
                 status,
                 self.clock(),
-            )
         )  # fmt: skip
 
     def _count_call(
@@ -408,47 +454,48 @@ class Engine:
         for call, result in zip(completion.tool_calls, results, strict=True):
             self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
             prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
-        self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
+        await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
 
-    def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:
+    async def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:
         """Store a tool call and all its results at once: a call stored without its
         results (a crash or cancel in between) would make the API reject every later
         prompt of the conversation."""
         call, *results = round_
         tokens = count_message(call["content"] + json.dumps(call["tool_calls"]))
-        with self.store.atomic():
-            group = self.store.append(
-                key, "assistant", call["content"], tokens, tool_calls=call["tool_calls"]
-            )
-            for result in results:
-                self.store.append(
-                    key, "tool", result["content"], count_message(result["content"]),
-                    tool_call_id=result["tool_call_id"], group_id=group,
-                )  # fmt: skip
+        await self.store.append_tool_round(
+            key,
+            (call["content"], tokens, call["tool_calls"]),
+            [(r["content"], count_message(r["content"]), r["tool_call_id"]) for r in results],
+        )
 
     def _tool_context(self, message: Message) -> ToolContext:
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
 
-        def search_here(query: str, limit: int) -> list[dict[str, Any]]:
+        async def search_here(query: str, limit: int) -> list[dict[str, Any]]:
             # Bound to this message's channel: a tool can never reach another one.
-            return self.store.search_channel(
+            return await self.store.search_channel(
                 message.platform, message.workspace, message.channel, query, limit
             )
 
-        def search_history(query: str, limit: int) -> list[dict[str, Any]]:
+        def search_from_thread(query: str, limit: int) -> list[dict[str, Any]]:
             if threading.get_ident() == loop_thread:
-                return search_here(query, limit)
-
-            # A sync plugin tool runs in a worker thread. The store's connection is the
-            # loop's: a transaction opened here would interleave with the loop's own (a
+                raise RuntimeError("on the event loop, await context.search_history")
+            # A sync plugin tool runs in a worker thread. The store belongs to the loop:
+            # a transaction opened here would interleave with the loop's own (a
             # rollback of one undoing the other's writes), so the search runs there.
-            async def on_loop() -> list[dict[str, Any]]:
-                return search_here(query, limit)
+            found = asyncio.run_coroutine_threadsafe(search_here(query, limit), loop)
+            return found.result(SEARCH_WAIT_SECONDS)
 
-            return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(SEARCH_WAIT_SECONDS)
+        return ToolContext(message.conversation, message.user_key, search_here, search_from_thread)
 
-        return ToolContext(message.conversation, message.user_key, search_history)
+
+def _final_answer(completion: Completion | None, status: str) -> Answer | None:
+    """A complete final answer to store; never a cut-short one or a tool call."""
+    if status != "ok" or completion is None or completion.tool_calls:
+        return None
+    text = completion.text.strip()
+    return Answer(text, count_message(text)) if text else None
 
 
 def _drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:

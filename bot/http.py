@@ -8,6 +8,7 @@ so a flood of probes cannot queue on the database's write lock.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -22,6 +23,8 @@ from bot.config import secret
 from bot.engine import Engine
 
 HEALTH_CACHE_SECONDS = 1.0
+# A probe that waits longer than this (a lock held elsewhere) reports not writable.
+HEALTH_PROBE_SECONDS = 0.8
 
 
 @dataclass
@@ -38,8 +41,13 @@ ADAPTERS_KEY = web.AppKey("adapters", dict[str, Callable[[], bool]])
 HEALTH_CACHE_KEY = web.AppKey("health_cache", HealthCache)
 
 
-def health_report(engine: Engine, adapters: Mapping[str, Callable[[], bool]]) -> dict[str, object]:
-    writable = engine.store.writable()
+async def health_report(
+    engine: Engine, adapters: Mapping[str, Callable[[], bool]]
+) -> dict[str, object]:
+    try:
+        writable = await asyncio.wait_for(engine.store.writable(), HEALTH_PROBE_SECONDS)
+    except TimeoutError:
+        writable = False
     connected = {name: is_connected() for name, is_connected in adapters.items()}
     last = engine.last_model_success
     return {
@@ -50,19 +58,19 @@ def health_report(engine: Engine, adapters: Mapping[str, Callable[[], bool]]) ->
     }
 
 
-def cached_health_report(app: web.Application) -> dict[str, object]:
+async def cached_health_report(app: web.Application) -> dict[str, object]:
     """health_report, made afresh at most once per HEALTH_CACHE_SECONDS."""
     cache = app[HEALTH_CACHE_KEY]
     now = cache.clock()
     if cache.report is None or now - cache.made_at >= HEALTH_CACHE_SECONDS:
         adapters: dict[str, Callable[[], bool]] = app[ADAPTERS_KEY]
-        cache.report = health_report(app[ENGINE_KEY], adapters)
+        cache.report = await health_report(app[ENGINE_KEY], adapters)
         cache.made_at = now
     return cache.report
 
 
 async def health(request: web.Request) -> web.Response:
-    report = cached_health_report(request.app)
+    report = await cached_health_report(request.app)
     status = 200 if report["status"] == "ok" else 503
     return web.json_response(report, status=status, dumps=json.dumps)
 

@@ -1,7 +1,7 @@
 """Per-user limits: which apply to whom, and what a refused user is told.
 
-The counting itself is one SQLite transaction in the store (Store.admit), so it is
-exact under concurrency and across processes sharing the database. Token and cost
+The counting itself is one transaction in the store (Store.admit_message), so it is
+exact under concurrency and across processes and replicas sharing the database. Token and cost
 limits use the usage the API reported after each call: a call already in flight when
 the limit is reached may overshoot it by at most that call's tokens.
 """
@@ -88,17 +88,26 @@ class Limiter:
         self.settings = settings
         self.defaults = default_limits(settings)
 
-    def check(self, user_key: str, is_admin: bool, now: float) -> Refusal | None:
+    def limits_for(self, is_admin: bool) -> UserLimits | None:
+        """The default limits the store checks this user against; None: exempt."""
+        return None if is_admin and self.settings.admins_exempt else self.defaults
+
+    async def check(self, user_key: str, is_admin: bool, now: float) -> Refusal | None:
         """Admit one request now, or say which limit refuses it and until when."""
-        if is_admin and self.settings.admins_exempt:
+        limits = self.limits_for(is_admin)
+        if limits is None:
             return None
-        verdict = self.store.admit(user_key, self.defaults, now)
+        verdict = await self.store.admit(user_key, limits, now)
+        return await self.refusal(user_key, verdict, now)
+
+    async def refusal(self, user_key: str, verdict: Admission, now: float) -> Refusal | None:
+        """What to tell a user the store refused; None when admitted."""
         if not verdict.refused:
             return None
-        return Refusal(verdict.refused, self._explain(user_key, verdict, now))
+        return Refusal(verdict.refused, await self._explain(user_key, verdict, now))
 
-    def _explain(self, user_key: str, verdict: Admission, now: float) -> str:
-        limits = self.store.user_limits(user_key, self.defaults)
+    async def _explain(self, user_key: str, verdict: Admission, now: float) -> str:
+        limits = await self.store.user_limits(user_key, self.defaults)
         return REFUSALS[verdict.refused].format(
             rpm=limits.requests_per_minute,
             tpd=limits.tokens_per_day,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,13 +13,48 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.llm import ModelClient
 from bot.messages import Message, ReplyEvent, ReplyKind
-from bot.store import Store
+from bot.store import Store, open_store
+from bot.store.sqlite import SqliteStore
 from bot.tools.builtins import register_builtins
 from bot.tools.registry import Registry
 from bot.usage import Prices
 from tests.fakes.openai_server import FakeOpenAI
+from tests.postgres import postgres_schema_url, postgres_server_url
 
 EngineFactory = Callable[..., Engine]
+STORE_KINDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A PostgreSQL server's URL, or the test is skipped saying why there is none."""
+    url, problem = postgres_server_url()
+    if problem:
+        pytest.skip(problem)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL whose connections see a fresh, empty schema of their own."""
+    with postgres_schema_url(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """PARLEY_DB for a fresh database: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "parley.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    opened = await open_store(store_url)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
@@ -60,7 +95,7 @@ async def make_engine(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[
         register_builtins(registry)
         extra = {"clock": clock} if clock else {}
         engine = Engine(
-            settings, Store(settings.db_path), model, tools=registry,
+            settings, SqliteStore(settings.db_path), model, tools=registry,
             prices=Prices.load(settings.prices_path), **extra,
         )  # fmt: skip
         opened.append(engine)
@@ -69,7 +104,8 @@ async def make_engine(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[
     yield build
     for engine in opened:
         await engine.model.close()
-        engine.store.close()
+        await engine.close()
+        await engine.store.close()
 
 
 def message(text: str, **fields: Any) -> Message:

@@ -62,7 +62,7 @@ async def test_usage_sums_equal_what_the_server_reported(
 ) -> None:
     await seed_usage(make_engine, fake_openai)
     engine = make_engine(admins=(ADMIN,))
-    rows = {row["key"]: row for row in engine.store.usage_report(0, "user")}
+    rows = {row["key"]: row for row in await engine.store.usage_report(0, "user")}
     assert rows["test:alice"]["prompt_tokens"] == 100
     assert rows["test:bob"]["total_tokens"] == 220
     assert rows["test:bob"]["cached_tokens"] == 50
@@ -80,7 +80,7 @@ async def test_unknown_model_cost_is_unknown_not_zero(
     engine = make_engine(admins=(ADMIN,), model="mystery-model")
     fake_openai.script(Text("x", prompt_tokens=1000, completion_tokens=100))
     await collect(engine, message("hi"))
-    [row] = engine.store.usage_report(0, "model")
+    [row] = await engine.store.usage_report(0, "model")
     assert row["key"] == "mystery-model"
     assert row["cost_usd"] is None
     text = final_text(await collect(engine, message("/usage 1d model", user="root")))
@@ -132,15 +132,15 @@ async def test_forget_needs_confirmation_and_deletes_the_channel_only(
     await collect(engine, message("private thing"))
     await collect(engine, message("in a thread", thread="t1"))
     await collect(engine, message("elsewhere", channel="c2"))
-    assert engine.store.count_messages(message("x").conversation) == 2
+    assert await engine.store.count_messages(message("x").conversation) == 2
     early = final_text(await collect(engine, message("/forget confirm", user="root")))
     assert "Send /forget confirm" in early  # no confirmation was pending: nothing deleted
-    assert engine.store.count_messages(message("x").conversation) == 2
+    assert await engine.store.count_messages(message("x").conversation) == 2
     await collect(engine, message("/forget", user="root"))
     done = final_text(await collect(engine, message("/forget confirm", user="root")))
     assert done == "Deleted 4 stored messages of this channel."
-    assert engine.store.count_messages(message("x").conversation) == 0
-    assert engine.store.count_messages(message("x", channel="c2").conversation) == 2
+    assert await engine.store.count_messages(message("x").conversation) == 0
+    assert await engine.store.count_messages(message("x", channel="c2").conversation) == 2
 
 
 async def test_system_and_model_apply_to_this_channel(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import discord
 import pytest
@@ -170,7 +171,7 @@ async def test_chat_thread_continues_without_mention(
     history = [m["content"] for m in bot.model.requests[1]["messages"]]
     assert history[-3:] == ["Plan a trip", "Let us start with Lisbon.", "what about Rome?"]
     key = ConversationKey("discord", str(GUILD_ID), str(CHANNEL_ID), str(thread_id))
-    assert bot.engine.knows_conversation(key)
+    assert await bot.engine.knows_conversation(key)
     assert bool(bot.fake.calls_to("GET", rf"/channels/{thread_id}")) is not thread_cached
 
 
@@ -181,9 +182,9 @@ async def test_a_private_thread_is_a_channel_of_its_own(start_bot: BotFactory) -
     await bot.mention("the launch code is swordfish", channel_id=thread_id)
     await bot.final_text(thread_id, contains="noted")
     own = ConversationKey("discord", str(GUILD_ID), str(thread_id), "")
-    assert bot.engine.knows_conversation(own)
+    assert await bot.engine.knows_conversation(own)
     parent = ConversationKey("discord", str(GUILD_ID), str(CHANNEL_ID), str(thread_id))
-    assert not bot.engine.knows_conversation(parent)
+    assert not await bot.engine.knows_conversation(parent)
 
 
 @pytest.mark.parametrize(("private", "found"), [(True, False), (False, True)])
@@ -265,6 +266,10 @@ async def test_streaming_edits_are_throttled(start_bot: BotFactory) -> None:
 # -- failures -------------------------------------------------------------------------
 
 
+async def stored_count(bot: Any, count: int) -> bool:
+    return len((await bot.engine.store.recent(CHANNEL_KEY, 10)).messages) == count
+
+
 async def test_failed_send_is_logged_and_the_conversation_kept(
     start_bot: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -272,8 +277,8 @@ async def test_failed_send_is_logged_and_the_conversation_kept(
     bot.fake.fail("POST", rf"/channels/{CHANNEL_ID}/messages", 403, code=50013, times=10)
     bot.model.script(Text("You will never see this."))
     await bot.mention("hello?")
-    await eventually(lambda: len(bot.engine.store.recent(CHANNEL_KEY, 10).messages) == 2)
-    stored = bot.engine.store.recent(CHANNEL_KEY, 10).messages
+    await eventually(lambda: stored_count(bot, 2))
+    stored = (await bot.engine.store.recent(CHANNEL_KEY, 10)).messages
     assert [m.content for m in stored] == ["hello?", "You will never see this."]
     await eventually(lambda: "HTTP 403 (code 50013)" in caplog.text)
     assert f"channel {CHANNEL_ID}" in caplog.text and TOKEN not in caplog.text
@@ -292,8 +297,8 @@ async def test_rate_limits_are_retried_or_logged(
     bot.fake.fail("POST", r"/channels/\d+/messages", 429, retry_after=120, times=10)
     await bot.mention("two")
     await eventually(lambda: "rate limited for 120.0s" in caplog.text)
-    await eventually(lambda: len(bot.engine.store.recent(CHANNEL_KEY, 10).messages) == 4)
-    stored = [m.content for m in bot.engine.store.recent(CHANNEL_KEY, 10).messages]
+    await eventually(lambda: stored_count(bot, 4))
+    stored = [m.content for m in (await bot.engine.store.recent(CHANNEL_KEY, 10)).messages]
     assert stored[-1] == "dropped answer"
 
 

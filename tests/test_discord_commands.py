@@ -140,7 +140,7 @@ async def test_usage_chart_typed_in_a_dm_is_attached_there(start_bot: BotFactory
 
 async def test_private_refusal_of_a_public_ask_is_ephemeral(start_bot: BotFactory) -> None:
     bot = await start_bot()
-    bot.engine.store.set_user_limit(f"discord:{ALICE_ID}", "blocked", 1)
+    await bot.engine.store.set_user_limit(f"discord:{ALICE_ID}", "blocked", 1)
     payload = await bot.fake.send_interaction("ask", options={"prompt": "hello?"})
     token = payload["token"]
     followup = await eventually(lambda: bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}"))

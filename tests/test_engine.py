@@ -82,7 +82,7 @@ async def test_reset_leaves_messages_stored_but_out_of_context(
     assert "reset" in final_text(reply).lower()
     await collect(engine, message("new topic"))
     assert user_texts(fake_openai.requests[-1]) == ["new topic"]
-    assert engine.store.count_messages(message("x").conversation) == 4
+    assert await engine.store.count_messages(message("x").conversation) == 4
 
 
 async def test_trimming_keeps_newest_that_fit_and_tells_once(
@@ -121,7 +121,7 @@ async def test_empty_input_gets_a_clear_message_and_nothing_is_stored(
     engine = make_engine()
     events = await collect(engine, message(text))
     assert final_text(events) == EMPTY_MESSAGE
-    assert engine.store.count_messages(message(text).conversation) == 0
+    assert await engine.store.count_messages(message(text).conversation) == 0
     assert fake_openai.request_count == 0
 
 
@@ -133,7 +133,7 @@ async def test_over_long_input_is_refused_without_a_model_call(
     assert "101 characters" in final_text(events)
     assert "100" in final_text(events)
     assert fake_openai.request_count == 0
-    assert engine.store.count_messages(message("x").conversation) == 0
+    assert await engine.store.count_messages(message("x").conversation) == 0
 
 
 async def test_model_failure_keeps_the_user_message_and_stores_no_reply(
@@ -144,7 +144,7 @@ async def test_model_failure_keeps_the_user_message_and_stores_no_reply(
     events = await collect(engine, message("please answer"))
     assert final_text(events) == "The model is unavailable right now. Please try again shortly."
     assert events[-1].kind is ReplyKind.ERROR
-    window = engine.store.recent(message("x").conversation, 10)
+    window = await engine.store.recent(message("x").conversation, 10)
     assert [(m.role, m.content) for m in window.messages] == [("user", "please answer")]
     # The next turn works and still sees the stored question.
     await collect(engine, message("again"))
@@ -166,7 +166,7 @@ async def test_empty_model_answer_is_not_stored(
     fake_openai.script(Text(""))
     events = await collect(engine, message("hi"))
     assert events[-1].kind is ReplyKind.ERROR
-    roles = [m.role for m in engine.store.recent(message("x").conversation, 10).messages]
+    roles = [m.role for m in (await engine.store.recent(message("x").conversation, 10)).messages]
     assert roles == ["user"]
 
 
@@ -176,7 +176,7 @@ async def test_one_conversation_is_handled_in_order_under_concurrency(
     engine = make_engine()
     texts = [f"m{i}" for i in range(8)]
     await asyncio.gather(*(collect(engine, message(text)) for text in texts))
-    stored = engine.store.recent(message("x").conversation, 100).messages
+    stored = (await engine.store.recent(message("x").conversation, 100)).messages
     users = [m.content for m in stored if m.role == "user"]
     assert users == texts
     # Each request saw every earlier turn: nothing ran out of order.
@@ -237,7 +237,7 @@ async def test_usage_is_recorded_per_call_with_reported_tokens(
     engine = make_engine()
     fake_openai.script(Text("answer", prompt_tokens=120, completion_tokens=30, cached_tokens=20))
     await collect(engine, message("hi"))
-    [row] = engine.store.usage_report(0, "user")
+    [row] = await engine.store.usage_report(0, "user")
     assert row["key"] == "test:alice"
     assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]) == (120, 30, 20)
     # gpt-4o-mini: 100 uncached at 0.15, 20 cached at 0.075, 30 out at 0.60 per million
@@ -249,7 +249,7 @@ def test_conversation_key_parts_cannot_alias() -> None:
 
 
 async def test_old_delivery_keys_are_pruned(make_engine: EngineFactory) -> None:
-    from bot.store import DEDUPE_KEEP_SECONDS
+    from bot.store.records import DEDUPE_KEEP_SECONDS
 
     now = [1_800_000_000.0]
     engine = make_engine(clock=lambda: now[0])
@@ -336,6 +336,6 @@ async def test_a_fault_of_parleys_own_gets_a_reply_and_keeps_the_message(
     events = await collect(engine, message("still here?"))
     assert (events[-1].kind, events[-1].text) == (ReplyKind.ERROR, UNEXPECTED)
     monkeypatch.undo()
-    stored = engine.store.recent(message("x").conversation, 10).messages
+    stored = (await engine.store.recent(message("x").conversation, 10)).messages
     assert [m.content for m in stored] == ["still here?"]
     assert final_text(await collect(engine, message("and now?"))) == "echo: and now?"

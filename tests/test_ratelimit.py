@@ -11,7 +11,8 @@ import pytest
 from bot.config import Settings
 from bot.messages import ReplyKind
 from bot.ratelimit import Limiter, describe_wait
-from bot.store import Store, UsageRecord
+from bot.store import UsageRecord, open_store
+from bot.store.sqlite import SqliteStore
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI, Text
 
@@ -38,7 +39,9 @@ async def test_n_requests_pass_and_the_next_is_refused(
     assert "Try again in 60 seconds" in final_text(refused)
     assert fake_openai.request_count == limit
     # The refused message was not stored and not sent anywhere.
-    stored = [m.content for m in engine.store.recent(message("x").conversation, 50).messages]
+    stored = [
+        m.content for m in (await engine.store.recent(message("x").conversation, 50)).messages
+    ]
     assert "one more" not in stored
 
 
@@ -98,11 +101,11 @@ async def test_cost_limit(make_engine: EngineFactory, fake_openai: FakeOpenAI) -
 
 async def test_overrides_and_blocks(make_engine: EngineFactory) -> None:
     engine = make_engine(clock=Clock(), requests_per_minute=1)
-    engine.store.set_user_limit("test:alice", "requests_per_minute", 3)
+    await engine.store.set_user_limit("test:alice", "requests_per_minute", 3)
     for text in ("a", "b", "c"):
         assert final_text(await collect(engine, message(text))) == f"echo: {text}"
     assert "limit of 3 requests" in final_text(await collect(engine, message("d")))
-    engine.store.set_user_limit("test:bob", "blocked", 1)
+    await engine.store.set_user_limit("test:bob", "blocked", 1)
     blocked = await collect(engine, message("hello", user="bob"))
     assert "blocked" in final_text(blocked)
     assert blocked[-1].private
@@ -110,7 +113,7 @@ async def test_overrides_and_blocks(make_engine: EngineFactory) -> None:
 
 async def test_unlimited_override_beats_a_default(make_engine: EngineFactory) -> None:
     engine = make_engine(clock=Clock(), requests_per_minute=1)
-    engine.store.set_user_limit("test:alice", "requests_per_minute", 0)
+    await engine.store.set_user_limit("test:alice", "requests_per_minute", 0)
     for text in ("a", "b", "c"):
         assert final_text(await collect(engine, message(text))) == f"echo: {text}"
 
@@ -130,7 +133,7 @@ async def test_refusals_are_counted(make_engine: EngineFactory) -> None:
     engine = make_engine(clock=Clock(), requests_per_minute=1)
     for text in ("a", "b", "c"):
         await collect(engine, message(text))
-    assert engine.store.refusal_counts(0) == {"requests_per_minute": 2}
+    assert await engine.store.refusal_counts(0) == {"requests_per_minute": 2}
 
 
 @pytest.mark.parametrize(
@@ -148,51 +151,61 @@ def test_wait_is_described_in_words(seconds: float, text: str) -> None:
 
 
 HAMMER = """
-import sys, time
+import asyncio, sys, time
 from bot.config import Settings
 from bot.ratelimit import Limiter
-from bot.store import Store
-store = Store(sys.argv[1])
-limiter = Limiter(store, Settings(requests_per_minute=int(sys.argv[2]), tokens_per_day=0))
-start = float(sys.argv[3])
-while time.time() < start:
-    time.sleep(0.001)
-admitted = 0
-for _ in range(400):
-    admitted += limiter.check("slack:U1", False, time.time()) is None
-    time.sleep(0.0002)  # requests arrive spaced, so both processes get turns at the lock
-print(admitted)
+from bot.store import open_store
+async def main():
+    store = await open_store(sys.argv[1])
+    limiter = Limiter(store, Settings(requests_per_minute=int(sys.argv[2]), tokens_per_day=0))
+    start = float(sys.argv[3])
+    while time.time() < start:
+        await asyncio.sleep(0.001)
+    admitted = 0
+    for _ in range(400):
+        admitted += await limiter.check("slack:U1", False, time.time()) is None
+        await asyncio.sleep(0.0002)  # spaced, so every process gets turns at the lock
+    await store.close()
+    print(admitted)
+asyncio.run(main())
 """
 
 
-def test_two_processes_never_let_more_than_the_limit_through(tmp_path: Path) -> None:
+def test_processes_never_let_more_than_the_limit_through(store_url: str) -> None:
+    processes = 3
+    import asyncio
     import time
 
-    database = tmp_path / "shared.db"
-    Store(database).close()  # create the schema once, before the race
+    async def refusals() -> dict[str, int]:
+        store = await open_store(store_url)
+        try:
+            return await store.refusal_counts(0)
+        finally:
+            await store.close()
+
+    asyncio.run(refusals())  # create the schema once, before the race
     start = str(time.time() + 3)
-    processes = [
+    hammers = [
         subprocess.Popen(
-            [sys.executable, "-c", HAMMER, str(database), "300", start],
+            [sys.executable, "-c", HAMMER, store_url, "300", start],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for _ in range(processes)
     ]
-    admitted = [int(p.communicate(timeout=60)[0]) for p in processes]
+    admitted = [int(p.communicate(timeout=60)[0]) for p in hammers]
     assert sum(admitted) == 300
-    assert all(count > 0 for count in admitted)  # both really competed
-    store = Store(database)
-    assert store.refusal_counts(0) == {"requests_per_minute": 500}
+    assert all(count > 0 for count in admitted)  # all really competed
+    assert asyncio.run(refusals()) == {"requests_per_minute": 400 * processes - 300}
 
 
-def test_limiter_alone_with_usage_rows(tmp_path: Path) -> None:
-    store = Store(tmp_path / "l.db")
+async def test_limiter_alone_with_usage_rows(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "l.db")
     limiter = Limiter(store, Settings(requests_per_minute=0, tokens_per_day=100))
     record = UsageRecord("s", "w", "c", "s:u", "m", 60, 40, 0, 0, None, 1.0, "ok", 1000.0)
-    assert limiter.check("s:u", False, 1000.0) is None
-    store.record_usage(record)
-    refusal = limiter.check("s:u", False, 1001.0)
+    assert await limiter.check("s:u", False, 1000.0) is None
+    await store.record_usage(record)
+    refusal = await limiter.check("s:u", False, 1001.0)
     assert refusal is not None and refusal.kind == "tokens_per_day"
 
 
@@ -201,31 +214,33 @@ async def test_a_duplicate_delivery_uses_no_limit(make_engine: EngineFactory) ->
     await collect(engine, message("hi", dedupe_keys=("ev:1",)))
     assert await collect(engine, message("hi", dedupe_keys=("ev:1",))) == []
     assert final_text(await collect(engine, message("next", dedupe_keys=("ev:2",)))) == "echo: next"
-    assert engine.store.refusal_counts(0) == {}
+    assert await engine.store.refusal_counts(0) == {}
 
 
-def test_a_limit_lowered_below_this_minutes_count_refuses_until_the_oldest_expires(
-    tmp_path: Path,
+async def test_a_limit_lowered_below_this_minutes_count_refuses_until_the_oldest_expires(
+    store_url: str,
 ) -> None:
-    store = Store(tmp_path / "l.db")
+    store = await open_store(store_url)
     limiter = Limiter(store, Settings(requests_per_minute=0, tokens_per_day=0))
     for second in range(10):
-        assert limiter.check("s:u", False, 1000.0 + second) is None
-    store.set_user_limit("s:u", "requests_per_minute", 4)  # counting stops at 4 of 10
-    refusal = limiter.check("s:u", False, 1010.0)
+        assert await limiter.check("s:u", False, 1000.0 + second) is None
+    await store.set_user_limit("s:u", "requests_per_minute", 4)  # counting stops at 4 of 10
+    refusal = await limiter.check("s:u", False, 1010.0)
     # Not when the oldest of ten expires (1060) but when only three remain (1066).
     assert refusal is not None and "Try again in 56 seconds" in refusal.text
     # At 1065 six have expired and four remain: still refused.
-    assert limiter.check("s:u", False, 1065.0) is not None
-    assert limiter.check("s:u", False, 1066.5) is None  # three remain: one more fits
-    assert limiter.check("s:u", False, 1066.6) is not None  # and that made four again
+    assert await limiter.check("s:u", False, 1065.0) is not None
+    assert await limiter.check("s:u", False, 1066.5) is None  # three remain: one more fits
+    assert await limiter.check("s:u", False, 1066.6) is not None  # and that made four again
+    await store.close()
 
 
-def test_admissions_of_users_who_went_quiet_are_pruned(tmp_path: Path) -> None:
-    store = Store(tmp_path / "l.db")
+async def test_admissions_of_users_who_went_quiet_are_pruned(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "l.db")
     limiter = Limiter(store, Settings(requests_per_minute=10, tokens_per_day=0))
     for user in ("s:a", "s:b"):
-        limiter.check(user, False, 1000.0)
-    limiter.check("s:c", False, 1050.0)
-    assert store.prune_admissions(1061.0) == 2  # a's and b's; c's is 11 seconds old
+        await limiter.check(user, False, 1000.0)
+    await limiter.check("s:c", False, 1050.0)
+    await store.prune(1061.0)  # a's and b's go; c's is 11 seconds old
     assert store.db.execute("SELECT user_key FROM admissions").fetchall() == [("s:c",)]
+    await store.close()

@@ -7,11 +7,12 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from bot.messages import ReplyKind
+from bot.store.sqlite import SqliteStore
 from bot.tools.mcp import McpServers
 from bot.tools.registry import ToolContext
 from tests.conftest import EngineFactory, collect, final_text, message
@@ -134,7 +135,7 @@ async def test_streamed_text_before_tool_calls_and_usage_counts_calls(
     events = await collect(engine, message("time and sum?"))
     deltas = "".join(e.text for e in events if e.kind is ReplyKind.DELTA)
     assert deltas.startswith("Let me check.")
-    [row] = engine.store.usage_report(0, "user")
+    [row] = await engine.store.usage_report(0, "user")
     assert row["requests"] == 2
     assert row["tool_calls"] == 2
 
@@ -202,9 +203,9 @@ async def test_a_sync_tool_in_a_worker_thread_searches_on_the_event_loop(
     search_threads: list[int] = []
     search = engine.store.search_channel
 
-    def recording_search(*args: Any) -> list[dict[str, Any]]:
+    async def recording_search(*args: Any) -> list[dict[str, Any]]:
         search_threads.append(threading.get_ident())
-        return search(*args)
+        return await search(*args)
 
     engine.store.search_channel = recording_search  # type: ignore[method-assign]
 
@@ -212,7 +213,7 @@ async def test_a_sync_tool_in_a_worker_thread_searches_on_the_event_loop(
     def recall(query: str, context: ToolContext) -> str:
         """Search earlier messages."""
         tool_threads.append(threading.get_ident())
-        return "; ".join(row["content"] for row in context.search_history(query, 5))
+        return "; ".join(row["content"] for row in context.search_history_sync(query, 5))
 
     await collect(engine, message("the password is swordfish"))
     fake_openai.script(ToolCalls([Call("recall", {"query": "swordfish"})]), Text("found"))
@@ -237,7 +238,9 @@ async def test_tool_results_never_run_commands(
     await collect(engine, message("/forget"))
     fake_openai.script(ToolCalls([Call("evil", {})]), Text("ok"))
     await collect(engine, message("hi"))
-    stored = [m.content for m in engine.store.recent(message("x").conversation, 20).messages]
+    stored = [
+        m.content for m in (await engine.store.recent(message("x").conversation, 20)).messages
+    ]
     assert "keep me" in stored  # the tool's "/forget confirm" was only data
 
 
@@ -296,11 +299,13 @@ async def test_an_unanswered_call_in_old_history_is_left_out(
 ) -> None:
     engine = make_engine()
     key = message("x").conversation
-    engine.store.append(key, "user", "earlier", 5)
+    await engine.store.append(key, "user", "earlier", 5)
     calls = [
         {"id": "gone", "type": "function", "function": {"name": "calculate", "arguments": "{}"}}
     ]
-    engine.store.append(key, "assistant", "", 9, tool_calls=calls)
+    # Written the way history was before calls and results were stored together.
+    store = cast(SqliteStore, engine.store)
+    await store._write(store._append, str(key), "assistant", "", 9, tool_calls=calls)
     await collect(engine, message("now"))
     sent = fake_openai.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "user"]

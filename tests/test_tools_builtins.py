@@ -123,7 +123,7 @@ def test_current_time_rejects_unknown_zones(zone: str) -> None:
 
 
 def context_with(rows: list[dict[str, Any]], calls: list[tuple[str, int]]) -> ToolContext:
-    def search(query: str, limit: int) -> list[dict[str, Any]]:
+    async def search(query: str, limit: int) -> list[dict[str, Any]]:
         calls.append((query, limit))
         return rows[:limit]
 

@@ -13,10 +13,15 @@ from bot.messages import ConversationKey
 from bot.tools.plugins import load_entry_points, load_modules
 from bot.tools.registry import MAX_RESULT_CHARS, Registry, Tool, ToolContext, ToolResult
 
+
+async def no_history(query: str, limit: int) -> list[dict[str, Any]]:
+    return []
+
+
 CONTEXT = ToolContext(
     conversation=ConversationKey("console", "local", "general"),
     user="console:alice",
-    search_history=lambda query, limit: [],
+    search_history=no_history,
 )
 
 

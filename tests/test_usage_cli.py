@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store, UsageRecord
+from bot.store import UsageRecord
+from bot.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +28,9 @@ def cli(database: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Path:
+async def database(tmp_path: Path) -> Path:
     path = tmp_path / "usage.db"
-    store = Store(path)
+    store = SqliteStore(path)
     now = time.time()
     rows = [
         ("slack", "T1", "C1", "slack:U1", "gpt-4o-mini", 1000, 100, 0.00021, "ok", now - 60),
@@ -38,11 +39,11 @@ def database(tmp_path: Path) -> Path:
         ("slack", "T1", "C2", "slack:U2", "gpt-4o-mini", 9999, 9, 0.0015, "ok", now - 30 * 86400),
     ]
     for platform, ws, channel, user, model, prompt, completion, cost, status, at in rows:
-        store.record_usage(
+        await store.record_usage(
             UsageRecord(platform, ws, channel, user, model, prompt, completion, 0, 0, cost, 5.0,
                         status, at)
         )  # fmt: skip
-    store.close()
+    await store.close()
     return path
 
 

@@ -34,7 +34,7 @@ async def site(
     monkeypatch.setenv("PARLEY_ADMIN_TOKEN", TOKEN)
     monkeypatch.delenv("PARLEY_WEB_TOKEN", raising=False)
     engine = make_engine()
-    engine.store.set_user_limit("test:mallory", "blocked", 1)
+    await engine.store.set_user_limit("test:mallory", "blocked", 1)
     fake_openai.script(
         Text("one", prompt_tokens=1000, completion_tokens=234),
         Status(500), Status(500), Status(500),

@@ -117,7 +117,7 @@ async def test_messages_carry_the_session_identity(chat: Chat, fake_openai: Fake
         await ask(socket, "hello")
         session = next(c.value for c in client.cookie_jar if c.key == "parley_session")
     identity = session_identity(session)
-    [row] = chat.engine.store.usage_report(0, "channel")
+    [row] = await chat.engine.store.usage_report(0, "channel")
     assert row["key"] == f"web:local:{identity}"
     assert session not in row["key"]  # the cookie itself never reaches the database
 

@@ -67,9 +67,9 @@ async def test_a_flood_of_health_probes_writes_once_a_second(
     engine, now, probes = make_engine(), [100.0], []
     writable = engine.store.writable
 
-    def counted() -> bool:
+    async def counted() -> bool:
         probes.append(now[0])
-        return writable()
+        return await writable()
 
     monkeypatch.setattr(engine.store, "writable", counted)
     connected = [True]
@@ -107,8 +107,8 @@ def value(families: Iterable[Metric], sample_name: str, **labels: str) -> float:
 async def metrics_text(make_engine: EngineFactory, fake_openai: FakeOpenAI) -> str:
     """GET /metrics after scripted conversations on several platforms."""
     engine, fake = make_engine(), fake_openai
-    engine.store.set_user_limit("test:mallory", "blocked", 1)
-    engine.store.set_user_limit("test:bob", "requests_per_minute", 1)
+    await engine.store.set_user_limit("test:mallory", "blocked", 1)
+    await engine.store.set_user_limit("test:bob", "requests_per_minute", 1)
     fake.script(
         Text("first", prompt_tokens=11, completion_tokens=7, cached_tokens=3),
         Text("second", prompt_tokens=5, completion_tokens=2),

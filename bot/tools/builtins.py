@@ -38,7 +38,7 @@ async def search_history(query: str, context: ToolContext, limit: int = 5) -> st
         query: Words to look for.
         limit: How many matches to return (1 to 20).
     """
-    rows = context.search_history(query, max(1, min(limit, MAX_SEARCH_RESULTS)))
+    rows = await context.search_history(query, max(1, min(limit, MAX_SEARCH_RESULTS)))
     if not rows:
         return "No matches."
     return "\n".join(_format_row(row) for row in rows)

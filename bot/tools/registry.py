@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -34,8 +34,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ToolContext:
     conversation: ConversationKey
     user: str  # platform:user
-    # Searches stored messages of THIS conversation's channel only; supplied by the engine.
-    search_history: Callable[[str, int], list[dict[str, Any]]]
+    # Searches stored messages of THIS conversation's channel only; supplied by the
+    # engine. Async tools await search_history; sync tools (in a worker thread) call
+    # search_history_sync, which runs the search on the event loop and waits.
+    search_history: Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+    search_history_sync: Callable[[str, int], list[dict[str, Any]]] = lambda query, limit: []
 
 
 @dataclass(frozen=True)

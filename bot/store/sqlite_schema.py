@@ -95,3 +95,17 @@ def lazy_history_index(db: Database) -> None:
     db.execute(
         "INSERT INTO fts_state (id, last_indexed) SELECT 1, coalesce(max(id), 0) FROM messages"
     )
+
+
+@MIGRATIONS()
+def turns(db: Database) -> None:
+    # One row per claimed message until it is answered: its place in the
+    # conversation's queue (replicas answer in id order) and the lease of the process
+    # answering it. payload is the neutral message, for answering it after a crash.
+    db.execute(
+        "CREATE TABLE turns (id INTEGER PRIMARY KEY, conversation TEXT NOT NULL,"
+        " owner TEXT NOT NULL, lease_until REAL NOT NULL, created_at REAL NOT NULL,"
+        " payload TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute("CREATE INDEX turns_by_conversation ON turns (conversation, id)")
+    db.execute("CREATE INDEX turns_by_owner ON turns (owner)")

@@ -1,0 +1,160 @@
+"""The store interface: everything the engine, limits, commands, reports and the
+dashboard need from a database, with SQLite and PostgreSQL behind it.
+
+Every call is async: a PostgreSQL round trip or a wait for SQLite's write lock must
+never hold up the event loop. Each call is one transaction, so what must happen
+together (claiming a delivery and taking a turn; admitting a request and storing it;
+an answer and its usage) is one call, exact across processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bot.history import Window
+from bot.messages import ConversationKey
+from bot.store.records import Admission, Answer, Turn, UsageRecord, UserLimits
+
+# A tool call round as the store keeps it: the call (content, tokens, tool_calls) and
+# each result (content, tokens, tool_call_id).
+ToolCall = tuple[str, int, list[dict[str, Any]]]
+ToolResult = tuple[str, int, str]
+
+
+class Store(Protocol):
+    kind: str  # "sqlite" or "postgresql"
+    description: str  # where the data lives, safe to log (never a password)
+
+    async def close(self) -> None: ...
+    async def writable(self) -> bool:
+        """True if a write reaches the disk right now (health checks)."""
+        ...
+
+    # -- deliveries and turns --------------------------------------------------------
+
+    async def claim_delivery(self, keys: tuple[str, ...]) -> bool:
+        """Record delivery keys; False if any was seen before (answer exactly once)."""
+        ...
+
+    async def begin_turn(
+        self,
+        keys: tuple[str, ...],
+        conversation: ConversationKey,
+        owner: str,
+        lease_seconds: float,
+        payload: str,
+    ) -> Turn | None:
+        """Claim the delivery and queue a turn in the conversation, at once; None for a
+        delivery seen before."""
+        ...
+
+    async def is_first_turn(self, conversation: ConversationKey, turn_id: int) -> bool:
+        """True when no older turn of the conversation is still live."""
+        ...
+
+    async def renew_turns(self, owner: str, lease_seconds: float) -> None:
+        """Extend the lease of every live turn this process holds."""
+        ...
+
+    async def end_turn(self, turn_id: int) -> None: ...
+
+    async def admit_message(
+        self,
+        conversation: ConversationKey,
+        user_key: str,
+        limits: UserLimits | None,
+        now: float,
+        text: str,
+        tokens: int,
+    ) -> Admission:
+        """Check the user's limits (None: exempt) and, if admitted, store the message."""
+        ...
+
+    async def finish_call(
+        self,
+        record: UsageRecord,
+        conversation: ConversationKey,
+        answer: Answer | None,
+        turn_id: int | None,
+    ) -> None:
+        """Record a model call's usage, store its final answer if any, and end the turn
+        if given: one transaction."""
+        ...
+
+    async def append_tool_round(
+        self, conversation: ConversationKey, call: ToolCall, results: list[ToolResult]
+    ) -> None:
+        """A tool call and all its results, together or not at all."""
+        ...
+
+    # -- history -----------------------------------------------------------------------
+
+    async def append(
+        self,
+        conversation: ConversationKey,
+        role: str,
+        content: str,
+        tokens: int,
+        *,
+        user: str = "",
+    ) -> int: ...
+    async def recent(self, conversation: ConversationKey, max_messages: int) -> Window:
+        """Up to `max_messages` newest messages since the last reset, oldest first."""
+        ...
+
+    async def has_history(self, conversation: ConversationKey) -> bool: ...
+    async def count_messages(self, conversation: ConversationKey) -> int: ...
+    async def reset(self, conversation: ConversationKey) -> None:
+        """Start afresh: stored messages stay but leave the context."""
+        ...
+
+    async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
+        """Delete every stored message of a channel, all its threads included."""
+        ...
+
+    async def claim_trim_notice(self, conversation: ConversationKey) -> bool:
+        """True the first time older messages are dropped since the last reset."""
+        ...
+
+    async def search_channel(
+        self, platform: str, workspace: str, channel: str, query: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Full-text search over one channel's messages (all its threads), best first."""
+        ...
+
+    # -- channel settings -------------------------------------------------------------
+
+    async def channel_settings(self, platform: str, workspace: str, channel: str) -> dict[str, str]:
+        """This channel's own system_prompt and model ("" where it has none)."""
+        ...
+
+    async def set_channel_setting(
+        self, platform: str, workspace: str, channel: str, name: str, value: str
+    ) -> None: ...
+
+    # -- limits and usage --------------------------------------------------------------
+
+    async def admit(self, user_key: str, defaults: UserLimits, now: float) -> Admission:
+        """Decide one request in one transaction, exact across processes."""
+        ...
+
+    async def record_usage(self, record: UsageRecord) -> None: ...
+    async def today(self, user_key: str, now: float) -> tuple[int, float]: ...
+    async def user_limits(self, user_key: str, defaults: UserLimits) -> UserLimits: ...
+    async def overridden_limits(self, defaults: UserLimits) -> list[tuple[str, UserLimits]]:
+        """Every user with limits of their own, by key, the defaults filled in."""
+        ...
+
+    async def set_user_limit(self, user_key: str, name: str, value: float | None) -> None: ...
+    async def usage_report(self, since: float, by: str, limit: int = 0) -> list[dict[str, Any]]:
+        """Usage per group since a time, biggest token users first."""
+        ...
+
+    async def refusal_counts(self, since: float) -> dict[str, int]: ...
+    async def prune(self, now: float) -> None:
+        """Drop delivery keys past redelivery and admissions past the rate window."""
+        ...
+
+
+LIMIT_COLUMNS = ("requests_per_minute", "tokens_per_day", "cost_per_day_usd", "blocked")
+SETTING_COLUMNS = ("system_prompt", "model")
