@@ -164,7 +164,12 @@ class DiscordAdapter:
             # stalling a streaming answer for minutes.
             "max_ratelimit_timeout": 30.0,
         }
-        sharded = self.settings.discord_sharded
+        settings = self.settings
+        if settings.discord_shard_ids:
+            # This process runs some of the shards; the other replicas run the rest.
+            options["shard_count"] = settings.discord_shard_count
+            options["shard_ids"] = list(settings.discord_shard_ids)
+        sharded = settings.discord_sharded or bool(settings.discord_shard_ids)
         self.client = (ShardedParleyClient if sharded else ParleyClient)(self, **options)
         self._task = asyncio.create_task(self._run(self.client, token), name="discord")
 
@@ -205,11 +210,15 @@ class DiscordAdapter:
     # -- connection ---------------------------------------------------------------------
 
     async def setup(self, client: ParleyClient) -> None:
-        if isinstance(client, discord.AutoShardedClient) and self.pinned_gateway:
+        splitting = bool(self.settings.discord_shard_ids)
+        if isinstance(client, discord.AutoShardedClient) and self.pinned_gateway and not splitting:
             # AutoShardedClient would connect to the URL /gateway/bot names (Discord's
             # own); asking only for the shard count keeps it on the pinned gateway.
             client.shard_count = (await client.http.get_bot_gateway())[0]
-        await self.sync_commands(client)
+        if not splitting or 0 in self.settings.discord_shard_ids:
+            # One replica registers the slash commands for all: Discord rate-limits
+            # registration tightly, and they are the same for every shard.
+            await self.sync_commands(client)
         if client.application_id is not None:
             log.info("Invite Parley to a server: %s", invite_url(client.application_id))
 

@@ -70,6 +70,9 @@ class Settings:
     mcp_servers: tuple[Mapping[str, Any], ...] = field(default=())
     slack_allow_bots: bool = False
     discord_sharded: bool = False
+    # Several processes splitting the gateway: the shards in all, and this one's.
+    discord_shard_count: int = 0
+    discord_shard_ids: tuple[int, ...] = ()
     web_host: str = "127.0.0.1"
     port: int = 3000
     config_path: str = ""
@@ -121,6 +124,17 @@ def _string_list(value: Any) -> tuple[str, ...]:
     raise ValueError
 
 
+def _int_list(value: Any) -> tuple[int, ...]:
+    parts = _string_list(value) if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple) or not parts:
+        raise ValueError
+    numbers = tuple(_non_negative_int(int(part) if isinstance(part, str) else part)
+                    for part in parts)  # fmt: skip
+    if len(set(numbers)) != len(numbers):
+        raise ValueError
+    return numbers
+
+
 def _channel_tools(value: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ValueError
@@ -156,9 +170,7 @@ OPTIONS: dict[str, _Option] = {
         "max_concurrent_calls", _positive_int, "a whole number > 0"
     ),
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
-    "store.path": _Option(
-        "db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"
-    ),
+    "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
     "usage.prices_path": _Option("prices_path", _text, "a file path"),
     "chat.max_input_chars": _Option("max_input_chars", _positive_int, "a whole number > 0"),
@@ -186,6 +198,15 @@ OPTIONS: dict[str, _Option] = {
     "tools.mcp_servers": _Option("mcp_servers", _table_list, "a list of [[tools.mcp_servers]]"),
     "slack.allow_bots": _Option("slack_allow_bots", _boolean, "true or false"),
     "discord.sharded": _Option("discord_sharded", _boolean, "true or false"),
+    "discord.shard_count": _Option(
+        "discord_shard_count", _positive_int, "a whole number > 0", "PARLEY_DISCORD_SHARD_COUNT"
+    ),
+    "discord.shard_ids": _Option(
+        "discord_shard_ids",
+        _int_list,
+        "a list of distinct shard numbers, e.g. [0, 1]",
+        "PARLEY_DISCORD_SHARD_IDS",
+    ),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _positive_int, "a port number", "PORT"),
 }
@@ -234,6 +255,17 @@ def _validate(settings: Settings) -> Settings:
         raise ConfigError(
             "model.reply_tokens must be smaller than model.context_tokens "
             f"({settings.reply_tokens} >= {settings.context_tokens}): the answer needs room"
+        )
+    shards = settings.discord_shard_ids
+    if shards and not settings.discord_shard_count:
+        raise ConfigError(
+            "discord.shard_ids needs discord.shard_count (PARLEY_DISCORD_SHARD_COUNT): "
+            "how many shards all the processes run together"
+        )
+    if shards and max(shards) >= settings.discord_shard_count:
+        raise ConfigError(
+            f"discord.shard_ids {list(shards)} must be below discord.shard_count "
+            f"({settings.discord_shard_count}): shards are numbered from 0"
         )
     for admin in settings.admins:
         platform, _, user = admin.partition(":")

@@ -84,6 +84,34 @@ async def test_sharded_client_stays_on_the_configured_gateway(start_bot: BotFact
     assert await bot.final_text(contains="sharded hello")
 
 
+@pytest.mark.parametrize(("shard_ids", "syncs"), [((1,), False), ((0, 2), True)])
+async def test_a_replica_runs_its_own_shards_of_a_split_gateway(
+    start_bot: BotFactory, shard_ids: tuple[int, ...], syncs: bool
+) -> None:
+    bot = await start_bot(guild_ids=None, discord_shard_count=3, discord_shard_ids=shard_ids)
+    assert isinstance(bot.adapter.client, discord.AutoShardedClient)
+    identified = [frame["d"]["shard"] for frame in bot.fake.received_ops(2)]
+    assert identified[0] in [[shard, 3] for shard in shard_ids]
+    assert not bot.fake.calls_to("GET", "/gateway/bot")  # the count is given, not asked
+    # Only the replica with shard 0 registers the slash commands.
+    assert bool(bot.fake.calls_to("PUT", r"/applications/\d+/commands")) is syncs
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"PARLEY_DISCORD_SHARD_IDS": "0"}, "needs discord.shard_count"),
+        ({"PARLEY_DISCORD_SHARD_IDS": "0,2", "PARLEY_DISCORD_SHARD_COUNT": "2"}, "below"),
+        ({"PARLEY_DISCORD_SHARD_IDS": "0,0", "PARLEY_DISCORD_SHARD_COUNT": "2"}, "distinct"),
+    ],
+)
+def test_wrong_shard_settings_are_one_clear_line(environ: dict[str, str], problem: str) -> None:
+    from bot.config import load_settings
+
+    with pytest.raises(ConfigError, match=problem):
+        load_settings("config/parley.toml", environ=environ)
+
+
 def test_endpoints_come_from_the_environment() -> None:
     pinned = discord_config.configure_endpoints(
         {"PARLEY_DISCORD_API_URL": "https://proxy.test/api/", "PARLEY_DISCORD_GATEWAY_URL":
