@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
 from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
 from bot.report import format_csv, format_json, format_table
-from bot.store import Store, open_store
+from bot.store import Store, open_store, parse_store_url
 from bot.usage import parse_period
 
 
@@ -32,6 +33,9 @@ def add_commands(commands: Any) -> None:
     set_.add_argument("value", help="a number, or 'default'")
     for name in ("block", "unblock"):
         actions.add_parser(name, help=f"{name} a user").add_argument("user")
+    migrate = commands.add_parser("migrate", help="copy a SQLite database into PostgreSQL")
+    migrate.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    migrate.add_argument("--to", dest="target", required=True, help="a postgresql:// URL")
 
 
 def _fail(text: str) -> int:
@@ -44,6 +48,8 @@ def run(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
+    if arguments.command == "migrate":
+        return await _migrate(arguments.source, arguments.target)
     store = await open_store(settings.db_path)
     try:
         if arguments.command == "usage":
@@ -67,6 +73,19 @@ async def _usage(store: Store, arguments: argparse.Namespace) -> int:
         print(format_table(rows, arguments.by).strip("`\n"))
     else:
         print(f"No usage in the last {arguments.since}.")
+    return 0
+
+
+async def _migrate(source: str, target: str) -> int:
+    from bot.store.migrate import migrate
+
+    if not Path(source).is_file():
+        return _fail(f"--from {source}: no such file")
+    copied = await migrate(source, target)
+    print(f"{'table':<17} {'rows':>9} {'copied now':>11}")
+    for table, total, new in copied:
+        print(f"{table:<17} {total:>9,} {new:>11,}")
+    print(f"Done: {parse_store_url(target).shown} has everything in {source}.")
     return 0
 
 
