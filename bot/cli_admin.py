@@ -44,6 +44,8 @@ def _fail(text: str) -> int:
 
 
 def run(settings: Settings, arguments: argparse.Namespace) -> int:
+    if arguments.command == "migrate" and not Path(arguments.source).is_file():
+        return _fail(f"--from {arguments.source}: no such file")
     return asyncio.run(_run(settings, arguments))
 
 
@@ -79,8 +81,6 @@ async def _usage(store: Store, arguments: argparse.Namespace) -> int:
 async def _migrate(source: str, target: str) -> int:
     from bot.store.migrate import migrate
 
-    if not Path(source).is_file():
-        return _fail(f"--from {source}: no such file")
     copied = await migrate(source, target)
     print(f"{'table':<17} {'rows':>9} {'copied now':>11}")
     for table, total, new in copied:

@@ -60,6 +60,14 @@ async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("a replica did not become healthy within 30 s")
 
 
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "run", "slack"], env=env, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def cluster(
     count: int, database: str, folder: Path, **environment: str
@@ -82,10 +90,7 @@ async def cluster(
                     "PARLEY_TOKENS_PER_DAY": "0", **environment,
                 }  # fmt: skip
                 log = folder / f"replica{number}.log"
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "bot", "run", "slack"], env=env, cwd=ROOT,
-                    stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-                )  # fmt: skip
+                process = _start(env, log)
                 url = f"http://127.0.0.1:{port}/slack/events"
                 group.replicas.append(Replica(process, port, EventSender(url, SECRET), log))
             for replica in group.replicas:

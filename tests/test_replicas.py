@@ -19,7 +19,8 @@ def mention(text: str, ts: str, user: str = "U1") -> dict[str, object]:
 
 def reply(text: str, ts: str, thread: str) -> dict[str, object]:
     return {"type": "message", "user": "U1", "text": text, "ts": ts, "thread_ts": thread,
-            "channel": "C1", "channel_type": "channel", "team": TEAM_ID, "event_ts": ts}  # fmt: skip
+            "channel": "C1", "channel_type": "channel", "team": TEAM_ID,
+            "event_ts": ts}  # fmt: skip
 
 
 async def send(replica: Replica, event: dict[str, object]) -> int:
