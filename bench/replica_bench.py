@@ -103,28 +103,14 @@ def run_replicas(
     cpu_before = _children_cpu()
     start = time.time() + 3  # every process imported and connected by then
     share = conversations // replicas
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                REPLICA,
-                url,
-                base_url,
-                str(number * share),
-                str(share if number < replicas - 1 else conversations - share * number),
-                str(seconds),
-                str(start),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for number in range(replicas)
-    ]
-    answered = sum(
-        json.loads(p.communicate(timeout=seconds + 60)[0])["answered"] for p in processes
-    )
+    processes = []
+    for number in range(replicas):
+        count = share if number < replicas - 1 else conversations - share * number
+        arguments = [url, base_url, str(number * share), str(count), str(seconds), str(start)]
+        command = [sys.executable, "-c", REPLICA, *arguments]
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=seconds + 60)[0] for process in processes]
+    answered = sum(json.loads(output)["answered"] for output in outputs)
     return answered / seconds, (_children_cpu() - cpu_before) / max(1, answered) * 1000
 
 
