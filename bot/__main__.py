@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="config file (default: PARLEY_CONFIG or config/parley.toml)"
     )
-    parser.add_argument("--db", help="SQLite database path (default: PARLEY_DB or data/parley.db)")
+    parser.add_argument(
+        "--db", help="database: a SQLite path or a postgresql:// URL (default: PARLEY_DB)"
+    )
     parser.add_argument("--model", help="chat model name (default: PARLEY_MODEL or config)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command")
