@@ -84,7 +84,7 @@ async def test_sharded_client_stays_on_the_configured_gateway(start_bot: BotFact
     assert await bot.final_text(contains="sharded hello")
 
 
-@pytest.mark.parametrize(("shard_ids", "syncs"), [((1,), False), ((0, 2), True)])
+@pytest.mark.parametrize(("shard_ids", "syncs"), [((1,), False), ((0,), True)])
 async def test_a_replica_runs_its_own_shards_of_a_split_gateway(
     start_bot: BotFactory, shard_ids: tuple[int, ...], syncs: bool
 ) -> None:

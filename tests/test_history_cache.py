@@ -141,3 +141,15 @@ async def test_random_use_matches_a_fresh_read(store: Store, other: Store, seed:
             other.history_cache.clear()  # a read from the file, not from memory
         fresh = await other.recent(key, count)
         assert served == fresh, f"step {step}"
+
+
+async def test_settings_and_limits_set_on_one_replica_apply_on_the_other(
+    store: Store, other: Store
+) -> None:
+    from bot.store import UserLimits
+
+    assert await other.channel_settings("s", "w", "c") == {"system_prompt": "", "model": ""}
+    await store.set_channel_setting("s", "w", "c", "system_prompt", "Be brief.")
+    await store.set_user_limit("s:u", "blocked", 1)
+    assert (await other.channel_settings("s", "w", "c"))["system_prompt"] == "Be brief."
+    assert (await other.admit("s:u", UserLimits(), 1000.0)).refused == "blocked"
