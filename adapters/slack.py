@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
@@ -39,8 +39,8 @@ from adapters.slack_format import (
 )
 from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
-from bot.engine import Engine
-from bot.messages import ConversationKey, Message
+from bot.engine import Accepted, Engine
+from bot.messages import ConversationKey, Message, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -291,13 +291,21 @@ class SlackAdapter:
         self._seen(context)
         incoming = await self._incoming(cast(EventEnvelope, body), context, mentioned=True)
         if incoming is not None:
-            self._spawn(self._answer(incoming))
+            await self._accept(incoming)
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         self._seen(context)
         incoming = await self._incoming(cast(EventEnvelope, body), context, mentioned=False)
         if incoming is not None:
-            self._spawn(self._answer(incoming))
+            await self._accept(incoming)
+
+    async def _accept(self, incoming: Incoming) -> None:
+        """Claim the message before Slack gets its acknowledgement (listeners run
+        first), so that a thread's messages are answered in the order Slack delivered
+        them, even by different replicas; the answer itself runs in a task."""
+        accepted = await self.engine.accept(self._neutral(incoming, admin=False))
+        if accepted is not None:
+            self._spawn(self._answer(incoming, accepted))
 
     def _seen(self, context: AsyncBoltContext) -> None:
         # Bolt authenticated this event: the token works even if auth.test at start failed.
@@ -364,28 +372,53 @@ class SlackAdapter:
 
     # -- answering -------------------------------------------------------------------
 
-    async def _answer(self, incoming: Incoming) -> None:
+    async def _answer(self, incoming: Incoming, accepted: Accepted | None = None) -> None:
         target = Target(incoming.channel, incoming.thread, incoming.team, incoming.user)
         api = Api(self.client, target)
         private = self._ephemeral_sender(api, incoming.is_direct)
         reply = SlackReply(api, self.capabilities, private, direct=incoming.is_direct)
-        await self._run(self._message(incoming), reply)
+        await self._run(self._message(incoming), reply, accepted)
 
     async def _message(self, incoming: Incoming) -> Message:
         info = UserInfo(False)
         if incoming.user.startswith(("U", "W")):  # a person, not a bot id
             info = await self.users.get(incoming.team, incoming.user)
+        return self._neutral(incoming, info.admin)
+
+    @staticmethod
+    def _neutral(incoming: Incoming, admin: bool) -> Message:
+        route = {"direct": "1"} if incoming.is_direct else {}
         return Message(
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
-            dedupe_keys=incoming.dedupe_keys, platform_admin=info.admin,
+            dedupe_keys=incoming.dedupe_keys, platform_admin=admin, route=route,
         )  # fmt: skip
 
-    async def _run(self, message: Awaitable[Message], reply: SlackReply) -> None:
+    async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        """Answer a message another process claimed and never answered, in its thread."""
+        incoming = Incoming(
+            message.workspace, message.channel, message.user, message.text, message.thread,
+            message.dedupe_keys, message.route.get("direct") == "1",
+        )  # fmt: skip
+        target = Target(incoming.channel, incoming.thread, incoming.team, incoming.user)
+        api = Api(self.client, target)
+        private = self._ephemeral_sender(api, incoming.is_direct)
+        reply = SlackReply(api, self.capabilities, private, direct=incoming.is_direct)
+        try:
+            async for event in events:
+                await reply.handle(event)
+        except Exception:
+            log.exception("slack: a recovered answer failed (channel %s)", message.channel)
+        finally:
+            await reply.close()
+
+    async def _run(
+        self, message: Awaitable[Message], reply: SlackReply, accepted: Accepted | None = None
+    ) -> None:
         """Feed one message through the engine; a failure is logged, never raised."""
         target = reply.target
         try:
-            async for event in self.engine.handle(await message):
+            async for event in self.engine.handle(await message, accepted):
                 await reply.handle(event)
         except Exception:
             log.exception("slack: answering failed (channel %s, thread %s)",

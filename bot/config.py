@@ -49,6 +49,11 @@ class Settings:
     # How long a replica's claim on a message outlives the replica: after a crash the
     # conversation waits at most this long before the next message is answered.
     lease_seconds: float = 15.0
+    # A message claimed but never answered (a crash) is answered late up to this age;
+    # older ones get a note that the answer was lost.
+    recovery_max_age: float = 600.0
+    # On SIGTERM or SIGINT, answers in progress get this long to finish.
+    shutdown_grace_seconds: float = 20.0
     prices_path: str = "config/prices.toml"
     max_input_chars: int = 8000
     requests_per_minute: int = 20
@@ -172,6 +177,10 @@ OPTIONS: dict[str, _Option] = {
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
     "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
+    "recovery.max_age": _Option("recovery_max_age", _positive_float, "seconds > 0"),
+    "shutdown.grace_seconds": _Option(
+        "shutdown_grace_seconds", _non_negative_float, "seconds >= 0"
+    ),
     "usage.prices_path": _Option("prices_path", _text, "a file path"),
     "chat.max_input_chars": _Option("max_input_chars", _positive_int, "a whole number > 0"),
     "limits.requests_per_minute": _Option(

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,13 +21,14 @@ from typing import Any, TypeVar
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage
-from bot.locks import KeyedLocks
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
 from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
+from bot.store.records import StaleTurn
 from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
 from bot.tools.registry import Registry, ToolContext
+from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,11 @@ ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a fina
 SEARCH_WAIT_SECONDS = 30.0
 # Text the model may stream before the first delta; adapters show it at once.
 THINKING = "thinking…"
-# How often a message whose conversation is busy on another replica looks again.
-TURN_POLL_SECONDS = 0.02
+SORRY = "(Sorry for the delay: I was restarted while answering this.)"
+LOST = (
+    "Sorry, I was restarted while answering your message from {minutes} and lost the "
+    "answer. Please ask again."
+)
 
 
 @dataclass(slots=True)
@@ -89,6 +92,14 @@ async def _timed(
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """A message claimed for answering: a question with its turn in the conversation,
+    or (turn None) a command or a message refused without the model."""
+
+    turn: Turn | None
+
+
+@dataclass(frozen=True, slots=True)
 class Prompt:
     messages: list[dict[str, Any]]
     trimmed: bool  # older history was left out and the user was not told yet
@@ -113,22 +124,21 @@ class Engine:
         self.clock = clock
         self.limiter = Limiter(store, settings)
         self.commands = CommandContext(store, settings, clock)
-        self.conversation_locks = KeyedLocks[ConversationKey]()
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
         self._last_prune = 0.0
-        # Who holds a turn's lease: this process, distinct from every other replica.
-        self.owner = uuid.uuid4().hex
-        self._renewing: asyncio.Task[None] | None = None
+        self.turns = TurnKeeper(store, settings, self._answer_stale)
 
     async def close(self) -> None:
-        """Stop renewing leases (the store and model client are closed by their owner)."""
-        if self._renewing is not None:
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
-            self._renewing = None
+        """Stop keeping turns (the store and model client are closed by their owner)."""
+        await self.turns.close()
+
+    def recover_for(self, platform: str, recoverer: Recoverer) -> None:
+        """Messages of this platform that a process claimed but never answered (it died,
+        or stopped mid-answer) are answered here, through `recoverer`."""
+        self.turns.recover_for(platform, recoverer)
 
     async def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
@@ -142,12 +152,38 @@ class Engine:
             (m.role, m.content) for m in messages if m.role in ("user", "assistant") and m.content
         ]
 
-    async def handle(self, message: Message) -> AsyncIterator[ReplyEvent]:
-        """Answer one message, yielding what the user should see as it happens."""
+    async def accept(self, message: Message) -> Accepted | None:
+        """Claim a message (None: a delivery seen before) and give a question its turn.
+
+        Adapters whose platform waits for an acknowledgement call this first and
+        acknowledge after it: the order in which messages of a conversation are
+        answered, across replicas, is then the order in which they were acknowledged.
+        """
+        problem = self._invalid(message)
+        if problem or is_command(message.text):
+            # Duplicates first: a redelivered bad message gets one complaint.
+            claimed = await self.store.claim_delivery(message.dedupe_keys)
+            return Accepted(None) if claimed else None
+        turn = await self.turns.begin(message)
+        return None if turn is None else Accepted(turn)
+
+    async def handle(
+        self, message: Message, accepted: Accepted | None = None
+    ) -> AsyncIterator[ReplyEvent]:
+        """Answer one message, yielding what the user should see as it happens.
+        `accepted`: what accept() returned for it, if the adapter called it already."""
         self.metrics.messages.labels(message.platform).inc()
         timing = Timing()
+        work = self._handle(message, accepted, timing)
+        async with aclosing(self._guarded(work, message, timing)) as events:
+            async for event in events:
+                yield event
+
+    async def _guarded(
+        self, work: AsyncGenerator[ReplyEvent, None], message: Message, timing: Timing
+    ) -> AsyncGenerator[ReplyEvent, None]:
         try:
-            async with aclosing(_timed(self._handle(message, timing), timing.add_active)) as events:
+            async with aclosing(_timed(work, timing.add_active)) as events:
                 async for event in events:
                     yield event
         except Exception:
@@ -159,61 +195,83 @@ class Engine:
             engine_time = timing.active_seconds - timing.model_seconds
             self.metrics.engine_seconds.observe(max(0.0, engine_time))
 
-    async def _handle(self, message: Message, timing: Timing) -> AsyncGenerator[ReplyEvent, None]:
+    async def _handle(
+        self, message: Message, accepted: Accepted | None, timing: Timing
+    ) -> AsyncGenerator[ReplyEvent, None]:
         await self._prune_now_and_then()
-        problem = self._invalid(message)
-        if problem or is_command(message.text):
-            # Duplicates first: a redelivered bad message gets one complaint.
-            if await self.store.claim_delivery(message.dedupe_keys):
-                yield await self._answer_directly(message, problem)
+        accepted = accepted or await self.accept(message)
+        if accepted is None:
+            log.info("duplicate delivery ignored: %s", message.dedupe_keys)
             return
-        # In this process, one message of a conversation at a time, in arrival order;
-        # across replicas, the turns the store hands out keep the same order.
-        async with self.conversation_locks.hold(message.conversation):
-            turn = await self._take_turn(message)
-            if turn is None:
-                log.info("duplicate delivery ignored: %s", message.dedupe_keys)
-                return
-            try:
-                async with aclosing(self._answer_turn(message, turn, timing)) as events:
-                    async for event in events:
-                        yield event
-            finally:
-                # Normally ended with the answer; after a refusal, an error or a
-                # cancel it is ended here, so the conversation goes on.
-                if not turn.ended:
-                    await self.store.end_turn(turn.id)
+        if accepted.turn is None:
+            yield await self._answer_directly(message, self._invalid(message))
+            return
+        # One message of a conversation at a time, in the order of their turns, in
+        # this process and across replicas.
+        await self.turns.wait(message.conversation, accepted.turn)
+        run = self._run_turn(message, accepted.turn, timing, admitted=False)
+        async with aclosing(run) as events:
+            async for event in events:
+                yield event
 
-    async def _take_turn(self, message: Message) -> Turn | None:
-        """Claim the delivery and wait until older messages of the conversation, on any
-        replica, are answered."""
-        self._keep_leases()
-        turn = await self.store.begin_turn(
-            message.dedupe_keys, message.conversation, self.owner,
-            self.settings.lease_seconds, "",
-        )  # fmt: skip
-        if turn is not None and not turn.first:
-            # The older turn is another replica's: no event of ours says when it ends.
-            while not await self.store.is_first_turn(message.conversation, turn.id):  # noqa: ASYNC110
-                await asyncio.sleep(TURN_POLL_SECONDS)
-        return turn
+    async def _run_turn(
+        self, message: Message, turn: Turn, timing: Timing, *, admitted: bool
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Answer a message whose turn it is, and end the turn: with the answer, a
+        refusal or an error. A turn abandoned midway (a shutdown, a reply closed early)
+        is let go of instead, so that it is answered after all, by whichever process
+        recovers it."""
+        abandoned = False
+        try:
+            async with aclosing(self._answer_turn(message, turn, timing, admitted)) as events:
+                async for event in events:
+                    yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            abandoned = True
+            raise
+        finally:
+            if abandoned and not turn.ended:
+                await self.store.release_turn(turn.id)
+            elif not turn.ended:
+                await self.store.end_turn(turn.id)
+            self.turns.ended(message.conversation)
 
-    def _keep_leases(self) -> None:
-        if self._renewing is None or self._renewing.done():
-            self._renewing = asyncio.create_task(self._renew_leases())
+    async def _answer_stale(self, stale: StaleTurn, recoverer: Recoverer) -> None:
+        """Answer a message another process claimed and never answered, once."""
+        try:
+            message = Message.from_payload(stale.payload)
+        except ValueError as error:
+            log.error("turn %s cannot be recovered (%s); dropped", stale.id, error)
+            await self.store.end_turn(stale.id)
+            return
+        age = self.clock() - stale.created_at
+        if age > self.settings.recovery_max_age:
+            log.warning("%s: a message %.0f s old was never answered", message.conversation, age)
+            lost = LOST.format(minutes=_ago(age))
+            await self.store.end_turn(stale.id)
+            await recoverer(message, _one(ReplyEvent(ReplyKind.ERROR, lost)))
+            return
+        log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
+        timing = Timing()
+        events = self._guarded(self._recovered(message, stale, timing), message, timing)
+        async with aclosing(events) as answer:
+            await recoverer(message, answer)
 
-    async def _renew_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
-            try:
-                await self.store.renew_turns(self.owner, self.settings.lease_seconds)
-            except Exception:  # the database may be back at the next renewal
-                log.exception("renewing this replica's leases failed")
+    async def _recovered(
+        self, message: Message, stale: StaleTurn, timing: Timing
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        turn = Turn(stale.id, first=False)
+        await self.turns.wait(message.conversation, turn)
+        yield ReplyEvent(ReplyKind.NOTICE, SORRY)
+        run = self._run_turn(message, turn, timing, admitted=stale.admitted)
+        async with aclosing(run) as events:
+            async for event in events:
+                yield event
 
     async def _answer_turn(
-        self, message: Message, turn: Turn, timing: Timing
+        self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
-        refusal = await self._admit(message)
+        refusal = None if admitted else await self._admit(message, turn)
         if refusal is not None:
             yield refusal
             return
@@ -229,7 +287,7 @@ class Engine:
             return ReplyEvent(ReplyKind.ERROR, problem)
         return await run_command(self.commands, message)
 
-    async def _admit(self, message: Message) -> ReplyEvent | None:
+    async def _admit(self, message: Message, turn: Turn) -> ReplyEvent | None:
         """Check the limits and store the message, in one transaction: a refused
         message is not stored, an admitted one is before the model is called.
         Returns the refusal to show, or None."""
@@ -237,7 +295,7 @@ class Engine:
         now = self.clock()
         verdict = await self.store.admit_message(
             message.conversation, message.user_key, limits, now, message.text,
-            count_message(message.text),
+            count_message(message.text), turn.id,
         )  # fmt: skip
         refusal = await self.limiter.refusal(message.user_key, verdict, now)
         if refusal is None:
@@ -488,6 +546,15 @@ class Engine:
             return found.result(SEARCH_WAIT_SECONDS)
 
         return ToolContext(message.conversation, message.user_key, search_here, search_from_thread)
+
+
+async def _one(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+    yield event
+
+
+def _ago(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes ago" if minutes < 120 else f"{round(minutes / 60)} hours ago"
 
 
 def _final_answer(completion: Completion | None, status: str) -> Answer | None:

@@ -7,8 +7,11 @@ lives here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,25 @@ class Message:
     # The platform itself says this user administers the workspace (Discord's
     # Manage Server, a Slack workspace admin); honoured only where config allows.
     platform_admin: bool = False
+    # What the adapter needs to answer this message later, in another process if need
+    # be (after a crash): channel and thread ids, never secrets or tokens.
+    route: Mapping[str, str] = field(default_factory=dict)
+
+    def to_payload(self) -> str:
+        """The message as the store keeps it until it is answered."""
+        fields = asdict(self)
+        fields["route"] = dict(self.route)
+        return json.dumps(fields)
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Message:
+        """Raises ValueError for a payload that is not a stored message."""
+        try:
+            fields: Any = json.loads(payload)
+            fields["dedupe_keys"] = tuple(fields["dedupe_keys"])
+            return cls(**fields)
+        except (TypeError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a stored message: {error}") from None
 
     @property
     def conversation(self) -> ConversationKey:

@@ -59,6 +59,11 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         try:
             for adapter in adapters:
                 await adapter.start()
+                recover = getattr(adapter, "recover", None)
+                if recover is not None:
+                    # Messages of this platform that a process claimed and never
+                    # answered (it died, or stopped mid-answer) are answered here.
+                    engine.recover_for(adapter.name, recover)
             await _until_terminated()
         finally:
             for adapter in adapters:

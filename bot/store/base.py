@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from bot.history import Window
 from bot.messages import ConversationKey
-from bot.store.records import Admission, Answer, Turn, UsageRecord, UserLimits
+from bot.store.records import Admission, Answer, StaleTurn, Turn, UsageRecord, UserLimits
 
 # A tool call round as the store keeps it: the call (content, tokens, tool_calls) and
 # each result (content, tokens, tool_call_id).
@@ -57,6 +57,16 @@ class Store(Protocol):
         ...
 
     async def end_turn(self, turn_id: int) -> None: ...
+    async def release_turn(self, turn_id: int) -> None:
+        """Let go of a turn that could not finish (a shutdown): it is answered by the
+        next process to look for stale turns."""
+        ...
+
+    async def claim_stale_turns(
+        self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
+    ) -> list[StaleTurn]:
+        """Take over (oldest first) turns of these platforms whose lease ran out."""
+        ...
 
     async def admit_message(
         self,
@@ -66,8 +76,10 @@ class Store(Protocol):
         now: float,
         text: str,
         tokens: int,
+        turn_id: int | None = None,
     ) -> Admission:
-        """Check the user's limits (None: exempt) and, if admitted, store the message."""
+        """Check the user's limits (None: exempt) and, if admitted, store the message
+        and mark its turn admitted."""
         ...
 
     async def finish_call(

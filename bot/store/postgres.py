@@ -30,7 +30,14 @@ from bot.messages import ConversationKey
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_schema import migrate
 from bot.store.postgres_usage import UsageQueries
-from bot.store.records import DEDUPE_KEEP_SECONDS, Admission, Answer, Turn, UsageRecord
+from bot.store.records import (
+    DEDUPE_KEEP_SECONDS,
+    Admission,
+    Answer,
+    StaleTurn,
+    Turn,
+    UsageRecord,
+)
 from bot.store.url import StoreAddress
 
 POOL_SIZE = 10
@@ -140,8 +147,9 @@ class PostgresStore(UsageQueries):
     ) -> Turn | None:
         now = time.time()
         row = await self.pool.fetchrow(
-            "SELECT * FROM parley_begin_turn($1, $2, $3, $4, $5, $6)",
-            list(keys), str(conversation), owner, now + lease_seconds, now, payload,
+            "SELECT * FROM parley_begin_turn($1, $2, $3, $4, $5, $6, $7)",
+            list(keys), str(conversation), conversation.platform, owner, now + lease_seconds,
+            now, payload,
         )  # fmt: skip
         return None if row is None else Turn(int(row[0]), bool(row[1]))
 
@@ -162,6 +170,26 @@ class PostgresStore(UsageQueries):
 
     async def end_turn(self, turn_id: int) -> None:
         await self.pool.execute("DELETE FROM turns WHERE id = $1", turn_id)
+
+    async def release_turn(self, turn_id: int) -> None:
+        await self.pool.execute("UPDATE turns SET lease_until = 0 WHERE id = $1", turn_id)
+
+    async def claim_stale_turns(
+        self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
+    ) -> list[StaleTurn]:
+        if not platforms:
+            return []
+        now = time.time()
+        # SKIP LOCKED: two replicas looking at once take different turns, never one twice.
+        rows = await self.pool.fetch(
+            "UPDATE turns SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM turns"
+            " WHERE lease_until < $3 AND platform = ANY($4::text[]) ORDER BY id LIMIT $5"
+            " FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, platform, conversation, payload, created_at, admitted",
+            owner, now + lease_seconds, now, list(platforms), limit,
+        )  # fmt: skip
+        turns = [StaleTurn(*row) for row in rows]
+        return sorted(turns, key=lambda turn: turn.id)
 
     # -- history ------------------------------------------------------------------------
 
@@ -195,9 +223,11 @@ class PostgresStore(UsageQueries):
 
     async def admit_message(
         self, conversation: ConversationKey, user_key: str, limits: Any, now: float,
-        text: str, tokens: int,
+        text: str, tokens: int, turn_id: int | None = None,
     ) -> Admission:  # fmt: skip
-        return await self._admit(user_key, limits, now, str(conversation), text, tokens)
+        return await self._admit(
+            user_key, limits, now, str(conversation), text, tokens, turn_id
+        )
 
     async def finish_call(
         self,

@@ -78,11 +78,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """
         CREATE TABLE turns (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            conversation text COLLATE "C" NOT NULL, owner text NOT NULL,
-            lease_until double precision NOT NULL, created_at double precision NOT NULL,
+            conversation text COLLATE "C" NOT NULL, platform text COLLATE "C" NOT NULL,
+            owner text NOT NULL, lease_until double precision NOT NULL,
+            created_at double precision NOT NULL, admitted boolean NOT NULL DEFAULT false,
             payload text NOT NULL DEFAULT '');
         CREATE INDEX turns_by_conversation ON turns (conversation, id);
         CREATE INDEX turns_by_owner ON turns (owner);
+        CREATE INDEX turns_by_lease ON turns (lease_until);
         """,
     ),
     (
@@ -94,8 +96,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # hold both to the same verdicts).
         """
         CREATE FUNCTION parley_begin_turn(p_keys text[], p_conversation text,
-            p_owner text, p_lease_until double precision, p_now double precision,
-            p_payload text)
+            p_platform text, p_owner text, p_lease_until double precision,
+            p_now double precision, p_payload text)
         RETURNS TABLE (turn_id bigint, is_first boolean) LANGUAGE plpgsql AS $$
         DECLARE
             fresh integer;
@@ -106,9 +108,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             IF fresh < (SELECT count(DISTINCT k) FROM unnest(p_keys) AS k) THEN
                 RETURN;  -- a delivery seen before
             END IF;
-            INSERT INTO turns (conversation, owner, lease_until, created_at, payload)
-                VALUES (p_conversation, p_owner, p_lease_until, p_now, p_payload)
-                RETURNING id INTO turn_id;
+            INSERT INTO turns (conversation, platform, owner, lease_until, created_at,
+                payload) VALUES (p_conversation, p_platform, p_owner, p_lease_until, p_now,
+                p_payload) RETURNING id INTO turn_id;
             is_first := NOT EXISTS (SELECT 1 FROM turns t WHERE t.conversation = p_conversation
                 AND t.id < turn_id AND t.lease_until > p_now);
             RETURN NEXT;
@@ -117,7 +119,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE FUNCTION parley_admit(p_user text, p_exempt boolean, p_rpm bigint,
             p_tpd bigint, p_cost double precision, p_now double precision,
             p_window double precision, p_day text, p_next_day double precision,
-            p_conversation text, p_text text, p_tokens integer)
+            p_conversation text, p_text text, p_tokens integer, p_turn bigint)
         RETURNS TABLE (refused text, retry_at double precision) LANGUAGE plpgsql AS $$
         DECLARE
             own limits%ROWTYPE;
@@ -173,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                 INSERT INTO messages (conversation, role, content, tokens, group_id, author,
                     created_at) VALUES (p_conversation, 'user', p_text, p_tokens, 0, p_user,
                     p_now);
+                UPDATE turns SET admitted = true WHERE id = p_turn;
             END IF;
             RETURN NEXT;
         END $$;

@@ -56,15 +56,16 @@ class UsageQueries:
         conversation: str | None,
         text: str = "",
         tokens: int = 0,
+        turn_id: int | None = None,
     ) -> Admission:
         """One round trip: parley_admit decides (exact across replicas: it takes an
         advisory lock on the user) and stores the message if admitted."""
         own = limits or UserLimits()
         row = await self.pool.fetchrow(
-            "SELECT * FROM parley_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "SELECT * FROM parley_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             user_key, limits is None, own.requests_per_minute, own.tokens_per_day,
             own.cost_per_day_usd, now, WINDOW_SECONDS, utc_day(now), next_utc_midnight(now),
-            conversation, text, tokens,
+            conversation, text, tokens, turn_id,
         )  # fmt: skip
         assert row is not None  # the function always returns its verdict
         return Admission(str(row[0]), float(row[1]))

@@ -85,6 +85,19 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleTurn:
+    """A turn this process took over because its lease ran out: a message that was
+    claimed but never answered (its process died, or let go of it at shutdown)."""
+
+    id: int
+    platform: str
+    conversation: str
+    payload: str  # what the adapter stored to answer it later
+    created_at: float
+    admitted: bool  # the message passed the limits and is in the history already
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A final answer to store with the call's usage."""
 

@@ -23,7 +23,14 @@ from sqlite_utils import Database
 from bot.history import HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
-from bot.store.records import DEDUPE_KEEP_SECONDS, Admission, Answer, Turn, UsageRecord
+from bot.store.records import (
+    DEDUPE_KEEP_SECONDS,
+    Admission,
+    Answer,
+    StaleTurn,
+    Turn,
+    UsageRecord,
+)
 from bot.store.sqlite_schema import MIGRATIONS
 from bot.store.sqlite_usage import UsageTables
 
@@ -161,18 +168,19 @@ class SqliteStore(UsageTables):
         return await self._write(self._claim, keys, time.time())
 
     def _begin_turn(
-        self, keys: tuple[str, ...], key: str, owner: str, lease: float, payload: str
-    ) -> Turn | None:
+        self, keys: tuple[str, ...], key: ConversationKey, owner: str, lease: float,
+        payload: str,
+    ) -> Turn | None:  # fmt: skip
         now = time.time()
         if keys and not self._claim(keys, now):
             return None
         cursor = self.db.execute(
-            "INSERT INTO turns (conversation, owner, lease_until, created_at, payload)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (key, owner, now + lease, now, payload),
+            "INSERT INTO turns (conversation, platform, owner, lease_until, created_at,"
+            " payload) VALUES (?, ?, ?, ?, ?, ?)",
+            (str(key), key.platform, owner, now + lease, now, payload),
         )
         turn_id = int(cursor.lastrowid or 0)
-        return Turn(turn_id, self._first(key, turn_id, now))
+        return Turn(turn_id, self._first(str(key), turn_id, now))
 
     async def begin_turn(
         self,
@@ -183,7 +191,7 @@ class SqliteStore(UsageTables):
         payload: str,
     ) -> Turn | None:
         return await self._write(
-            self._begin_turn, keys, str(conversation), owner, lease_seconds, payload
+            self._begin_turn, keys, conversation, owner, lease_seconds, payload
         )
 
     def _first(self, key: str, turn_id: int, now: float) -> bool:
@@ -206,6 +214,36 @@ class SqliteStore(UsageTables):
 
     async def end_turn(self, turn_id: int) -> None:
         await self._write(self.db.execute, "DELETE FROM turns WHERE id = ?", (turn_id,))
+
+    async def release_turn(self, turn_id: int) -> None:
+        await self._write(
+            self.db.execute, "UPDATE turns SET lease_until = 0 WHERE id = ?", (turn_id,)
+        )
+
+    def _claim_stale(
+        self, owner: str, lease: float, platforms: tuple[str, ...], limit: int
+    ) -> list[StaleTurn]:
+        now = time.time()
+        marks = ", ".join("?" * len(platforms))
+        rows = self.db.execute(
+            "SELECT id, platform, conversation, payload, created_at, admitted FROM turns"
+            f" WHERE lease_until < ? AND platform IN ({marks}) ORDER BY id LIMIT ?",
+            (now, *platforms, limit),
+        ).fetchall()
+        for row in rows:
+            self.db.execute(
+                "UPDATE turns SET owner = ?, lease_until = ? WHERE id = ?",
+                (owner, now + lease, row[0]),
+            )
+        return [StaleTurn(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows]
+
+    async def claim_stale_turns(
+        self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
+    ) -> list[StaleTurn]:
+        if not platforms:
+            return []
+        # Inside BEGIN IMMEDIATE: no other process takes the same turns meanwhile.
+        return await self._write(self._claim_stale, owner, lease_seconds, platforms, limit)
 
     # -- history -------------------------------------------------------------------------
 
@@ -246,20 +284,24 @@ class SqliteStore(UsageTables):
         return await self._write(self._append, str(conversation), role, content, tokens, user)
 
     def _admit_message(
-        self, key: str, user_key: str, limits: Any, now: float, text: str, tokens: int
-    ) -> Admission:
+        self, key: str, user_key: str, limits: Any, now: float, text: str, tokens: int,
+        turn_id: int | None,
+    ) -> Admission:  # fmt: skip
         verdict = self._admit(user_key, limits, now) if limits is not None else Admission()
         if not verdict.refused:
             self._append(key, "user", text, tokens, user_key)
+            if turn_id is not None:
+                self.db.execute("UPDATE turns SET admitted = 1 WHERE id = ?", (turn_id,))
         return verdict
 
     async def admit_message(
         self, conversation: ConversationKey, user_key: str, limits: Any, now: float,
-        text: str, tokens: int,
+        text: str, tokens: int, turn_id: int | None = None,
     ) -> Admission:  # fmt: skip
         return await self._write(
-            self._admit_message, str(conversation), user_key, limits, now, text, tokens
-        )
+            self._admit_message, str(conversation), user_key, limits, now, text, tokens,
+            turn_id,
+        )  # fmt: skip
 
     def _finish_call(
         self, record: UsageRecord, key: str, answer: Answer | None, turn_id: int | None

@@ -102,10 +102,15 @@ def turns(db: Database) -> None:
     # One row per claimed message until it is answered: its place in the
     # conversation's queue (replicas answer in id order) and the lease of the process
     # answering it. payload is the neutral message, for answering it after a crash.
+    # admitted: the message passed the limits and is stored in history. A turn whose
+    # lease ran out (its process died, or it let go at shutdown) is answered by
+    # whichever process runs that platform's adapter next.
     db.execute(
         "CREATE TABLE turns (id INTEGER PRIMARY KEY, conversation TEXT NOT NULL,"
-        " owner TEXT NOT NULL, lease_until REAL NOT NULL, created_at REAL NOT NULL,"
+        " platform TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL,"
+        " created_at REAL NOT NULL, admitted INTEGER NOT NULL DEFAULT 0,"
         " payload TEXT NOT NULL DEFAULT '')"
     )
     db.execute("CREATE INDEX turns_by_conversation ON turns (conversation, id)")
     db.execute("CREATE INDEX turns_by_owner ON turns (owner)")
+    db.execute("CREATE INDEX turns_by_lease ON turns (lease_until)")
