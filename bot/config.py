@@ -69,6 +69,10 @@ class Settings:
     discord_sharded: bool = False
     web_host: str = "127.0.0.1"
     port: int = 3000
+    # The HTTP server's defences against slow and numerous clients (bot/http_guard.py).
+    header_timeout_seconds: float = 20.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 1000
     config_path: str = ""
 
 
@@ -182,6 +186,9 @@ OPTIONS: dict[str, _Option] = {
     "discord.sharded": _Option("discord_sharded", _boolean, "true or false"),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _positive_int, "a port number", "PORT"),
+    "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
+    "web.body_timeout_seconds": _Option("body_timeout_seconds", _positive_float, "seconds > 0"),
+    "web.max_connections": _Option("max_connections", _positive_int, "a whole number > 0"),
 }
 
 
