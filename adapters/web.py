@@ -55,6 +55,7 @@ ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
 BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
+TOO_DEEP = 'That frame nests too deeply to read; send {"type": "message", "text": "..."}.'
 # A message is at most max_input_chars characters; 4 bytes each in UTF-8, plus JSON.
 FRAME_BYTES_PER_CHAR = 6
 NEEDS_TOKEN = "This Parley web chat needs its access link: open /?token=<PARLEY_WEB_TOKEN> once."
@@ -179,7 +180,11 @@ class WebAdapter:
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue
-            text = _message_text(frame.data)
+            try:
+                text = _message_text(frame.data)
+            except RecursionError:  # json's parser recurses once per nested [ or {
+                await _send(socket, {"type": "error", "text": TOO_DEEP})
+                continue
             if text is None:
                 await _send(socket, {"type": "error", "text": BAD_FRAME})
                 continue

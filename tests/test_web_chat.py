@@ -15,7 +15,7 @@ import pytest
 from aiohttp import ClientSession, ClientWebSocketResponse
 from PIL import Image
 
-from adapters.web import WebAdapter, create, session_identity
+from adapters.web import TOO_DEEP, WebAdapter, create, session_identity
 from adapters.web_auth import WEB_COOKIE, WEB_MAX_AGE, RedactTokens, cookie_value, is_loopback
 from bot.config import ConfigError
 from bot.engine import Engine
@@ -223,6 +223,20 @@ async def test_a_malformed_frame_gets_an_error_frame(chat: Chat) -> None:
         await socket.send_str("not json")
         assert (await receive(socket))["type"] == "error"
         [final, _] = await ask(socket, "/help")
+    assert final["type"] == "final"  # the socket still works
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["[" * 40_000, '{"type": "message", "text": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}"],
+)
+async def test_a_deeply_nested_frame_is_refused_and_the_socket_kept(chat: Chat, frame: str) -> None:
+    async with browser_like() as client, await chat.open(client) as socket:
+        await receive(socket)
+        await socket.send_str(frame)
+        refusal = await receive(socket)
+        [final, _] = await ask(socket, "/help")
+    assert refusal == {"type": "error", "text": TOO_DEEP}
     assert final["type"] == "final"  # the socket still works
 
 
