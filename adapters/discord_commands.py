@@ -43,13 +43,26 @@ class Handlers(Protocol):
     async def command(self, interaction: Interaction, text: str) -> None: ...
 
 
+class BadOption(app_commands.AppCommandError):
+    """An option's value is not of the type the command declares. discord.py passes
+    values through as Discord sent them: Discord checks them, Parley checks again."""
+
+
+def text_option(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadOption(f"text was expected, not {type(value).__name__}")
+    return value
+
+
 def command_line(*words: str | None) -> str:
     """'/name arg ...' with the arguments quoted and the missing ones left out."""
-    name, *arguments = [word for word in words if word]
+    name, *arguments = [text_option(word) for word in words if word]
     return " ".join([f"/{name}", *(shlex.quote(argument) for argument in arguments)])
 
 
 def user_key(user: discord.User | discord.Member | None) -> str | None:
+    if user is not None and not isinstance(user, discord.User | discord.Member):
+        raise BadOption(f"a user was expected, not {type(user).__name__}")
     return f"discord:{user.id}" if user is not None else None
 
 
@@ -62,14 +75,14 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     @app_commands.command(name="ask", description="Ask Parley; it answers in this channel")
     @app_commands.describe(prompt="What you would like to know")
     async def ask(interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]) -> None:
-        await handlers.ask(interaction, prompt)
+        await handlers.ask(interaction, text_option(prompt))
 
     @app_commands.command(name="chat", description="Open a thread and talk with Parley there")
     @app_commands.describe(prompt="How to start the conversation")
     async def chat(
         interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]
     ) -> None:
-        await handlers.chat(interaction, prompt)
+        await handlers.chat(interaction, text_option(prompt))
 
     @app_commands.command(name="reset", description="Start this conversation afresh")
     async def reset(interaction: Interaction) -> None:
@@ -148,7 +161,7 @@ def command_failure(error: app_commands.AppCommandError) -> str:
         return UNKNOWN_COMMAND.format(name=error.name)
     if isinstance(error, app_commands.CommandSignatureMismatch):
         return OUTDATED_COMMAND.format(name=error.command.name)
-    if isinstance(error, app_commands.TransformerError):
+    if isinstance(error, app_commands.TransformerError | BadOption):
         return BAD_OPTION.format(problem=error)
     return FAILED
 

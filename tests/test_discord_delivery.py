@@ -48,6 +48,9 @@ async def callback_of(bot: Bot, payload: Any) -> dict[str, Any]:
         ("frobnicate", {}, "Parley has no /frobnicate command"),
         ("ask", {}, "options Parley does not expect"),  # the required prompt is missing
         ("block", {}, "options Parley does not expect"),
+        ("ask", {"prompt": 5}, "a value Parley cannot use"),  # Discord checks types; we too
+        ("usage", {"period": 7}, "a value Parley cannot use"),
+        ("block", {"user": "nobody"}, "a value Parley cannot use"),
     ],
 )
 async def test_an_interaction_discord_py_cannot_run_is_answered_privately(
