@@ -103,7 +103,6 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.guard.opened(self)
         self._arm()
         self.inner.connection_made(transport)
 
@@ -191,12 +190,13 @@ class ConnectionGuard:
                     self.cap,
                 )  # fmt: skip
                 return _Overloaded()
-            return _Connection(self, make())
+            connection = _Connection(self, make())
+            # Counted from now, not from connection_made: asyncio accepts a whole
+            # backlog of connections before any of them is made.
+            self.connections[connection.inner] = connection
+            return connection
 
         return build
-
-    def opened(self, connection: _Connection) -> None:
-        self.connections[connection.inner] = connection
 
     def closed(self, connection: _Connection) -> None:
         self.connections.pop(connection.inner, None)
