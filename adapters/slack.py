@@ -50,6 +50,7 @@ from adapters.slack_format import (
 from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
+from bot.http_guard import RateLimitedLog
 from bot.messages import ConversationKey, Message
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class _TokenNotUnused(logging.Filter):
 
 
 _BOLT_LOG = logging.getLogger("slack_bolt.AsyncApp")
+# Anyone can post junk to the endpoint: a flood of it must not flood the log too.
+_UNSIGNED_LOG = RateLimitedLog(log)
 _TOKEN_FILTER = _TokenNotUnused()
 
 
@@ -263,7 +266,7 @@ class SlackAdapter:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         if not signature_valid(self.signing_secret, body, timestamp, signature, time.time()):
-            log.info("slack: refused a request without a valid signature")
+            _UNSIGNED_LOG.log(logging.INFO, "slack: refused a request without a valid signature")
             return web.json_response({"error": "invalid request"}, status=401)
         try:
             bolt_request = AsyncBoltRequest(

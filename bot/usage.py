@@ -75,8 +75,9 @@ def _price(path: Path, name: str, table: object) -> Price:
 def parse_period(text: str) -> int:
     """'7d' -> seconds. Units: m(inutes), h(ours), d(ays), w(eeks); at most MAX_PERIOD_DAYS.
 
-    Every caller lays a report out day by day (the dashboard, /usage chart), so an
-    unbounded period would be a lever: 365000d drew a million bars on the event loop.
+    The dashboard and /usage chart lay the period out day by day, so an unbounded one
+    was a lever: 365000d drew a million empty days on the event loop. The tables and
+    the CLI take the same bound, so a period means the same everywhere.
     """
     match = _PERIOD.match(text.strip().lower())
     digits = match.group(1).lstrip("0") if match else ""
