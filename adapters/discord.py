@@ -39,10 +39,10 @@ from typing import Any, Literal
 import discord
 import yarl
 from aiohttp import web
-from discord import app_commands
 
-from adapters.discord_commands import Interaction, build_commands
+from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
+from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
 from adapters.discord_reply import (
     EDIT_INTERVAL_SECONDS,
     NO_MENTIONS,
@@ -67,6 +67,9 @@ THREAD_ARCHIVE_MINUTES: Literal[1440] = 1440  # a day without messages
 CACHE_SIZE = 1024
 COMMAND_HINT = "Use the slash command /{name} here: its answer is shown only to you."
 CANNOT_OPEN_THREAD = "I could not open a thread here, so I answered in the channel."
+CANNOT_SEE_CHANNEL = "I cannot see this channel, so I cannot answer here."
+# Said under an answer given in the channel because the command was never acknowledged.
+ANSWER_TO = "An answer to {name} for {user}: Discord did not take the command in time."
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ class ParleyClient(discord.Client):
     def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
         super().__init__(**options)
         self.adapter = adapter
-        self.tree: app_commands.CommandTree[ParleyClient] = app_commands.CommandTree(self)
+        self.tree = ParleyTree(self)
         for command in build_commands(adapter):
             self.tree.add_command(command)
 
@@ -133,8 +136,10 @@ class DiscordAdapter:
         pinned_gateway: yarl.URL | None = None,
         edit_interval: float = EDIT_INTERVAL_SECONDS,
         clock: Callable[[], datetime.datetime] = discord.utils.utcnow,
+        backoff: Backoff | None = None,
     ) -> None:
         self.engine = engine
+        self.backoff = backoff or Backoff()
         self.settings = settings
         self.guilds = guilds
         self.pinned_gateway = pinned_gateway
@@ -218,27 +223,9 @@ class DiscordAdapter:
         if not splitting or 0 in self.settings.discord_shard_ids:
             # One replica registers the slash commands for all: Discord rate-limits
             # registration tightly, and they are the same for every shard.
-            await self.sync_commands(client)
+            await sync_commands(client.tree, self.guilds)
         if client.application_id is not None:
             log.info("Invite Parley to a server: %s", invite_url(client.application_id))
-
-    async def sync_commands(self, client: ParleyClient) -> None:
-        """Guild commands appear at once; global ones can take up to an hour."""
-        try:
-            if not self.guilds:
-                synced = await client.tree.sync()
-                log.info("synced %d Discord slash commands globally", len(synced))
-                return
-            targets = [discord.Object(id=guild_id) for guild_id in self.guilds]
-            for target in targets:
-                client.tree.copy_global_to(guild=target)
-            await asyncio.gather(*(client.tree.sync(guild=target) for target in targets))
-            log.info("synced Discord slash commands to servers %s", self.guilds)
-        except (*SendErrors, app_commands.CommandSyncFailure) as error:
-            log.error(
-                "syncing Discord slash commands failed (was the bot invited with the "
-                "applications.commands scope?): %s", describe_error(error),
-            )  # fmt: skip
 
     def on_connect(self, client: ParleyClient, shard_id: int | None) -> None:
         self.live = True
@@ -355,17 +342,25 @@ class DiscordAdapter:
         await self.tracked(self._command(interaction, text))
 
     async def _ask(self, interaction: Interaction, prompt: str, *, notice: str = "") -> None:
-        if not interaction.response.is_done() and not await self._defer(interaction, False):
-            return
+        if not interaction.response.is_done():
+            deferred = await self._defer(interaction, False)
+            if deferred is False:
+                await self._answer_in_channel(interaction, prompt, "/ask")
+            if not deferred:
+                return
         place = await self._place(interaction.channel, interaction.guild)
         if place is None:
+            await tell(interaction, CANNOT_SEE_CHANNEL)
             return
         message = self._interaction_message(interaction, place, prompt)
         transport = self._interaction_transport(interaction, private=False)
         await self.answer(message, transport, notices=[notice] if notice else [])
 
     async def _chat(self, interaction: Interaction, prompt: str) -> None:
-        if not await self._defer(interaction, False):
+        deferred = await self._defer(interaction, False)
+        if deferred is False:
+            await self._answer_in_channel(interaction, prompt, "/chat")
+        if not deferred:
             return
         channel, guild = interaction.channel, interaction.guild
         if guild is None or not isinstance(channel, discord.TextChannel):
@@ -399,23 +394,41 @@ class DiscordAdapter:
 
     async def _command(self, interaction: Interaction, text: str) -> None:
         """A neutral command: every answer is private, so the deferral is ephemeral."""
-        if not await self._defer(interaction, True):
+        deferred = await self._defer(interaction, True)
+        if deferred is False:
+            # Its answer is private, and without the interaction there is no private
+            # place to give it: the user sees Discord's own "did not respond".
+            self._undelivered(f"/{command_name(text)} (interaction {interaction.id})")
+        if not deferred:
             return
         place = await self._place(interaction.channel, interaction.guild)
         if place is None:
+            await tell(interaction, CANNOT_SEE_CHANNEL)
             return
         message = self._interaction_message(interaction, place, text)
         await self.answer(message, self._interaction_transport(interaction, private=True))
 
-    async def _defer(self, interaction: Interaction, private: bool) -> bool:
-        """Acknowledge within Discord's 3 seconds, before any slow work."""
+    async def _defer(self, interaction: Interaction, private: bool) -> bool | None:
+        """Acknowledge within Discord's 3 seconds, before any slow work. True: done;
+        None: it was acknowledged already (a replay), nothing more to do; False: failed."""
         try:
             await interaction.response.defer(thinking=True, ephemeral=private)
         except (*SendErrors, discord.InteractionResponded) as error:
-            # Usually a replayed interaction that was acknowledged already.
             log.warning("could not defer interaction %s: %s", interaction.id, describe_error(error))
-            return False
+            return None if acknowledged_already(error) else False
         return True
+
+    async def _answer_in_channel(self, interaction: Interaction, prompt: str, name: str) -> None:
+        """A public question whose interaction was never acknowledged (Discord refused or
+        it came too late): its token is of no use, so answer in the channel instead."""
+        channel = interaction.channel
+        place = await self._place(channel, interaction.guild)
+        if place is None or not isinstance(channel, discord.abc.Messageable):
+            self._undelivered(f"{name} (interaction {interaction.id})")
+            return
+        message = self._interaction_message(interaction, place, prompt)
+        notice = ANSWER_TO.format(name=name, user=interaction.user.display_name)
+        await self.answer(message, ChannelTransport(channel), notices=[notice])
 
     def _interaction_transport(self, interaction: Interaction, *, private: bool) -> Transport:
         return InteractionTransport(interaction, private=private, clock=self.clock)
@@ -442,7 +455,15 @@ class DiscordAdapter:
         except Exception:
             log.exception("answering %s failed", message.conversation)
             await reply.apply(ReplyEvent(ReplyKind.ERROR, UNEXPECTED))
+        if reply.undelivered() and not await deliver(reply, self.backoff):
+            error = describe_error(reply.last_error) if reply.last_error else "?"
+            self._undelivered(f"the stored answer for {reply.transport.describe()} ({error})")
         await reply.finish()
+
+    def _undelivered(self, what: str) -> None:
+        """Logged and counted (parley_delivery_failures_total): nobody is told otherwise."""
+        log.error("Discord: could not deliver %s", what)
+        self.engine.metrics.delivery_failures.labels(PLATFORM).inc()
 
 
 def _remember(cache: dict[int, Any], key: int, value: Any) -> None:

@@ -1,4 +1,5 @@
-"""Parley's Discord slash commands, translated into the neutral command text.
+"""Parley's Discord slash commands, translated into the neutral command text, and the
+tree that syncs and runs them.
 
 /ask and /chat talk to the model; every other command becomes the line the console
 would take ("/usage 7d user", "/limits show", "/system be brief"), so the engine routes
@@ -8,15 +9,32 @@ shell-quoted because the neutral router splits command lines with shlex.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shlex
 from typing import Any, Literal, Protocol
 
 import discord
 from discord import app_commands
 
+from adapters.discord_delivery import tell
+from adapters.discord_reply import SendErrors, describe_error
+
+log = logging.getLogger(__name__)
+
 Interaction = discord.Interaction[discord.Client]
 SlashCommand = app_commands.Command[Any, ..., None]
 MAX_PROMPT = 4000
+UNKNOWN_COMMAND = (
+    "Parley has no /{name} command here; its commands may have just changed. "
+    "Try again in a minute, or see /help."
+)
+OUTDATED_COMMAND = (
+    "Discord sent /{name} with options Parley does not expect (its commands may have "
+    "just changed). Try again in a minute."
+)
+BAD_OPTION = "One of the options has a value Parley cannot use: {problem}"
+FAILED = "Sorry, something went wrong with that command; it was logged."
 
 
 class Handlers(Protocol):
@@ -25,13 +43,26 @@ class Handlers(Protocol):
     async def command(self, interaction: Interaction, text: str) -> None: ...
 
 
+class BadOption(app_commands.AppCommandError):
+    """An option's value is not of the type the command declares. discord.py passes
+    values through as Discord sent them: Discord checks them, Parley checks again."""
+
+
+def text_option(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadOption(f"text was expected, not {type(value).__name__}")
+    return value
+
+
 def command_line(*words: str | None) -> str:
     """'/name arg ...' with the arguments quoted and the missing ones left out."""
-    name, *arguments = [word for word in words if word]
+    name, *arguments = [text_option(word) for word in words if word]
     return " ".join([f"/{name}", *(shlex.quote(argument) for argument in arguments)])
 
 
 def user_key(user: discord.User | discord.Member | None) -> str | None:
+    if user is not None and not isinstance(user, discord.User | discord.Member):
+        raise BadOption(f"a user was expected, not {type(user).__name__}")
     return f"discord:{user.id}" if user is not None else None
 
 
@@ -44,14 +75,14 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     @app_commands.command(name="ask", description="Ask Parley; it answers in this channel")
     @app_commands.describe(prompt="What you would like to know")
     async def ask(interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]) -> None:
-        await handlers.ask(interaction, prompt)
+        await handlers.ask(interaction, text_option(prompt))
 
     @app_commands.command(name="chat", description="Open a thread and talk with Parley there")
     @app_commands.describe(prompt="How to start the conversation")
     async def chat(
         interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]
     ) -> None:
-        await handlers.chat(interaction, prompt)
+        await handlers.chat(interaction, text_option(prompt))
 
     @app_commands.command(name="reset", description="Start this conversation afresh")
     async def reset(interaction: Interaction) -> None:
@@ -122,3 +153,48 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
         await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
 
     return [block, unblock, forget]
+
+
+def command_failure(error: app_commands.AppCommandError) -> str:
+    """What to tell the user when discord.py could not run a command."""
+    if isinstance(error, app_commands.CommandNotFound):
+        return UNKNOWN_COMMAND.format(name=error.name)
+    if isinstance(error, app_commands.CommandSignatureMismatch):
+        return OUTDATED_COMMAND.format(name=error.command.name)
+    if isinstance(error, app_commands.TransformerError | BadOption):
+        return BAD_OPTION.format(problem=error)
+    return FAILED
+
+
+class ParleyTree(app_commands.CommandTree[discord.Client]):
+    """A command tree that answers every interaction it could not run."""
+
+    async def on_error(
+        self,
+        interaction: discord.Interaction[discord.Client],
+        error: app_commands.AppCommandError,
+    ) -> None:
+        if isinstance(error, app_commands.CommandInvokeError):  # a fault of Parley's
+            log.error("Discord command failed (interaction %s)", interaction.id, exc_info=error)
+        else:
+            log.warning("Discord interaction %s not run: %s", interaction.id, error)
+        await tell(interaction, command_failure(error))
+
+
+async def sync_commands(tree: app_commands.CommandTree[Any], guilds: list[int]) -> None:
+    """Guild commands appear at once; global ones can take up to an hour."""
+    try:
+        if not guilds:
+            synced = await tree.sync()
+            log.info("synced %d Discord slash commands globally", len(synced))
+            return
+        targets = [discord.Object(id=guild_id) for guild_id in guilds]
+        for target in targets:
+            tree.copy_global_to(guild=target)
+        await asyncio.gather(*(tree.sync(guild=target) for target in targets))
+        log.info("synced Discord slash commands to servers %s", guilds)
+    except (*SendErrors, app_commands.CommandSyncFailure) as error:
+        log.error(
+            "syncing Discord slash commands failed (was the bot invited with the "
+            "applications.commands scope?): %s", describe_error(error),
+        )  # fmt: skip

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import discord
 
 from adapters.common import Throttle, neutralise_broadcasts, split_message
@@ -41,7 +42,8 @@ STREAMING_MARK = " …"
 IMAGE_FAILED = "The picture could not be attached."
 NO_MENTIONS = discord.AllowedMentions.none()
 Clock = Callable[[], datetime.datetime]
-SendErrors = (discord.HTTPException, discord.RateLimited)
+# What a send or edit may raise: Discord's refusals, and the network failing on the way.
+SendErrors = (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError)
 
 
 class Undeliverable(Exception):
@@ -54,7 +56,7 @@ def describe_error(error: Exception) -> str:
         return f"rate limited for {error.retry_after:.1f}s"
     if isinstance(error, discord.HTTPException):
         return f"HTTP {error.status} (code {error.code}): {error.text}"
-    return str(error)
+    return str(error) or type(error).__name__
 
 
 class Transport:
@@ -195,6 +197,7 @@ class Reply:
         self.shown: list[str] = []
         self.notices: list[str] = []
         self.answer: str | None = None  # the final text or error, once known
+        self.last_error: Exception | None = None  # of the last send or edit that failed
         self.throttle = Throttle(self._stream, interval, clock)
 
     async def apply(self, event: ReplyEvent) -> None:
@@ -226,6 +229,14 @@ class Reply:
         if not self.shown:
             await self._attempt("clean up", self.transport.abandon())
 
+    def undelivered(self) -> bool:
+        """The final answer (or error) is known, and not all of it is shown."""
+        return self.answer is not None and self.shown != _visible(self._answer_parts())
+
+    async def redeliver(self) -> None:
+        """Try once more to show the final answer (or error)."""
+        await self._render(self._answer_parts())
+
     async def _send_image(self, image: bytes, name: str) -> None:
         file = discord.File(io.BytesIO(image), filename=name)
         try:
@@ -248,7 +259,7 @@ class Reply:
             await self._render(split_message(marked, MESSAGE_LIMIT))
 
     async def _render(self, parts: list[str]) -> None:
-        parts = [part if part.strip() else "…" for part in parts]
+        parts = _visible(parts)
         for index, part in enumerate(parts):
             if index < len(self.shown) and self.shown[index] == part:
                 continue
@@ -267,6 +278,7 @@ class Reply:
                 self.handles.append(await self.transport.send(text, first=index == 0))
                 self.shown.append(text)
         except (*SendErrors, Undeliverable) as error:
+            self.last_error = error
             action = "edit" if index < len(self.handles) else "send"
             log.warning(
                 "Discord %s of part %d failed for %s: %s",
@@ -283,3 +295,8 @@ class Reply:
                 "Discord %s failed for %s: %s",
                 action, self.transport.describe(), describe_error(error),
             )  # fmt: skip
+
+
+def _visible(parts: list[str]) -> list[str]:
+    """Discord refuses an empty message: a blank part shows as an ellipsis."""
+    return [part if part.strip() else "…" for part in parts]

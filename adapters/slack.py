@@ -14,19 +14,29 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import split_message
+from adapters.slack_events import (
+    EventEnvelope,
+    SlackEvent,
+    SlashCommand,
+    command_problem,
+    envelope_problem,
+    event_problem,
+    signature_valid,
+)
 from adapters.slack_format import (
     PLAIN_LIMIT,
     Api,
@@ -40,6 +50,7 @@ from adapters.slack_format import (
 from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Accepted, Engine
+from bot.http_guard import RateLimitedLog
 from bot.messages import ConversationKey, Message, ReplyEvent
 
 log = logging.getLogger(__name__)
@@ -57,36 +68,6 @@ USER_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
 BAD_TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 )
-
-
-# Raw Slack payloads, as Slack sends them (only the fields Parley reads).
-class SlackEvent(TypedDict, total=False):
-    type: str
-    subtype: str
-    user: str
-    bot_id: str
-    text: str
-    ts: str
-    thread_ts: str
-    channel: str
-    channel_type: str
-    team: str
-
-
-class EventEnvelope(TypedDict, total=False):
-    type: str
-    team_id: str
-    event_id: str
-    event: SlackEvent
-
-
-class SlashCommand(TypedDict, total=False):
-    team_id: str
-    channel_id: str
-    user_id: str
-    text: str
-    trigger_id: str
-    response_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +155,8 @@ class _TokenNotUnused(logging.Filter):
 
 
 _BOLT_LOG = logging.getLogger("slack_bolt.AsyncApp")
+# Anyone can post junk to the endpoint: a flood of it must not flood the log too.
+_UNSIGNED_LOG = RateLimitedLog(log)
 _TOKEN_FILTER = _TokenNotUnused()
 
 
@@ -193,6 +176,7 @@ class SlackAdapter:
         self.engine = engine
         self.settings = settings
         self.app_token = app_token
+        self.signing_secret = signing_secret
         self.client = AsyncWebClient(token=token, base_url=api_url.rstrip("/") + "/")
         # Bolt copies these handlers into the per-request clients, so 429s are retried
         # (after Retry-After) by every call the adapter makes.
@@ -277,7 +261,23 @@ class SlackAdapter:
         self.authenticated = True
 
     async def _http_events(self, request: web.Request) -> web.Response:
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        """Verify, then check the shape, and only then let bolt parse and route it."""
+        body = await request.read()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not signature_valid(self.signing_secret, body, timestamp, signature, time.time()):
+            _UNSIGNED_LOG.log(logging.INFO, "slack: refused a request without a valid signature")
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body.decode("utf-8"), query=request.query_string,
+                headers=dict(request.headers),
+            )  # fmt: skip
+        except Exception as error:  # bolt parses and reads ids with no type checks at all
+            return _ignored_request(f"bolt cannot read it ({type(error).__name__})")
+        if problem := envelope_problem(bolt_request.body):
+            return _ignored_request(problem)
+        response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -320,7 +320,11 @@ class SlackAdapter:
     async def _incoming(
         self, body: EventEnvelope, context: AsyncBoltContext, *, mentioned: bool
     ) -> Incoming | None:
-        event = body.get("event") or SlackEvent()
+        raw: dict[str, Any] = dict(body.get("event") or {})
+        if problem := event_problem(raw):  # Socket Mode events come unchecked
+            log.warning("slack: ignored a malformed event: %s", problem)
+            return None
+        event = cast(SlackEvent, {name: value for name, value in raw.items() if value is not None})
         bot_user_id = context.bot_user_id or self.bot_user_id
         reason = self._ignored(event, context)
         if reason:
@@ -449,7 +453,10 @@ class SlackAdapter:
         respond: Callable[..., Awaitable[Any]],
     ) -> None:
         await ack()
-        command = cast(SlashCommand, body)
+        if problem := command_problem(body):
+            log.warning("slack: ignored a malformed /parley command: %s", problem)
+            return
+        command = cast(SlashCommand, {k: v for k, v in body.items() if v is not None})
         self._spawn(self._slash(command, respond))
 
     async def _slash(self, command: SlashCommand, respond: Callable[..., Awaitable[Any]]) -> None:
@@ -489,6 +496,13 @@ class SlackAdapter:
                                 channel, error_code(error))  # fmt: skip
 
         return send
+
+
+def _ignored_request(problem: str) -> web.Response:
+    """A signed request Parley cannot use: one log line, and a 200 so Slack does not
+    retry what would fail again."""
+    log.warning("slack: ignored a signed request: %s", problem)
+    return web.Response(status=200)
 
 
 def create(engine: Engine, settings: Settings) -> SlackAdapter:

@@ -43,6 +43,7 @@ from adapters.web_auth import (
     sign_in,
     token_matches,
 )
+from adapters.web_limits import WebChatLimits
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message, ReplyEvent
@@ -54,6 +55,7 @@ ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
 BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
+TOO_DEEP = 'That frame nests too deeply to read; send {"type": "message", "text": "..."}.'
 # A message is at most max_input_chars characters; 4 bytes each in UTF-8, plus JSON.
 FRAME_BYTES_PER_CHAR = 6
 NEEDS_TOKEN = "This Parley web chat needs its access link: open /?token=<PARLEY_WEB_TOKEN> once."
@@ -70,6 +72,9 @@ class WebAdapter:
         self.running = False
         self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         self.page_html = (STATIC / "index.html").read_bytes()
+        self.limits = WebChatLimits(
+            settings.web_rpm_per_address, settings.web_rpm_total, settings.trusted_proxies
+        )
 
     def add_routes(self, app: web.Application) -> None:
         app[LOOPBACK_ONLY] = not self.token  # /admin checks the Host header then too
@@ -141,8 +146,9 @@ class WebAdapter:
         socket = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_size)
         await socket.prepare(request)
         self.sockets.add(socket)
+        address = self.limits.key(request.remote, request.headers.get("X-Forwarded-For", ""))
         try:
-            await self._converse(socket, session, self._is_admin(request))
+            await self._converse(socket, session, address, self._is_admin(request))
         finally:
             self.sockets.discard(socket)
         return socket
@@ -166,18 +172,38 @@ class WebAdapter:
         token = secret("PARLEY_ADMIN_TOKEN")
         return bool(token) and has_cookie(request, ADMIN_COOKIE, token)
 
-    async def _converse(self, socket: web.WebSocketResponse, session: str, admin: bool) -> None:
+    async def _converse(
+        self, socket: web.WebSocketResponse, session: str, address: str, admin: bool
+    ) -> None:
         identity = session_identity(session)
         await _send(socket, await self._history(identity))
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue
-            text = _message_text(frame.data)
+            try:
+                text = _message_text(frame.data)
+            except RecursionError:  # json's parser recurses once per nested [ or {
+                await _send(socket, {"type": "error", "text": TOO_DEEP})
+                continue
             if text is None:
                 await _send(socket, {"type": "error", "text": BAD_FRAME})
                 continue
+            if not await self._admit(socket, address, admin):
+                continue
             message = Message("web", "local", identity, identity, text, platform_admin=admin)
             await self._answer(socket, message)
+
+    async def _admit(self, socket: web.WebSocketResponse, address: str, admin: bool) -> bool:
+        """The address and total limits; refused, the socket is told why (and may go on)."""
+        if admin and self.settings.admins_exempt:
+            return True
+        refusal = self.limits.admit(address)
+        if refusal is None:
+            return True
+        self.engine.metrics.refusals.labels(refusal.kind).inc()
+        await _send(socket, {"type": "error", "text": refusal.text, "private": True})
+        await _send(socket, {"type": "done"})
+        return False
 
     async def _history(self, identity: str) -> dict[str, object]:
         key = ConversationKey("web", "local", identity)

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import re
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from aiohttp import web
 
@@ -44,7 +44,8 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
+# A query parameter in a logged URL: its name and value, as they were sent.
+_QUERY_PARAMETER = re.compile(r"(?<=[?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
 
 
 def is_loopback(host: str) -> bool:
@@ -136,17 +137,34 @@ def same_origin(request: web.Request) -> bool:
     return origin.scheme in ("http", "https") and origin.netloc.lower() == request.host.lower()
 
 
+def redact_tokens(text: str) -> str:
+    """Every token= value in the URLs in text replaced, however its name is spelled:
+    aiohttp decodes %74oken to token, and so signs in with it, but logs it as sent."""
+    return _QUERY_PARAMETER.sub(_redact_parameter, text) if "=" in text else text
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    name = match[1]
+    for _ in range(3):  # %2574oken is %74oken decoded once: treat it as a token too
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return f"{match[1]}=[redacted]" if name.strip().lower() == "token" else match[0]
+
+
 class RedactTokens(logging.Filter):
     """Keeps ?token= values out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), None
+        redacted = redact_tokens(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         # aiohttp also attaches the request line as an extra field for structured logs.
         for name, value in list(vars(record).items()):
-            if name != "msg" and isinstance(value, str) and "token=" in value:
-                setattr(record, name, _TOKEN_IN_URL.sub(r"\1[redacted]", value))
+            if name != "msg" and isinstance(value, str) and "=" in value:
+                setattr(record, name, redact_tokens(value))
         return True
 
 

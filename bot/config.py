@@ -8,6 +8,7 @@ can never leak one.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -80,6 +81,16 @@ class Settings:
     discord_shard_ids: tuple[int, ...] = ()
     web_host: str = "127.0.0.1"
     port: int = 3000
+    # The HTTP server's defences against slow and numerous clients (bot/http_guard.py).
+    header_timeout_seconds: float = 20.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 1000
+    # The web chat's own limits (adapters/web_limits.py), on top of the per-user ones: a
+    # new session cookie is a new user, so addresses and the total are limited too.
+    web_rpm_per_address: int = 60
+    web_rpm_total: int = 600
+    # Proxies whose X-Forwarded-For names the client (addresses or networks).
+    trusted_proxies: tuple[str, ...] = ()
     config_path: str = ""
 
 
@@ -138,6 +149,11 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+def _networks(value: Any) -> tuple[str, ...]:
+    networks = _string_list(value)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names a bad one
+    return networks
 
 
 def _channel_tools(value: Any) -> dict[str, tuple[str, ...]]:
@@ -218,6 +234,18 @@ OPTIONS: dict[str, _Option] = {
     ),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _positive_int, "a port number", "PORT"),
+    "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
+    "web.body_timeout_seconds": _Option("body_timeout_seconds", _positive_float, "seconds > 0"),
+    "web.max_connections": _Option("max_connections", _positive_int, "a whole number > 0"),
+    "web.chat_requests_per_minute_per_address": _Option(
+        "web_rpm_per_address", _non_negative_int, "a whole number >= 0"
+    ),
+    "web.chat_requests_per_minute": _Option(
+        "web_rpm_total", _non_negative_int, "a whole number >= 0"
+    ),
+    "web.trusted_proxies": _Option(
+        "trusted_proxies", _networks, 'addresses or networks, e.g. ["10.0.0.0/8"]'
+    ),
 }
 
 

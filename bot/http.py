@@ -19,12 +19,22 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bot.config import secret
+from bot.config import Settings, secret
 from bot.engine import Engine
+from bot.http_guard import (
+    GUARD_KEY,
+    ConnectionGuard,
+    GuardedSite,
+    ServerLimits,
+    quiet_accept_errors,
+)
 
 HEALTH_CACHE_SECONDS = 1.0
 # A probe that waits longer than this (a lock held elsewhere) reports not writable.
 HEALTH_PROBE_SECONDS = 0.8
+# Longer than the idle timeout of common proxies (60 s), so a proxy never reuses a
+# connection just as Parley closes it.
+KEEPALIVE_SECONDS = 75.0
 
 
 @dataclass
@@ -106,10 +116,36 @@ def make_app(
     clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The aiohttp app every process serves; adapters add their own routes to it."""
-    app = web.Application(client_max_size=1024 * 1024)
+    guard = ConnectionGuard(server_limits(engine.settings))
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[guard.middleware])
+    app[GUARD_KEY] = guard
     app[ENGINE_KEY] = engine
     app[ADAPTERS_KEY] = dict(adapters)
     app[HEALTH_CACHE_KEY] = HealthCache(clock)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def server_limits(settings: Settings) -> ServerLimits:
+    return ServerLimits(
+        settings.header_timeout_seconds, settings.body_timeout_seconds, settings.max_connections
+    )
+
+
+async def start_server(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 60.0
+) -> web.AppRunner:
+    """Serve an app from make_app on host:port, its connections under the app's guard.
+    Stop it with runner.cleanup()."""
+    quiet_accept_errors(asyncio.get_running_loop())
+    runner = web.AppRunner(
+        app, keepalive_timeout=KEEPALIVE_SECONDS, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        await GuardedSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -41,6 +41,10 @@ class Metrics:
         self.tool_calls = Counter(
             "parley_tool_calls", "Tool calls by tool and outcome", ["tool", "status"], registry=r
         )
+        self.delivery_failures = Counter(
+            "parley_delivery_failures", "Answers (stored) that could not be shown to the user",
+            ["platform"], registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge(
             "parley_model_calls_in_flight", "Model calls in flight now", registry=r
         )

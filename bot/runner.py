@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
-from bot.http import make_app
+from bot.http import make_app, start_server
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         app = make_app(engine, {adapter.name: adapter.connected for adapter in adapters})
         for adapter in adapters:
             adapter.add_routes(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.web_host, settings.port)
-        await site.start()
+        runner = await start_server(app, settings.web_host, settings.port)
         log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
         try:
             for adapter in adapters:

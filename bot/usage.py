@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the admin CLI reads usage without loading the model client
 
 _PERIOD = re.compile(r"^(\d+)([mhdw])$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A little over a year: a year-on-year look back fits, and a chart stays a few hundred bars.
+MAX_PERIOD_DAYS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +73,23 @@ def _price(path: Path, name: str, table: object) -> Price:
 
 
 def parse_period(text: str) -> int:
-    """'7d' -> seconds. Units: m(inutes), h(ours), d(ays), w(eeks)."""
+    """'7d' -> seconds. Units: m(inutes), h(ours), d(ays), w(eeks); at most MAX_PERIOD_DAYS.
+
+    The dashboard and /usage chart lay the period out day by day, so an unbounded one
+    was a lever: 365000d drew a million empty days on the event loop. The tables and
+    the CLI take the same bound, so a period means the same everywhere.
+    """
     match = _PERIOD.match(text.strip().lower())
-    if not match or int(match.group(1)) == 0:
+    digits = match.group(1).lstrip("0") if match else ""
+    shown = text if len(text) <= 20 else text[:19] + "…"
+    if not match or not digits:
         raise ValueError(
-            f"period {text!r} is not understood: use a number and a unit, e.g. 30m, 12h, 7d, 4w"
+            f"period {shown!r} is not understood: use a number and a unit, e.g. 30m, 12h, 7d, 4w"
         )
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = _UNIT_SECONDS[match.group(2)]
+    # The digit count first: int() of thousands of digits is slow work on its own.
+    if len(digits) > 9 or int(digits) * seconds > MAX_PERIOD_DAYS * 86400:
+        raise ValueError(
+            f"period {shown!r} is too long: at most {MAX_PERIOD_DAYS} days, e.g. 90d, 52w"
+        )
+    return int(digits) * seconds

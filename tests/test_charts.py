@@ -151,7 +151,10 @@ async def test_usage_chart_is_refused_to_a_non_admin(
 @pytest.mark.parametrize(
     ("command", "expected"),
     [("/usage chart banana", "is not understood"), ("/usage chart 7d 30d", "one period"),
-     ("/usage chart 1h", "No usage in the last 1h")],
+     ("/usage chart 1h", "No usage in the last 1h"),
+     ("/usage chart 365000d", "too long: at most 400 days"),
+     ("/usage chart 1000000d", "too long: at most 400 days"),
+     ("/usage 1000000d", "too long: at most 400 days")],
 )  # fmt: skip
 async def test_usage_chart_without_a_chart(
     make_engine: EngineFactory, command: str, expected: str

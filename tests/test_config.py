@@ -52,6 +52,7 @@ def test_admins_from_the_environment(tmp_path: Path) -> None:
         ("[model\n", {}, "not valid TOML"),
         ("", {"PARLEY_ADMINS": "alice"}, "platform:user"),
         ("", {"PORT": "http"}, "web.port"),
+        ("[web]\ntrusted_proxies = ['10.0.0.0/8', 'proxy']\n", {}, "web.trusted_proxies"),
     ],
 )
 def test_bad_settings_name_the_setting(

@@ -90,6 +90,12 @@ def test_bad_period_is_a_clear_error(database: Path) -> None:
     assert "not understood" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_period_past_the_bound_is_a_clear_error(database: Path) -> None:
+    result = cli(database, "usage", "--since", "1000000d")
+    assert result.returncode == 2
+    assert "at most 400 days" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_limits_set_block_show(database: Path) -> None:
     assert cli(database, "limits", "set", "slack:U1", "rpm", "3").returncode == 0
     assert cli(database, "limits", "block", "discord:7").returncode == 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from aiohttp import ClientSession
+from yarl import URL
 
 from adapters.web import create
+from adapters.web_admin import Dashboard, render
 from adapters.web_auth import ADMIN_COOKIE, ADMIN_MAX_AGE, cookie_value
 from bot.charts import format_cost
 from bot.engine import Engine
@@ -166,6 +170,48 @@ async def test_a_bad_period_says_how_to_write_one(site: Site, period: str) -> No
     assert response.status == 400
     assert "is not understood" in body and "e.g. 30m, 12h, 7d, 4w" in body
     assert "<b>" not in body
+
+
+async def test_an_encoded_token_signs_in_but_never_reaches_the_access_log(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        async with browser_like() as client:
+            # encoded=True: sent as written (yarl would otherwise decode %74 itself).
+            url = URL(site.url + f"/admin?%74oken={TOKEN}&since=24h", encoded=True)
+            signed_in = await client.get(url, allow_redirects=False)
+            assert signed_in.status == 303  # aiohttp decodes the name: it is a sign-in
+            async with client.get(site.url + "/admin?since=24h") as page:
+                assert page.status == 200
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("%74oken=[redacted]" in line for line in logged)
+    assert not any(TOKEN in line for line in logged)
+
+
+@pytest.mark.parametrize("period", ["365000d", "1000000d", "401d", "9" * 5000 + "d"])
+async def test_a_period_past_the_bound_is_refused_at_once(site: Site, period: str) -> None:
+    status, body = await fetch(
+        site.url + f"/admin?since={period}", {"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 400
+    assert "is too long: at most 400 days" in body
+    assert len(body) < 20_000  # an error page, not a million empty days
+
+
+async def test_the_longest_period_is_drawn_off_the_event_loop(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = []
+
+    def recording(data: Dashboard) -> str:
+        threads.append(threading.current_thread())
+        return render(data)
+
+    monkeypatch.setattr("adapters.web_admin.render", recording)
+    status, page = await fetch(site.url + "/admin?since=400d", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    assert page.count("<tr>") > 400  # a row per day, and the other tables
+    assert threads and threads[0] is not threading.main_thread()
 
 
 async def test_a_signed_in_admin_is_an_admin_in_the_web_chat(site: Site) -> None:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import ClientSession, ClientWebSocketResponse
 from PIL import Image
 
-from adapters.web import WebAdapter, create, session_identity
+from adapters.web import TOO_DEEP, WebAdapter, create, session_identity
 from adapters.web_auth import WEB_COOKIE, WEB_MAX_AGE, RedactTokens, cookie_value, is_loopback
 from bot.config import ConfigError
 from bot.engine import Engine
@@ -226,6 +226,20 @@ async def test_a_malformed_frame_gets_an_error_frame(chat: Chat) -> None:
     assert final["type"] == "final"  # the socket still works
 
 
+@pytest.mark.parametrize(
+    "frame",
+    ["[" * 40_000, '{"type": "message", "text": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}"],
+)
+async def test_a_deeply_nested_frame_is_refused_and_the_socket_kept(chat: Chat, frame: str) -> None:
+    async with browser_like() as client, await chat.open(client) as socket:
+        await receive(socket)
+        await socket.send_str(frame)
+        refusal = await receive(socket)
+        [final, _] = await ask(socket, "/help")
+    assert refusal == {"type": "error", "text": TOO_DEEP}
+    assert final["type"] == "final"  # the socket still works
+
+
 # --- /usage chart in the web chat --------------------------------------------------
 
 
@@ -326,13 +340,24 @@ async def test_an_access_cookie_past_its_lifetime_is_refused(
                 assert page.status == status, value
 
 
-def test_tokens_are_kept_out_of_the_access_log() -> None:
-    record = logging.LogRecord(
-        "aiohttp.access", logging.INFO, __file__, 1, '"GET /admin?since=7d&token=s3cret HTTP/1.1"',
-        None, None,
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    "query",
+    ["since=7d&token=s3cret", "%74oken=s3cret&since=7d", "since=7d&%74%6F%6B%65%6E=s3cret",
+     "since=7d&TOKEN=s3cret", "since=7d&%2574oken=s3cret", "since=7d;token=s3cret",
+     "since=7d&+token=s3cret"],
+)  # fmt: skip
+def test_tokens_are_kept_out_of_the_access_log(query: str) -> None:
+    line = f'"GET /admin?{query} HTTP/1.1" 303 "http://127.0.0.1/?token=s3cret"'
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, line, None, None)
     # aiohttp passes the request line as an extra field too.
-    setattr(record, "first_request_line", "GET /?token=s3cret HTTP/1.1")  # noqa: B010
+    setattr(record, "first_request_line", f"GET /admin?{query} HTTP/1.1")  # noqa: B010
     assert RedactTokens().filter(record)
     assert "s3cret" not in record.getMessage() and "since=7d" in record.getMessage()
     assert "s3cret" not in getattr(record, "first_request_line")  # noqa: B009
+
+
+def test_other_parameters_are_logged_as_they_were() -> None:
+    line = '"GET /admin?since=7d&tokens=2&my_token=x&a=%20 HTTP/1.1" 200'
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, line, None, None)
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == line

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import ClientSession, ClientWebSocketResponse, CookieJar, web
+from aiohttp import ClientSession, ClientWebSocketResponse, CookieJar
 
 from adapters.web import WebAdapter
 from bot.engine import Engine
-from bot.http import make_app
+from bot.http import make_app, start_server
 
 FRAME_TIMEOUT = 10.0
 
@@ -33,9 +33,7 @@ async def serve(
     app = make_app(engine, status, clock=clock)
     if adapter is not None:
         adapter.add_routes(app)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner = await start_server(app, "127.0.0.1", 0, shutdown_timeout=1.0)
     if adapter is not None:
         await adapter.start()
     try:
