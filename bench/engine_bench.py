@@ -1,6 +1,6 @@
 """Engine time per message at 10, 1,000 and 100,000 stored messages.
 
-    python bench/engine_bench.py [--messages 400] [--sizes 10,1000,100000]
+    python bench/engine_bench.py [--messages 400] [--sizes 10,1000,100000] [--stream RATE]
 
 The fake model runs in another process (zero latency, real socket), so the figures
 are this process's work. For each history size it prints, per message:
@@ -14,6 +14,10 @@ Messages come from 50 users in turn, as in a busy team: one user alone sending
 hundreds a second would only measure a rate limit that no real limit lets them reach.
 This process is pinned to one core and the fake model to another, where the machine
 has two: "on one core" is then literal, and neither steals the other's time.
+With --stream RATE the fake answers every message with bench/platform_bench.py's
+400-character answer, a word (1-2 tokens) a chunk at RATE chunks a second, as real
+models do: a zero-latency answer arrives in one read and hides the per-chunk cost.
+Each answer then takes 75 / RATE seconds: use --messages 40 or so.
 Targets: engine p50 <= 2 ms, p99 <= 10 ms, 100,000 within 1.25x of 10; >= 300 msg/s.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 from bot.config import Settings
 from bot.engine import Engine
@@ -78,11 +83,17 @@ def pin_cores() -> tuple[int, int] | None:
     return cores[0], cores[1]
 
 
-def start_fake_model(core: int | None) -> tuple[subprocess.Popen[str], str]:
+def start_fake_model(core: int | None, rate: float = 0) -> tuple[subprocess.Popen[str], str]:
     pin = f"import os; os.sched_setaffinity(0, {{{core}}})\n" if core is not None else ""
+    paced = ""
+    if rate:
+        from platform_bench import ANSWER
+
+        paced = f"    fake.default = Text({ANSWER!r}, interval={1 / rate!r})\n"
     code = pin + (
-        "import sys; from tests.fakes.openai_server import FakeOpenAI\n"
+        "import sys; from tests.fakes.openai_server import FakeOpenAI, Text\n"
         "with FakeOpenAI().run_in_thread() as fake:\n"
+        f"{paced}"
         "    print(fake.base_url, flush=True); sys.stdin.read()\n"
     )
     root = Path(__file__).resolve().parent.parent
@@ -239,9 +250,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--sizes", default="10,1000,100000")
+    parser.add_argument("--stream", type=float, default=0, help="chunks a second (0: one burst)")
     arguments = parser.parse_args()
     cores = pin_cores()
-    process, base_url = start_fake_model(cores[1] if cores else None)
+    process, base_url = start_fake_model(cores[1] if cores else None, arguments.stream)
     if cores:
         print(f"this process on core {cores[0]}, the fake model on core {cores[1]}")
     try:
@@ -259,7 +271,8 @@ async def main() -> None:
             sizes = sorted(results)
             ratio = results[sizes[-1]]["p50"] / results[sizes[0]]["p50"]
             print(f"engine p50 at {sizes[-1]:,} / at {sizes[0]:,}: {ratio:.2f}x")
-            rounds = await concurrent_rate(base_url, folder, 16, 40, rounds=5)
+            each = 3 if arguments.stream else 40  # a paced answer takes 75 / rate seconds
+            rounds = await concurrent_rate(base_url, folder, 16, each, rounds=5)
             rates = [rate for rate, _ in rounds]
             cpu = [cpu_ms for _, cpu_ms in rounds]
             print(
