@@ -4,11 +4,12 @@
 
 For each platform, two bot processes run under callgrind at once, on the fakes of
 bench/platform_bench.py: one gets every answer in one piece, the other the same answer
-streamed a word a chunk (20 chunks a second: slow enough that the bot, slowed by
+streamed a word a chunk (10 chunks a second: slow enough that the bot, slowed by
 valgrind, still reads every chunk on its own). Both start, seed a conversation with 10
-messages and answer `count` questions; the difference in instructions, divided by the
-extra chunks, is what one streamed chunk costs the bot's process, with its share of
-the throttled platform edits. Start-up and imports cancel out. Needs valgrind; a few
+messages and answer `count` questions, the first waiting after each answer as long as
+a streamed one takes; the difference in instructions, divided by the extra chunks, is
+what one streamed chunk costs the bot's process, with its share of the throttled
+platform edits. Start-up, imports and idle timers cancel out. Needs valgrind; a few
 minutes per platform.
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from platform_bench import ANSWER, CHUNKS, Bot, Host, start_bot
 
-PACE = 1 / 20
+PACE = 1 / 10
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
@@ -44,7 +45,12 @@ async def counted(platform: str, interval: float, count: int, folder: Path) -> i
             guilds=2,
         )  # fmt: skip
         conversation = await bot.new_conversation()
-        await bot.ask(conversation, 5 + count)  # 10 history messages, then the questions
+        for _ in range(5 + count):  # 10 history messages, then the questions
+            await bot.ask(conversation, 1)
+            if not interval:
+                # As long as a streamed answer takes: what an idle process does meanwhile
+                # (timers, keep-alives) then counts in both runs alike and cancels out.
+                await asyncio.sleep(CHUNKS * PACE)
     finally:
         if bot is not None:
             await bot.stop()
