@@ -289,6 +289,39 @@ def _raise_if_error(chunk: dict[str, Any], request: httpx2.Request) -> None:
     raise openai.APIError(message=message, request=request, body=error)
 
 
+# Between two reads of a streamed answer the socket is left unread this long, so the
+# chunks that arrive meanwhile are taken in one wake-up of the process rather than one
+# each. A wake-up from idle costs about 110-150 us of CPU on this project's machines
+# (bench/README.md), far more than the ~15 us Parley's code spends on a chunk; a model
+# sends a chunk every 10-40 ms. The first chunk is read at once; later text reaches
+# the user at most this much later, and Slack and Discord edits come at most every
+# 0.5 and 1.5 seconds anyway.
+READ_BATCH_SECONDS = 0.1
+
+
+def _socket_of(response: httpx2.Response) -> asyncio.ReadTransport | None:
+    """The socket transport under the SDK's aiohttp response, to pause reading it; None
+    with another transport (then every chunk is read as it comes)."""
+    inner = getattr(response.stream, "_stream", None)
+    raw = getattr(inner, "_aiohttp_response", None)
+    connection = getattr(raw, "connection", None)  # None once the body has ended
+    transport = getattr(connection, "transport", None)
+    return transport if isinstance(transport, asyncio.ReadTransport) else None
+
+
+async def _gather_more(response: httpx2.Response, seconds: float) -> None:
+    """Leave the socket unread for `seconds`: what arrives meanwhile is read at once."""
+    transport = _socket_of(response)
+    if transport is None or not transport.is_reading():
+        return
+    transport.pause_reading()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        if not transport.is_closing():
+            transport.resume_reading()
+
+
 # How long to wait, after [DONE], for the rest of the body: read to its end, the
 # connection is reused; a server that leaves it open costs at most this (as in the SDK).
 DRAIN_SECONDS = 0.1
@@ -336,7 +369,9 @@ class ModelClient:
         timeout_seconds: float,
         max_attempts: int,
         retry_max_wait_seconds: float,
+        batch_seconds: float = READ_BATCH_SECONDS,
     ) -> None:
+        self.batch_seconds = batch_seconds
         self.client = AsyncOpenAI(
             # The SDK's aiohttp transport: it halves the CPU of a streamed call compared
             # with the default httpx2 one (bench/engine_bench.py: 4.7 -> 2.6 ms/message).
@@ -427,6 +462,8 @@ class ModelClient:
                             yield text
                     if done:
                         break
+                    if emitted and self.batch_seconds:
+                        await _gather_more(response, self.batch_seconds)
             except httpx2.TimeoutException as error:
                 raise openai.APITimeoutError(request=response.request) from error
             except httpx2.RequestError as error:
