@@ -448,6 +448,7 @@ class ModelClient:
         try:
             try:
                 async for data in chunks:
+                    texts = []  # one Delta for all the text of one read
                     for event in events.feed(data):
                         if event.startswith(b"[DONE]"):
                             done = True
@@ -458,8 +459,10 @@ class ModelClient:
                         _raise_if_error(chunk, response.request)
                         text = assembler.add(chunk)
                         if text:
-                            emitted = True
-                            yield text
+                            texts.append(text)
+                    if texts:
+                        emitted = True
+                        yield texts[0] if len(texts) == 1 else "".join(texts)
                     if done:
                         break
                     if emitted and self.batch_seconds:

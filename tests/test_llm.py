@@ -297,3 +297,21 @@ async def test_the_body_is_json_sent_once_per_attempt_with_its_type(
     assert fake_openai.requests[1]["max_completion_tokens"] == 50
     headers = fake_openai.request_headers[1]
     assert headers["Content-Type"] == "application/json"
+
+
+async def test_chunks_arriving_close_together_are_read_in_one_go(fake_openai: FakeOpenAI) -> None:
+    # Ten words 20 ms apart, read at most every 0.1 s: the first word at once, the rest
+    # in a few batches (each read wakes the process, which costs more than the chunk).
+    model = ModelClient(
+        api_key="test", base_url=fake_openai.base_url, timeout_seconds=5, max_attempts=1,
+        retry_max_wait_seconds=0.05, batch_seconds=0.1,
+    )  # fmt: skip
+    words = "one two three four five six seven eight nine ten"
+    fake_openai.script(Text(words, interval=0.02))
+    deltas = [
+        item.text async for item in model.stream("gpt-fake", PROMPT) if isinstance(item, Delta)
+    ]
+    await model.close()
+    assert "".join(deltas) == words
+    assert deltas[0] == "one "
+    assert len(deltas) <= 5
