@@ -494,6 +494,8 @@ async def main() -> None:
                     for mode in modes:
                         await set_mode(model, mode)
                         await bot.ask(conversation, 2)
+                    if isinstance(conversation, WebConversation):
+                        await conversation.session.close()
                 results = await run_rounds(plan, model, modes, arguments.rounds, arguments.count)
         rows = report(results)
         if arguments.json:
