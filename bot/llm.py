@@ -444,7 +444,7 @@ class ModelClient:
         # The transport's own chunks: one per read from the socket, no decoding layers.
         chunks = aiter(cast(httpx2.AsyncByteStream, response.stream))
         events = SSEBuffer()
-        emitted = done = False
+        emitted = done = gathered = False
         try:
             try:
                 async for data in chunks:
@@ -460,13 +460,18 @@ class ModelClient:
                         text = assembler.add(chunk)
                         if text:
                             texts.append(text)
-                    if texts:
+                    if texts and gathered:  # after a pause: the batch as one Delta
                         emitted = True
-                        yield texts[0] if len(texts) == 1 else "".join(texts)
+                        yield "".join(texts)
+                    elif texts:
+                        emitted = True
+                        for text in texts:
+                            yield text
                     if done:
                         break
                     if emitted and self.batch_seconds:
                         await _gather_more(response, self.batch_seconds)
+                        gathered = True
             except httpx2.TimeoutException as error:
                 raise openai.APITimeoutError(request=response.request) from error
             except httpx2.RequestError as error:
