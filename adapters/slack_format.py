@@ -251,9 +251,12 @@ class NativeStream:
 
     async def finish(self, text: str) -> None:
         parts = split_message(text, STREAM_LIMIT)
-        await self.show(text)
-        for stream, part in zip(self.streams, parts, strict=False):
-            await self._stop(stream, part)
+        for index, part in enumerate(parts):
+            if index == len(self.streams):
+                await self._start(part)
+            # What is left of each part goes out with chat.stopStream itself: one call
+            # where an append and then a stop were two.
+            await self._stop(self.streams[index], part)
         while len(self.streams) > len(parts):
             stream = self.streams.pop()
             await self._stop(stream, "")

@@ -1,6 +1,6 @@
 """Engine time per message at 10, 1,000 and 100,000 stored messages.
 
-    python bench/engine_bench.py [--messages 400] [--sizes 10,1000,100000]
+    python bench/engine_bench.py [--messages 400] [--sizes 10,1000,100000] [--stream RATE]
 
 The fake model runs in another process (zero latency, real socket), so the figures
 are this process's work. For each history size it prints, per message:
@@ -14,6 +14,10 @@ Messages come from 50 users in turn, as in a busy team: one user alone sending
 hundreds a second would only measure a rate limit that no real limit lets them reach.
 This process is pinned to one core and the fake model to another, where the machine
 has two: "on one core" is then literal, and neither steals the other's time.
+With --stream RATE the fake answers every message with bench/platform_bench.py's
+400-character answer, a word (1-2 tokens) a chunk at RATE chunks a second, as real
+models do: a zero-latency answer arrives in one read and hides the per-chunk cost.
+Each answer then takes 75 / RATE seconds: use --messages 40 or so.
 Targets: engine p50 <= 2 ms, p99 <= 10 ms, 100,000 within 1.25x of 10; >= 300 msg/s.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 from bench.stores import drop_schemas, fill_history, fresh_store
 from bot.config import Settings
@@ -78,11 +83,17 @@ def pin_cores() -> tuple[int, int] | None:
     return cores[0], cores[1]
 
 
-def start_fake_model(core: int | None) -> tuple[subprocess.Popen[str], str]:
+def start_fake_model(core: int | None, rate: float = 0) -> tuple[subprocess.Popen[str], str]:
     pin = f"import os; os.sched_setaffinity(0, {{{core}}})\n" if core is not None else ""
+    paced = ""
+    if rate:
+        from platform_bench import ANSWER
+
+        paced = f"    fake.default = Text({ANSWER!r}, interval={1 / rate!r})\n"
     code = pin + (
-        "import sys; from tests.fakes.openai_server import FakeOpenAI\n"
+        "import sys; from tests.fakes.openai_server import FakeOpenAI, Text\n"
         "with FakeOpenAI().run_in_thread() as fake:\n"
+        f"{paced}"
         "    print(fake.base_url, flush=True); sys.stdin.read()\n"
     )
     root = Path(__file__).resolve().parent.parent
@@ -237,17 +248,19 @@ async def main() -> None:
     parser.add_argument(
         "--stores", default="sqlite", help="sqlite and/or postgresql, comma-separated"
     )
+    parser.add_argument("--stream", type=float, default=0, help="chunks a second (0: one burst)")
     arguments = parser.parse_args()
     cores = pin_cores()
-    process, base_url = start_fake_model(cores[1] if cores else None)
+    process, base_url = start_fake_model(cores[1] if cores else None, arguments.stream)
     if cores:
         print(f"this process on core {cores[0]}, the fake model on core {cores[1]}")
     try:
         with tempfile.TemporaryDirectory() as name:
             sizes = [int(size) for size in arguments.sizes.split(",")]
+            each = 3 if arguments.stream else 40  # a paced answer takes 75 / rate seconds
             for kind in arguments.stores.split(","):
                 print(f"-- {kind}")
-                await report(kind, base_url, sizes, arguments.messages, Path(name))
+                await report(kind, base_url, sizes, arguments.messages, Path(name), each)
     finally:
         await drop_schemas()
         assert process.stdin is not None
@@ -255,7 +268,9 @@ async def main() -> None:
         process.wait(timeout=10)
 
 
-async def report(kind: str, base_url: str, sizes: list[int], messages: int, folder: Path) -> None:
+async def report(
+    kind: str, base_url: str, sizes: list[int], messages: int, folder: Path, each: int = 40
+) -> None:
     """Every figure for one kind of store."""
     print(f"{'history':>9} {'engine p50':>11} {'engine p99':>11}", end="")
     print(f" {'model p50':>10} {'msg/s':>7}")
@@ -268,7 +283,7 @@ async def report(kind: str, base_url: str, sizes: list[int], messages: int, fold
     ordered = sorted(results)
     ratio = results[ordered[-1]]["p50"] / results[ordered[0]]["p50"]
     print(f"engine p50 at {ordered[-1]:,} / at {ordered[0]:,}: {ratio:.2f}x")
-    rounds = await concurrent_rate(base_url, folder, 16, 40, rounds=5, kind=kind)
+    rounds = await concurrent_rate(base_url, folder, 16, each, rounds=5, kind=kind)
     rates = [rate for rate, _ in rounds]
     cpu = [cpu_ms for _, cpu_ms in rounds]
     print(

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from adapters.common import FENCE, neutralise_broadcasts, split_message
+from adapters.common import FENCE, Throttle, neutralise_broadcasts, split_message
 
 
 def balanced(part: str) -> bool:
@@ -70,3 +70,23 @@ def test_pings_are_disarmed(ping: str) -> None:
 def test_ordinary_text_is_untouched() -> None:
     text = "Email me at a@b.c; the @param tag; <https://x.y|link>"
     assert neutralise_broadcasts(text) == text
+
+
+async def test_throttle_edits_at_most_once_an_interval_and_shows_everything() -> None:
+    now = [0.0]
+    edits: list[str] = []
+
+    async def edit(text: str) -> None:
+        edits.append(text)
+
+    throttle = Throttle(edit, interval=1.0, clock=lambda: now[0])
+    for second, delta in [(0.0, "a"), (0.4, "b"), (0.9, "c"), (1.0, "d"), (1.5, "e")]:
+        now[0] = second
+        await throttle.add(delta)
+    assert edits == ["a", "abcd"]  # the first at once, then one a second
+    assert throttle.text == "abcde"
+    await throttle.flush()
+    assert edits[-1] == "abcde" and throttle.shown == "abcde"
+    throttle.text = "replaced"  # a final answer that differs from the stream
+    await throttle.flush()
+    assert edits[-1] == "replaced"

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -113,6 +114,31 @@ async def test_chunks_controls_delta_count(fake: FakeOpenAI, client: AsyncOpenAI
     pieces = [c.choices[0].delta.content for c in chunks if c.choices]
     assert [p for p in pieces if p] == ["abcde", "fghij"]
     assert all(c.choices and c.usage is None for c in chunks)  # no usage chunk unless asked
+
+
+async def test_paced_stream_sends_each_delta_in_its_own_write(fake: FakeOpenAI) -> None:
+    # Read raw: every content delta arrives alone, as from a real model, so a client
+    # reads (and pays for) each one; unpaced, they come in one burst.
+    fake.script(Text("one two three four", interval=0.05))
+    body = {"model": MODEL, "messages": HELLO, "stream": True}
+    reads = []
+    async with aiohttp.ClientSession() as session:
+        async with session.post(fake.base_url + "/chat/completions", json=body) as response:
+            while chunk := await response.content.readany():
+                reads.append(chunk.decode())
+    words = [[w for w in ("one", "two", "three", "four") if f'"{w}' in read] for read in reads]
+    assert [found for found in words if found] == [["one"], ["two"], ["three"], ["four"]]
+
+
+async def test_default_answers_when_nothing_is_scripted(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    fake.default = Text("the standing answer")
+    fake.script(Text("scripted first"))
+    first = await client.chat.completions.create(model=MODEL, messages=HELLO)
+    second = await client.chat.completions.create(model=MODEL, messages=HELLO)
+    assert first.choices[0].message.content == "scripted first"
+    assert second.choices[0].message.content == "the standing answer"
 
 
 async def test_stream_helper_text(fake: FakeOpenAI, client: AsyncOpenAI) -> None:

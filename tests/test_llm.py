@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from bot.llm import Completion, Delta, ModelClient, ModelError
-from tests.fakes.openai_server import Call, FakeOpenAI, Hang, Status, Text, ToolCalls
+from bot.llm import Completion, Delta, ModelClient, ModelError, SSEBuffer
+from tests.fakes.openai_server import (
+    Call,
+    FakeOpenAI,
+    Hang,
+    Malformed,
+    Status,
+    Text,
+    ToolCalls,
+)
 
 PROMPT = [{"role": "user", "content": "hi"}]
 
@@ -230,3 +238,80 @@ async def test_the_completions_url_is_joined_as_the_sdk_joins_it(
         assert client.completions_url == expected
     finally:
         await client.close()
+
+
+# -- reading the event stream ------------------------------------------------------------
+
+
+def events_of(*reads: bytes) -> list[bytes]:
+    buffer = SSEBuffer()
+    return [event for read in reads for event in buffer.feed(read)]
+
+
+def test_events_split_anywhere_across_reads_come_out_whole() -> None:
+    stream = b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
+    expected = [b'{"a": 1}', b'{"b": 2}', b"[DONE]"]
+    for cut in range(len(stream) + 1):
+        assert events_of(stream[:cut], stream[cut:]) == expected
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\r"])
+def test_crlf_and_cr_line_ends_even_split_between_reads(newline: bytes) -> None:
+    stream = b"data: one" + newline * 2 + b"data: two" + newline * 2
+    for cut in range(len(stream) + 1):
+        assert events_of(stream[:cut], stream[cut:]) == [b"one", b"two"]
+
+
+def test_comments_other_fields_and_multiline_data() -> None:
+    stream = b": keep-alive\n\nevent: chunk\nid: 7\ndata: first\ndata:second\n\nretry: 5\n\n"
+    assert events_of(stream) == [b"first\nsecond"]
+
+
+async def test_an_error_sent_inside_the_stream_is_a_model_error(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Malformed('{"error": {"message": "overloaded", "type": "server_error"}}'))
+    with pytest.raises(ModelError) as caught:
+        await complete(client)
+    assert caught.value.kind == "malformed" and "overloaded" in str(caught.value)
+    assert fake_openai.request_count == 1  # not retried, as the SDK's stream did
+
+
+async def test_an_unreadable_chunk_is_malformed(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Malformed("this is not json"))
+    with pytest.raises(ModelError) as caught:
+        await complete(client)
+    assert caught.value.kind == "malformed"
+
+
+async def test_the_body_is_json_sent_once_per_attempt_with_its_type(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Status(503), Text("ok"))
+    prompt = [{"role": "user", "content": "naïve café ☕ \u2028"}]
+    async for _ in client.stream("gpt-fake", prompt, max_tokens=50):
+        pass
+    assert [request["messages"] for request in fake_openai.requests] == [prompt, prompt]
+    assert fake_openai.requests[1]["max_completion_tokens"] == 50
+    headers = fake_openai.request_headers[1]
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_chunks_arriving_close_together_are_read_in_one_go(fake_openai: FakeOpenAI) -> None:
+    # Ten words 20 ms apart, read at most every 0.1 s: the first word at once, the rest
+    # in a few batches (each read wakes the process, which costs more than the chunk).
+    model = ModelClient(
+        api_key="test", base_url=fake_openai.base_url, timeout_seconds=5, max_attempts=1,
+        retry_max_wait_seconds=0.05, batch_seconds=0.1,
+    )  # fmt: skip
+    words = "one two three four five six seven eight nine ten"
+    fake_openai.script(Text(words, interval=0.02))
+    deltas = [
+        item.text async for item in model.stream("gpt-fake", PROMPT) if isinstance(item, Delta)
+    ]
+    await model.close()
+    assert "".join(deltas) == words
+    assert deltas[0] == "one "
+    assert len(deltas) <= 5

@@ -111,7 +111,9 @@ COMMANDS = ("ask", "chat", "reset", "help", "usage", "limits", "system", "model"
             "unblock", "forget")  # fmt: skip
 OPTION_NAMES = ("prompt", "period", "by", "chart", "action", "user", "limit", "value", "text",
                 "name", "confirm")  # fmt: skip
-option_values = st.text(max_size=30) | st.integers() | st.booleans() | st.floats(allow_nan=False)
+# Discord's gateway sends JSON: no NaN or Infinity (discord.py parses it with orjson).
+finite = st.floats(allow_nan=False, allow_infinity=False)
+option_values = st.text(max_size=30) | st.integers() | st.booleans() | finite
 options = st.dictionaries(st.sampled_from(OPTION_NAMES) | words, option_values, max_size=3)
 
 

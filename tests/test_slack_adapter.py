@@ -209,6 +209,19 @@ async def test_native_streaming_is_used_when_available(start: Start) -> None:
     assert (posted.text, posted.streaming) == ("one two three four five six", False)
 
 
+async def test_a_streamed_answer_takes_three_web_api_calls(start: Start) -> None:
+    # Status, start, and a stop that carries the rest of the text: no append before it.
+    h = await start()
+    h.model.script(Text("one two three four five six", chunks=6))
+    await h.event(mention())
+    methods = [call.method for call in h.slack.calls if call.method.startswith(("chat.", "as"))]
+    assert methods == ["assistant.threads.setStatus", "chat.startStream", "chat.stopStream"]
+    [stop] = h.slack.calls_to("chat.stopStream")
+    assert stop.params["markdown_text"] == "two three four five six"
+    [posted] = h.slack.thread("C1", MENTION_TS)
+    assert (posted.text, posted.streaming) == ("one two three four five six", False)
+
+
 @pytest.mark.parametrize("native", [True, False])
 async def test_final_text_replaces_a_streamed_tool_preamble(start: Start, native: bool) -> None:
     h = await start()

@@ -2,8 +2,11 @@
 
 The real ``openai`` SDK talks to it over a real socket, so retries, timeouts, SSE parsing
 and the ``.stream()`` helper are exercised exactly as in production. Responses are scripted
-with small dataclasses consumed FIFO, one per request; with nothing scripted it echoes the
-last user message. There are no sleeps except Hang/Delay, so it is usable in benchmarks.
+with small dataclasses consumed FIFO, one per request; with nothing scripted it answers
+``default`` if set, else echoes the last user message. There are no sleeps except
+Hang/Delay and a Text's ``interval`` (a paced stream, as real models send: a token or two
+every 10-50 ms; a benchmark whose answer arrives in one burst reads every chunk in one go
+and so never sees the per-chunk cost).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Text:
     completion_tokens: int | None = None
     cached_tokens: int = 0
     chunks: int | None = None  # number of streamed content deltas; None = one per word
+    interval: float = 0.0  # seconds before each streamed content delta; 0 = back to back
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()  # set by stop(); recreated by start() for its loop
         self._port = 0
+        # The answer when nothing is scripted; None echoes the last user message.
+        self.default: Text | None = None
 
     async def start(self) -> None:
         app = web.Application()
@@ -237,6 +243,8 @@ class FakeOpenAI:
                 return _error(Status(503))  # server is stopping; the client is going away
             response = response.then if isinstance(response, Delay) else None
         if response is None:
+            response = self.default
+        if response is None:
             users = [m for m in body.get("messages", []) if m.get("role") == "user"]
             response = Text("echo: " + (_message_text(users[-1]) if users else ""))
         if isinstance(response, Status):
@@ -308,7 +316,14 @@ class FakeOpenAI:
         if isinstance(reply, Malformed):
             await resp.write(f"data: {reply.body}\n\n".encode())
         else:
+            interval = reply.interval if isinstance(reply, Text) else 0.0
             for chunk in self._chunks(body, reply):
+                if interval and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    # Paced: each content delta is its own write, as from a real model.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), interval)
+                    if self._closing.is_set():
+                        break
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
