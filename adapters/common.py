@@ -3,9 +3,14 @@ and keeping model output from pinging a crowd."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 FENCE = "```"
 # Pings in any platform's syntax: Slack's <!channel>, <!here>, <!everyone> and user
@@ -124,3 +129,57 @@ class Throttle:
             self.next_edit = self.clock() + self.interval
             self.shown = text
             await self.edit(text)
+
+
+class InFlight:
+    """The answers an adapter is working on, and how it stops: take no new messages,
+    give those in progress up to a grace period, then cancel what is left (the engine
+    lets go of their turns, and the next process to start answers them)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.accepting = True
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)  # a strong reference: the loop keeps only weak ones
+        task.add_done_callback(self.tasks.discard)
+
+    async def track(self, work: Awaitable[None]) -> None:
+        """Run work in the current task, counted among the answers in progress."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await work
+        finally:
+            self.tasks.discard(task)
+
+    async def wait(self) -> None:
+        """Until every answer in progress is done (tests)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    @staticmethod
+    async def finish(task: asyncio.Task[Any], grace_seconds: float) -> None:
+        """Give one answer the grace period, then cancel it (its turn is let go of)."""
+        if not (await asyncio.wait({task}, timeout=grace_seconds))[0]:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            log.warning("stopped with an answer unfinished: left to recovery")
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Stop accepting, wait up to the grace period, cancel the rest; how many were
+        cancelled."""
+        self.accepting = False
+        current = asyncio.current_task()
+        pending = {task for task in self.tasks if task is not current}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Cancelled answers release their turns on the way out: give them a moment.
+            await asyncio.wait(pending, timeout=5)
+            log.warning("stopped with %d answers unfinished: left to recovery", len(pending))
+        return len(pending)

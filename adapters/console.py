@@ -7,10 +7,14 @@ input line is one message and each reply is printed whole, so it works in script
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
+import threading
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from adapters.common import InFlight
 from bot.engine import Engine
 from bot.messages import Message, ReplyEvent, ReplyKind
 
@@ -70,14 +74,66 @@ async def answer(engine: Engine, message: Message, out: TextIO, *, stream: bool)
 
 
 async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: TextIO) -> None:
+    """Chat until the input ends, or until SIGTERM or SIGINT: then the answer in
+    progress gets shutdown.grace_seconds to finish, and the chat ends normally."""
     interactive = stdin.isatty()
+    lines = _lines(stdin)
+    stopping = _stop_signal()
     while True:
         if interactive:
             out.write(PROMPT)
             out.flush()
-        line = await _read_line(stdin)
+        line = await _first(lines.get(), stopping)
         if line is None:
             return
-        text = line.rstrip("\n")
-        message = Message("console", "local", channel, user, text)
-        await answer(engine, message, out, stream=interactive)
+        message = Message("console", "local", channel, user, line.rstrip("\n"))
+        answering = asyncio.create_task(answer(engine, message, out, stream=interactive))
+        either: set[asyncio.Future[Any]] = {answering, stopping}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            await InFlight.finish(answering, engine.settings.shutdown_grace_seconds)
+            return
+        await answering
+
+
+def _lines(stream: TextIO) -> asyncio.Queue[str | None]:
+    """Lines of input as they come, None at the end. A daemon thread reads them: a
+    thread blocked in readline() cannot be stopped, and must not hold up the exit."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        while True:
+            line = stream.readline()
+            loop.call_soon_threadsafe(queue.put_nowait, line or None)
+            if not line:
+                return
+
+    threading.Thread(target=read, name="console-input", daemon=True).start()
+    return queue
+
+
+def _stop_signal() -> asyncio.Future[None]:
+    """Done on SIGTERM or SIGINT (where this loop may handle signals)."""
+    loop = asyncio.get_running_loop()
+    stopping: asyncio.Future[None] = loop.create_future()
+
+    def stop() -> None:
+        if not stopping.done():
+            stopping.set_result(None)
+
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop)
+    return stopping
+
+
+async def _first(line: Awaitable[str | None], stopping: asyncio.Future[None]) -> str | None:
+    """The next line, or None when the input ended or a stop signal came first."""
+    reading = asyncio.ensure_future(line)
+    waiting: set[asyncio.Future[Any]] = {reading, stopping}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not reading.done():
+        reading.cancel()
+        return None
+    return reading.result()

@@ -32,7 +32,7 @@ import datetime
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ import discord
 import yarl
 from aiohttp import web
 
+from adapters.common import InFlight
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
@@ -148,7 +149,7 @@ class DiscordAdapter:
         self.client: ParleyClient | None = None
         self.live = False
         self._task: asyncio.Task[None] | None = None
-        self._answering: set[asyncio.Task[Any]] = set()
+        self.in_flight = InFlight()
         # channels discord.py has not cached: their thread, or None if not a thread
         self._threads: dict[int, discord.Thread | None] = {}
         self._hinted: dict[int, None] = {}  # message ids answered with COMMAND_HINT
@@ -179,9 +180,10 @@ class DiscordAdapter:
         self._task = asyncio.create_task(self._run(self.client, token), name="discord")
 
     async def stop(self) -> None:
-        for task in list(self._answering):
-            task.cancel()
-        await asyncio.gather(*self._answering, return_exceptions=True)
+        # The gateway stays open while answers finish: Discord never delivers a message
+        # again, so one arriving now is answered too, or, if the grace period runs out,
+        # left to recovery by the next process.
+        await self.in_flight.drain(self.settings.shutdown_grace_seconds)
         if self.client is not None:
             await self.client.close()
         if self._task is not None:
@@ -237,14 +239,19 @@ class DiscordAdapter:
         client._get_websocket(shard_id=shard_id).gateway = self.pinned_gateway
 
     async def tracked(self, work: Awaitable[None]) -> None:
-        """Run one answer, so that stop() can cancel answers still in flight."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._answering.add(task)
-        try:
-            await work
-        finally:
-            self._answering.discard(task)
+        """Run one answer, so that stop() waits for answers in progress."""
+        await self.in_flight.track(work)
+
+    async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        """Answer a message another process claimed and never answered, where it was
+        asked (an interaction's token may have expired: its channel instead)."""
+        if self.client is None:
+            return
+        channel = self.client.get_partial_messageable(int(message.thread or message.channel))
+        reply = Reply(ChannelTransport(channel), interval=self.edit_interval)
+        async for event in events:
+            await reply.apply(event)
+        await reply.finish()
 
     # -- messages -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.common import split_message
+from adapters.common import InFlight, split_message
 from adapters.slack_events import (
     EventEnvelope,
     SlackEvent,
@@ -59,7 +59,6 @@ DEFAULT_API_URL = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
 COMMAND = "/parley"
 ADMIN_CACHE_SECONDS = 300.0
-STOP_GRACE_SECONDS = 10.0
 RESET_IN_THREAD = "To reset a thread's conversation, say @Parley reset in that thread."
 # Message subtypes that are a person saying something; every other subtype (edits,
 # deletions, joins, topic changes...) is not addressed to Parley.
@@ -192,7 +191,7 @@ class SlackAdapter:
         self.users = UserDirectory(self.client)
         self.capabilities = Capabilities()
         self.socket: AsyncSocketModeHandler | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight = InFlight()
         self.authenticated = False
         self.bot_user_id = ""
         self._register()
@@ -221,13 +220,12 @@ class SlackAdapter:
             log.info("slack: serving the Events API at POST %s", EVENTS_PATH)
 
     async def stop(self) -> None:
+        """Take no new events (Socket Mode closes; HTTP answers 503, so Slack retries
+        them, on another replica if there is one), finish the answers in progress."""
+        self.in_flight.accepting = False
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]  # bolt: untyped
-        try:
-            await asyncio.wait_for(self.drain(), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            for task in list(self.tasks):
-                task.cancel()
+        await self.in_flight.drain(self.settings.shutdown_grace_seconds)
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None
@@ -239,9 +237,8 @@ class SlackAdapter:
         return not self.socket.client.closed and session is not None and not session.closed
 
     async def drain(self) -> None:
-        """Wait until every answer in progress is done (tests, shutdown)."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        """Wait until every answer in progress is done (tests)."""
+        await self.in_flight.wait()
 
     async def _authenticate(self) -> None:
         try:
@@ -262,6 +259,8 @@ class SlackAdapter:
 
     async def _http_events(self, request: web.Request) -> web.Response:
         """Verify, then check the shape, and only then let bolt parse and route it."""
+        if not self.in_flight.accepting:
+            return web.json_response({"error": "shutting down"}, status=503)
         body = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
@@ -281,9 +280,7 @@ class SlackAdapter:
         return await to_aiohttp_response(response)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self.tasks.add(task)  # a strong reference: the loop keeps only weak ones
-        task.add_done_callback(self.tasks.discard)
+        self.in_flight.spawn(work)
 
     # -- events -> Incoming ----------------------------------------------------------
 

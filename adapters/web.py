@@ -20,10 +20,12 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from adapters.common import InFlight
 from adapters.web_admin import add_admin_routes
 from adapters.web_auth import (
     ADMIN_COOKIE,
@@ -58,6 +60,7 @@ BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
 TOO_DEEP = 'That frame nests too deeply to read; send {"type": "message", "text": "..."}.'
 # A message is at most max_input_chars characters; 4 bytes each in UTF-8, plus JSON.
 FRAME_BYTES_PER_CHAR = 6
+RESTARTING = "Parley is restarting; send that again in a moment."
 NEEDS_TOKEN = "This Parley web chat needs its access link: open /?token=<PARLEY_WEB_TOKEN> once."
 
 
@@ -70,6 +73,7 @@ class WebAdapter:
         self.token = token  # "" = no token needed (bound to loopback, none set)
         self.sockets: set[web.WebSocketResponse] = set()
         self.running = False
+        self.in_flight = InFlight()
         self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         self.page_html = (STATIC / "index.html").read_bytes()
         self.limits = WebChatLimits(
@@ -90,11 +94,19 @@ class WebAdapter:
 
     async def stop(self) -> None:
         self.running = False
+        await self.in_flight.drain(self.settings.shutdown_grace_seconds)
         for socket in list(self.sockets):
             await socket.close(code=1001, message=b"server shutting down")
 
     def connected(self) -> bool:
         return self.running
+
+    async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        """A web chat message claimed and never answered (a restart, or the page closed
+        mid-answer): answer it into the history, which the page shows when it connects
+        again."""
+        async for _ in events:
+            pass
 
     # --- the page and its files ---------------------------------------------------
 
@@ -188,10 +200,13 @@ class WebAdapter:
             if text is None:
                 await _send(socket, {"type": "error", "text": BAD_FRAME})
                 continue
+            if not self.in_flight.accepting:
+                await _send(socket, {"type": "error", "text": RESTARTING})
+                continue
             if not await self._admit(socket, address, admin):
                 continue
             message = Message("web", "local", identity, identity, text, platform_admin=admin)
-            await self._answer(socket, message)
+            await self.in_flight.track(self._answer(socket, message))
 
     async def _admit(self, socket: web.WebSocketResponse, address: str, admin: bool) -> bool:
         """The address and total limits; refused, the socket is told why (and may go on)."""

@@ -63,6 +63,6 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
                     engine.recover_for(adapter.name, recover)
             await _until_terminated()
         finally:
-            for adapter in adapters:
-                await adapter.stop()
+            # Together: each finishes its answers in progress within the grace period.
+            await asyncio.gather(*(adapter.stop() for adapter in adapters))
             await runner.cleanup()

@@ -107,7 +107,7 @@ async def test_usage_chart_is_an_ephemeral_png_for_admins_only(
     assert callback.body == {"type": 5, "data": {"flags": 64}}  # ephemeral
     if not allowed:
         assert "only Parley admins" in content(edit[-1])
-        await eventually(lambda: not bot.adapter._answering)  # the answer is complete
+        await eventually(lambda: not bot.adapter.in_flight.tasks)  # the answer is complete
         assert not [call for call in bot.fake.calls if call.files]
         assert not bot.fake.calls_to("POST", rf"/webhooks/\d+/{token}")
         return

@@ -140,7 +140,7 @@ async def test_every_discord_interaction_is_answered(
         payload = await bot.fake.send_interaction(name, options=chosen, user_id=user)
         callback = rf"/interactions/\d+/{payload['token']}/callback"
         await eventually(lambda: bot.fake.calls_to("POST", callback))
-        await eventually(lambda: not bot.adapter._answering)
+        await eventually(lambda: not bot.adapter.in_flight.tasks)
     assert faults(caplog.records) == []
 
 
@@ -161,7 +161,7 @@ async def test_discord_messages_never_break_the_bot(
         bot.model.script(Text("still here"))
         barrier = await bot.mention("ping")
         await bot.replies_to(barrier)
-        await eventually(lambda: not bot.adapter._answering)
+        await eventually(lambda: not bot.adapter.in_flight.tasks)
     assert faults(caplog.records) == []
 
 
