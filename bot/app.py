@@ -24,6 +24,8 @@ def build_model_client(settings: Settings) -> ModelClient:
         api_key=secret("OPENAI_API_KEY"),
         base_url=None,
         timeout_seconds=settings.timeout_seconds,
+        first_token_seconds=settings.first_token_seconds,
+        deadline_seconds=settings.deadline_seconds,
         max_attempts=settings.max_attempts,
         retry_max_wait_seconds=settings.retry_max_wait_seconds,
     )

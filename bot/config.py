@@ -41,7 +41,12 @@ class Settings:
     context_tokens: int = 8000
     reply_tokens: int = 1000
     history_messages: int = 100
+    # Each wait for bytes from the model endpoint (connecting, each read of a stream).
     timeout_seconds: float = 60.0
+    # Each attempt's wait for the first token, and the whole call's time, retries and
+    # the waits between them included (bot/llm_deadline.py).
+    first_token_seconds: float = 60.0
+    deadline_seconds: float = 120.0
     max_attempts: int = 4
     retry_max_wait_seconds: float = 30.0
     max_concurrent_calls: int = 8
@@ -183,6 +188,8 @@ OPTIONS: dict[str, _Option] = {
     "model.reply_tokens": _Option("reply_tokens", _positive_int, "a whole number > 0"),
     "model.history_messages": _Option("history_messages", _positive_int, "a whole number > 0"),
     "model.timeout_seconds": _Option("timeout_seconds", _positive_float, "seconds > 0"),
+    "model.first_token_seconds": _Option("first_token_seconds", _positive_float, "seconds > 0"),
+    "model.deadline_seconds": _Option("deadline_seconds", _positive_float, "seconds > 0"),
     "model.max_attempts": _Option("max_attempts", _positive_int, "a whole number > 0"),
     "model.retry_max_wait_seconds": _Option(
         "retry_max_wait_seconds", _positive_float, "seconds > 0"

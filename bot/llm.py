@@ -11,6 +11,10 @@ Retry-After), 5xx, connection errors and timeouts are retried with exponential
 backoff and jitter; other 4xx never are. Once any text has been streamed to the
 user, a failure is final: retrying would repeat what they already saw.
 
+Three clocks bound a call (bot/llm_deadline.py): the transport's timeout_seconds, each
+wait for the next bytes; first_token_seconds, each attempt's wait for the first token;
+deadline_seconds, the whole call with all its attempts and the waits between them.
+
 The stream's bytes are read and split into events here (SSEBuffer), not by the SDK's
 AsyncStream: its per-event machinery (four nested async generators, a line decoder, an
 event object per line) cost more CPU per streamed chunk than the rest of Parley's path
@@ -43,6 +47,9 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+
+from bot.llm_deadline import CallTooLong, Deadlines, FirstTokenLate, OutOfTime, within
+from bot.sse import SSEBuffer
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,8 @@ def classify(error: BaseException) -> ModelError:
         error = error.cause
     if isinstance(error, ModelError):
         return error
+    if isinstance(error, CallTooLong | FirstTokenLate):
+        return ModelError("timeout", str(error))
     if isinstance(error, openai.APITimeoutError):
         # The aiohttp transport reports a refused connection as a connect timeout.
         kind = "unavailable" if _connection_refused(error) else "timeout"
@@ -151,8 +160,8 @@ def _connection_refused(error: BaseException) -> bool:
 
 class _WorthRetrying:
     """Which failures to retry: 429 and 5xx (unless the server asks for a longer wait
-    than we allow: retrying early would only burn attempts), connection errors and
-    timeouts. Never other 4xx."""
+    than we allow: retrying early would only burn attempts), connection errors,
+    timeouts and a late first token. Never other 4xx, nor the call's own deadline."""
 
     def __init__(self, max_wait: float) -> None:
         self.max_wait = max_wait
@@ -163,7 +172,8 @@ class _WorthRetrying:
             if told is not None and told > self.max_wait:
                 return False
             return error.status_code == 429 or error.status_code >= 500
-        return isinstance(error, openai.APIConnectionError)  # includes timeouts
+        # APIConnectionError includes the transport's timeouts.
+        return isinstance(error, openai.APIConnectionError | FirstTokenLate)
 
 
 def _retry_after_seconds(error: BaseException | None) -> float | None:
@@ -216,6 +226,11 @@ class _ChunkAssembler:
             self.parts.append(text)
         return text
 
+    @property
+    def begun(self) -> bool:
+        """The answer has begun: text, a tool call or a finish has come."""
+        return bool(self.parts or self.calls or self.finish_reason)
+
     def _add_call_fragment(self, call: dict[str, Any]) -> None:
         slot = self.calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
         slot["id"] = call.get("id") or slot["id"]
@@ -236,46 +251,6 @@ def _usage_of(usage: dict[str, Any]) -> Usage:
     return Usage(
         int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached)
     )
-
-
-class SSEBuffer:
-    """Splits a server-sent event stream into the data of each event, as bytes.
-
-    Per the SSE format: events end at a blank line; lines end with LF, CRLF or CR; an
-    event's data lines are joined with LF; comments, and fields other than data, are
-    skipped. The usual chunk ("data: {...}\\n\\n", one event per read) takes the fast path.
-    """
-
-    __slots__ = ("after_cr", "pending")
-
-    def __init__(self) -> None:
-        self.pending = b""  # an event begun but not ended, line ends made LF
-        self.after_cr = False  # the last read ended with CR: an LF first is its CRLF's
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Take the next bytes read; return the data of every event they complete."""
-        if not data:
-            return []
-        if self.after_cr and data[:1] == b"\n":
-            data = data[1:]
-        self.after_cr = data[-1:] == b"\r"
-        buffer = self.pending + data if self.pending else data
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            self.pending = buffer
-            return []
-        self.pending = buffer[end + 2 :]
-        found = []
-        for event in buffer[:end].split(b"\n\n"):
-            if event.startswith(b"data: ") and b"\n" not in event:
-                found.append(event[6:])
-                continue
-            lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
-            if lines:
-                found.append(b"\n".join(line[1:] if line[:1] == b" " else line for line in lines))
-        return found
 
 
 def _raise_if_error(chunk: dict[str, Any], request: httpx2.Request) -> None:
@@ -369,9 +344,16 @@ class ModelClient:
         timeout_seconds: float,
         max_attempts: int,
         retry_max_wait_seconds: float,
+        first_token_seconds: float | None = None,
+        deadline_seconds: float | None = None,
         batch_seconds: float = READ_BATCH_SECONDS,
     ) -> None:
+        """timeout_seconds bounds each wait for bytes (connecting, each read),
+        first_token_seconds each attempt's wait for its first token, deadline_seconds
+        the whole call with its retries; None: no such bound."""
         self.batch_seconds = batch_seconds
+        self.first_token_seconds = first_token_seconds
+        self.deadline_seconds = deadline_seconds
         self.client = AsyncOpenAI(
             # The SDK's aiohttp transport: it halves the CPU of a streamed call compared
             # with the default httpx2 one (bench/engine_bench.py: 4.7 -> 2.6 ms/message).
@@ -409,17 +391,19 @@ class ModelClient:
     ) -> AsyncGenerator[Delta | Completion, None]:
         """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
         body = _encoded(_request_body(model, messages, tools, max_tokens))
+        deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.worth_retrying),
             wait=self.wait,
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts) | OutOfTime(deadlines),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     assembler = _ChunkAssembler()
-                    async with aclosing(self._attempt(body, assembler)) as texts:
+                    deadlines.start_attempt()
+                    async with aclosing(self._attempt(body, assembler, deadlines)) as texts:
                         async for text in texts:
                             yield Delta(text)
                     completion = assembler.result()
@@ -429,10 +413,10 @@ class ModelClient:
             raise classify(error) from error
 
     async def _attempt(
-        self, body: bytes | dict[str, Any], assembler: _ChunkAssembler
+        self, body: bytes | dict[str, Any], assembler: _ChunkAssembler, deadlines: Deadlines
     ) -> AsyncGenerator[str, None]:
         encoded = {"content": body} if isinstance(body, bytes) else {"body": body}
-        stream = await self.client.post(
+        request = self.client.post(
             self.completions_url,
             **encoded,
             cast_to=ChatCompletion,
@@ -440,14 +424,16 @@ class ModelClient:
             stream=True,
             stream_cls=DICT_STREAM,
         )
+        stream = await within(deadlines.first_token, deadlines, request)
         response = stream.response
         # The transport's own chunks: one per read from the socket, no decoding layers.
         chunks = aiter(cast(httpx2.AsyncByteStream, response.stream))
         events = SSEBuffer()
         emitted = done = gathered = False
+        due = deadlines.first_token  # then, once the answer has begun, the call's
         try:
             try:
-                async for data in chunks:
+                while (data := await within(due, deadlines, anext(chunks, None))) is not None:
                     texts = []  # one Delta for all the text of one read
                     for event in events.feed(data):
                         if event.startswith(b"[DONE]"):
@@ -469,6 +455,8 @@ class ModelClient:
                             yield text
                     if done:
                         break
+                    if due != deadlines.call and assembler.begun:
+                        due = deadlines.call
                     if emitted and self.batch_seconds:
                         await _gather_more(response, self.batch_seconds)
                         gathered = True

@@ -88,6 +88,8 @@ async def make_engine(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[
             api_key="test",
             base_url=fake_openai.base_url,
             timeout_seconds=settings.timeout_seconds,
+            first_token_seconds=settings.first_token_seconds,
+            deadline_seconds=settings.deadline_seconds,
             max_attempts=settings.max_attempts,
             retry_max_wait_seconds=settings.retry_max_wait_seconds,
         )
