@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -23,6 +22,8 @@ from tests.slack_helpers import SECRET, TOKEN
 from tests.test_run import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a test waits for what other processes do (start, answer, recover).
+WAIT = 30.0
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Cluster:
         return "\n".join(r.log.read_text(errors="replace") for r in self.replicas)
 
 
-async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+async def healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until a started Parley answers /health with 200 (fails if it exits first)."""
     async with aiohttp.ClientSession() as session:
         for _ in range(300):
             if process.poll() is not None:
@@ -94,7 +96,7 @@ async def cluster(
                 url = f"http://127.0.0.1:{port}/slack/events"
                 group.replicas.append(Replica(process, port, EventSender(url, SECRET), log))
             for replica in group.replicas:
-                await _healthy(replica.port, replica.process)
+                await healthy(replica.port, replica.process)
             yield group
         finally:
             for replica in group.replicas:
@@ -105,11 +107,3 @@ async def cluster(
                     replica.process.wait(timeout=20)
                 if replica.process.poll() is None:
                     replica.kill()
-
-
-async def until(check: Any, within: float = 20.0) -> None:
-    for _ in range(int(within / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {within} s: {check}")

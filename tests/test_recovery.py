@@ -15,12 +15,14 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.engine import Engine
 from bot.messages import ConversationKey, Message
 from bot.store import UserLimits
 from tests.conftest import EngineFactory, collect, message
+from tests.fakes import eventually
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, EventSender, FakeSlack
-from tests.replicas import until
+from tests.replicas import WAIT, healthy
 from tests.slack_helpers import SECRET, TOKEN
 from tests.test_run import free_port
 from tests.test_web_helpers import browser_like
@@ -37,20 +39,6 @@ def start(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Po
         )  # fmt: skip
 
 
-async def healthy(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            assert process.poll() is None, "Parley exited"
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/health") as response:
-                    if response.status in (200, 503):
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("Parley did not come up")
-
-
 async def exit_code(process: subprocess.Popen[bytes], within: float = 30.0) -> int:
     for _ in range(int(within / 0.05)):
         if process.poll() is not None:
@@ -63,8 +51,7 @@ async def exit_code(process: subprocess.Popen[bytes], within: float = 30.0) -> i
 def environment(folder: Path, model: FakeOpenAI, port: int, **extra: str) -> dict[str, str]:
     config = folder / "parley.toml"
     config.write_text(
-        "[store]\nlease_seconds = 1.0\n[recovery]\nmax_age = 600\n"
-        "[shutdown]\ngrace_seconds = 20\n"
+        "[store]\nlease_seconds = 1.0\n[recovery]\nmax_age = 600\n[shutdown]\ngrace_seconds = 20\n"
     )
     return {
         "PATH": os.environ.get("PATH", ""), "HOME": str(folder), "PORT": str(port),
@@ -100,7 +87,7 @@ async def test_slack_killed_mid_answer_answers_once_after_a_restart(tmp_path: Pa
         await healthy(port, first)
         thread = "1700000000.000100"
         assert await sender.event(mention("question", thread), event_id="Ev1") == 200
-        await until(lambda: model.requests)
+        await eventually(lambda: model.requests, within=WAIT)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert not any("echo" in text for text in texts(slack, thread))
@@ -108,7 +95,9 @@ async def test_slack_killed_mid_answer_answers_once_after_a_restart(tmp_path: Pa
         second = start(["run", "slack"], env, log)
         try:
             await healthy(port, second)
-            await until(lambda: any("echo: question" in t for t in texts(slack, thread)))
+            await eventually(
+                lambda: any("echo: question" in t for t in texts(slack, thread)), within=WAIT
+            )
             assert any("Sorry for the delay" in t for t in texts(slack, thread))
             # Slack's retry of the same event after all that: nothing more.
             assert await sender.event(mention("question", thread), event_id="Ev1",
@@ -122,17 +111,23 @@ async def test_slack_killed_mid_answer_answers_once_after_a_restart(tmp_path: Pa
         assert "Traceback" not in log.read_text()
 
 
-async def test_a_question_older_than_max_age_is_not_answered_late(
-    make_engine: EngineFactory, tmp_path: Path
-) -> None:
-    engine = make_engine(recovery_max_age=60.0, lease_seconds=0.3)
-    asked = Message("test", "w1", "c1", "alice", "too late?", dedupe_keys=("ev:old",))
+async def left_by_a_dead_process(engine: Engine, text: str, key: str) -> None:
+    """A question claimed and stored by a process that died before answering it."""
+    asked = Message("test", "w1", "c1", "alice", text, dedupe_keys=(key,))
     turn = await engine.store.begin_turn(
         asked.dedupe_keys, asked.conversation, "dead", 0.0, asked.to_payload()
     )
     assert turn is not None
-    await engine.store.admit_message(asked.conversation, "test:alice", UserLimits(), 0.0,
-                                     asked.text, 3, turn.id)  # fmt: skip
+    await engine.store.admit_message(
+        asked.conversation, "test:alice", UserLimits(), 0.0, text, 3, turn.id
+    )
+
+
+async def test_a_question_older_than_max_age_is_not_answered_late(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    engine = make_engine(recovery_max_age=60.0, lease_seconds=0.3)
+    await left_by_a_dead_process(engine, "too late?", "ev:old")
     seen: list[tuple[Message, list[str]]] = []
 
     async def deliver(message: Message, events: object) -> None:
@@ -142,7 +137,7 @@ async def test_a_question_older_than_max_age_is_not_answered_late(
     later = time.time() + 3600
     engine.clock = lambda: later  # type: ignore[method-assign]
     engine.recover_for("test", deliver)
-    await until(lambda: seen)
+    await eventually(lambda: seen, within=WAIT)
     [(recovered, shown)] = seen
     assert recovered.text == "too late?" and "lost the answer" in shown[0]
     assert await collect(engine, message("again", dedupe_keys=("ev:old",))) == []  # a retry
@@ -152,20 +147,14 @@ async def test_a_stale_question_is_answered_once_with_an_apology(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
     engine = make_engine(lease_seconds=0.3)
-    asked = Message("test", "w1", "c1", "alice", "still there?", dedupe_keys=("ev:1",))
-    turn = await engine.store.begin_turn(
-        asked.dedupe_keys, asked.conversation, "dead", 0.0, asked.to_payload()
-    )
-    assert turn is not None
-    await engine.store.admit_message(asked.conversation, "test:alice", UserLimits(), 0.0,
-                                     asked.text, 3, turn.id)  # fmt: skip
+    await left_by_a_dead_process(engine, "still there?", "ev:1")
     seen: list[list[str]] = []
 
     async def deliver(message: Message, events: object) -> None:
         seen.append([event.text async for event in events])  # type: ignore[attr-defined]
 
     engine.recover_for("test", deliver)
-    await until(lambda: seen)
+    await eventually(lambda: seen, within=WAIT)
     await asyncio.sleep(1.0)  # several looks for stale turns later: still once
     assert len(seen) == 1 and "Sorry for the delay" in seen[0][0]
     assert seen[0][-1] == "echo: still there?"
@@ -185,7 +174,7 @@ async def test_sigterm_lets_a_slack_answer_finish_and_exits_0(tmp_path: Path) ->
         await healthy(port, process)
         thread = "1700000000.000200"
         await sender.event(mention("question", thread), event_id="Ev1")
-        await until(lambda: model.requests)
+        await eventually(lambda: model.requests, within=WAIT)
         process.send_signal(signal.SIGTERM)
         assert await exit_code(process) == 0
         assert texts(slack, thread)[-1].strip() == SLOW
@@ -227,7 +216,7 @@ async def test_sigterm_lets_a_terminal_answer_finish_and_exits_0(tmp_path: Path)
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(b"question\n")
         process.stdin.flush()
-        await until(lambda: model.requests)
+        await eventually(lambda: model.requests, within=WAIT)
         process.send_signal(signal.SIGTERM)
         assert await exit_code(process) == 0
         assert SLOW in process.stdout.read().decode()

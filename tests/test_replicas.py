@@ -7,9 +7,10 @@ import asyncio
 import json
 from pathlib import Path
 
+from tests.fakes import eventually
 from tests.fakes.openai_server import Delay, Stall
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID
-from tests.replicas import Replica, cluster, until
+from tests.replicas import WAIT, Replica, cluster
 
 
 def mention(text: str, ts: str, user: str = "U1") -> dict[str, object]:
@@ -50,7 +51,7 @@ async def test_an_event_delivered_to_two_replicas_is_answered_once(
             )
             assert [status for status, _ in statuses] == [200, 200]
         threads = [f"1700000000.{number:06d}" for number in range(6)]
-        await until(lambda: all(bots.slack.thread("C1", t) for t in threads))
+        await eventually(lambda: all(bots.slack.thread("C1", t) for t in threads), within=WAIT)
         await asyncio.sleep(0.5)  # a second answer would have come by now
         for number, thread in enumerate(threads):
             assert [p.text for p in bots.slack.thread("C1", thread)] == [f"echo: question {number}"]
@@ -66,13 +67,15 @@ async def test_a_threads_messages_sent_to_alternate_replicas_are_answered_in_ord
         # still being answered, on another replica.
         bots.model.script(*[Delay(0.3)] * 10)
         await send(bots.replicas[0], mention("message 0", thread))
-        await until(lambda: bots.model.requests)
+        await eventually(lambda: bots.model.requests, within=WAIT)
         for number in range(1, 10):
             ts = f"1700000100.{number:06d}"
             await send(bots.replicas[number % 3], reply(f"message {number}", ts, thread))
-        await until(lambda: len(bots.slack.thread("C1", thread)) == 10, within=30)
-        shown = [p.text for p in bots.slack.thread("C1", thread)]
-        assert shown == [f"echo: message {n}" for n in range(10)]
+        expected = [f"echo: message {n}" for n in range(10)]
+        # The final texts, not the count: the last answer may still be streaming.
+        await eventually(
+            lambda: [p.text for p in bots.slack.thread("C1", thread)] == expected, within=WAIT
+        )
         for number, request in enumerate(bots.model.requests):
             expected = []
             for earlier in range(number):
@@ -92,7 +95,9 @@ async def test_one_user_hammering_all_replicas_gets_exactly_the_limit(
             for number in range(15)
         ]
         assert set(await asyncio.gather(*sends)) == {200}
-        await until(lambda: len(bots.model.requests) + len(bots.slack.ephemerals("U1")) >= 15)
+        await eventually(
+            lambda: len(bots.model.requests) + len(bots.slack.ephemerals("U1")) >= 15, within=WAIT
+        )
         await asyncio.sleep(0.5)
         assert len(bots.model.requests) == 5
         refusals = bots.slack.ephemerals("U1")
@@ -108,15 +113,16 @@ async def test_killing_a_replica_mid_answer_leaves_the_others_answering(
         stuck = "1700000300.000000"
         bots.model.script(Stall(30))  # the victim is mid-stream when it dies
         await send(victim, mention("never answered by this one", stuck))
-        await until(lambda: bots.model.requests)
+        await eventually(lambda: bots.model.requests, within=WAIT)
         victim.kill()
         await send(survivor, mention("elsewhere", "1700000301.000000"))
         await send(other, reply("same thread, later", "1700000300.000001", stuck))
         elsewhere = "1700000301.000000"
-        await until(
-            lambda: [p.text for p in bots.slack.thread("C1", elsewhere)] == ["echo: elsewhere"]
+        await eventually(
+            lambda: [p.text for p in bots.slack.thread("C1", elsewhere)] == ["echo: elsewhere"],
+            within=WAIT,
         )
         # The dead replica's turn in the thread runs out with its lease (1 s here).
-        await until(lambda: any("same thread, later" in p.text
-                                for p in bots.slack.thread("C1", stuck)))  # fmt: skip
+        await eventually(lambda: any("same thread, later" in p.text
+                                for p in bots.slack.thread("C1", stuck)), within=WAIT)  # fmt: skip
         assert "Traceback" not in bots.logs()
