@@ -36,6 +36,16 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class FetchSettings:
+    """[tools.fetch]: which hosts fetch_url may read, and how much."""
+
+    allow_hosts: tuple[str, ...] = ()
+    max_bytes: int = 2_000_000
+    max_chars: int = 20_000
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     model: str = "gpt-4o-mini"
     context_tokens: int = 8000
@@ -96,6 +106,17 @@ class Settings:
     web_rpm_total: int = 600
     # Proxies whose X-Forwarded-For names the client (addresses or networks).
     trusted_proxies: tuple[str, ...] = ()
+    # "auto" (by the model's name, bot/vision.py), "true" or "false".
+    vision: str = "auto"
+    # Files sent with a message (bot/attachments.py).
+    attachment_max_files: int = 10
+    attachment_max_bytes: int = 10_000_000
+    attachment_max_text_chars: int = 20_000
+    attachment_timeout_seconds: float = 20.0
+    image_max_side: int = 1024
+    image_detail: str = "auto"
+    # The fetch_url tool (bot/tools/fetch.py): off while no host is allowed.
+    fetch: FetchSettings = field(default_factory=lambda: FetchSettings())
     config_path: str = ""
 
 
@@ -167,6 +188,30 @@ def _channel_tools(value: Any) -> dict[str, tuple[str, ...]]:
     return {str(channel): _string_list(tools) for channel, tools in value.items()}
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()  # TOML true/false arrive as bools: str() is "True"
+        if text not in allowed:
+            raise ValueError
+        return text
+
+    return parse
+
+
+def _fetch_table(value: Any) -> FetchSettings:
+    if not isinstance(value, dict) or not set(value) <= {f.name for f in fields(FetchSettings)}:
+        raise ValueError
+    hosts = tuple(h.strip().lower() for h in _string_list(value.get("allow_hosts", [])))
+    return FetchSettings(
+        allow_hosts=hosts,
+        max_bytes=_positive_int(value.get("max_bytes", FetchSettings.max_bytes)),
+        max_chars=_positive_int(value.get("max_chars", FetchSettings.max_chars)),
+        timeout_seconds=_positive_float(
+            value.get("timeout_seconds", FetchSettings.timeout_seconds)
+        ),
+    )
+
+
 def _table_list(value: Any) -> tuple[Mapping[str, Any], ...]:
     if isinstance(value, list) and all(isinstance(item, dict) for item in value):
         return tuple(value)
@@ -198,6 +243,25 @@ OPTIONS: dict[str, _Option] = {
         "max_concurrent_calls", _positive_int, "a whole number > 0"
     ),
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
+    "model.vision": _Option("vision", _choice("auto", "true", "false"), '"auto", true or false'),
+    "attachments.max_files": _Option("attachment_max_files", _positive_int, "a whole number > 0"),
+    "attachments.max_file_bytes": _Option(
+        "attachment_max_bytes", _positive_int, "a whole number of bytes > 0"
+    ),
+    "attachments.max_text_chars": _Option(
+        "attachment_max_text_chars", _positive_int, "a whole number > 0"
+    ),
+    "attachments.download_timeout_seconds": _Option(
+        "attachment_timeout_seconds", _positive_float, "seconds > 0"
+    ),
+    "attachments.image_max_side": _Option("image_max_side", _positive_int, "pixels > 0"),
+    "attachments.image_detail": _Option(
+        "image_detail", _choice("auto", "low", "high"), '"auto", "low" or "high"'
+    ),
+    "tools.fetch": _Option(
+        "fetch", _fetch_table, "a [tools.fetch] table: allow_hosts, max_bytes, max_chars, "
+        "timeout_seconds",
+    ),
     "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
     "recovery.max_age": _Option("recovery_max_age", _positive_float, "seconds > 0"),

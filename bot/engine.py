@@ -18,6 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bot.attachments import Prepared, content_tokens, prepare
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage
@@ -271,10 +272,16 @@ class Engine:
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
-        refusal = None if admitted else await self._admit(message, turn)
-        if refusal is not None:
-            yield refusal
-            return
+        if not admitted:
+            files = await self._read_files(message)
+            refusal = await self._admit(message, turn, files) if files.text else None
+            if refusal is not None:
+                yield refusal
+                return
+            if files.note:  # the files it skipped; with nothing left, nothing to answer
+                yield ReplyEvent(ReplyKind.NOTICE if files.text else ReplyKind.ERROR, files.note)
+            if not files.text:
+                return
         # aclosing: a reply closed early must close the generators it runs now, so
         # their finally blocks (the usage row, the turn) run at once.
         async with aclosing(self._answer(message, turn, timing)) as events:
@@ -287,15 +294,21 @@ class Engine:
             return ReplyEvent(ReplyKind.ERROR, problem)
         return await run_command(self.commands, message)
 
-    async def _admit(self, message: Message, turn: Turn) -> ReplyEvent | None:
+    async def _read_files(self, message: Message) -> Prepared:
+        if not message.attachments:
+            return Prepared(message.text)
+        model, _ = await self._channel_settings(message)  # does this one see images?
+        return await prepare(message.text, message.attachments, model, self.settings)
+
+    async def _admit(self, message: Message, turn: Turn, files: Prepared) -> ReplyEvent | None:
         """Check the limits and store the message, in one transaction: a refused
         message is not stored, an admitted one is before the model is called.
         Returns the refusal to show, or None."""
         limits = self.limiter.limits_for(is_admin(self.settings, message))
         now = self.clock()
         verdict = await self.store.admit_message(
-            message.conversation, message.user_key, limits, now, message.text,
-            count_message(message.text), turn.id,
+            message.conversation, message.user_key, limits, now, files.text, files.tokens,
+            turn.id, parts=files.parts_json,
         )  # fmt: skip
         refusal = await self.limiter.refusal(message.user_key, verdict, now)
         if refusal is None:
@@ -313,7 +326,7 @@ class Engine:
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()
-        if not text:
+        if not text and not message.attachments:
             return EMPTY_MESSAGE
         if len(text) > self.settings.max_input_chars:
             return TOO_LONG.format(length=len(text), limit=self.settings.max_input_chars)
@@ -590,5 +603,5 @@ def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
 
 
 def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:
-    prompt_tokens = sum(count_message(str(m.get("content") or "")) for m in prompt)
+    prompt_tokens = sum(content_tokens(m.get("content")) for m in prompt)
     return Usage(prompt_tokens, count_text(completion.text))

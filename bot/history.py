@@ -5,6 +5,7 @@ No SQL here: the store reads and writes the database and keeps HistoryCache in s
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,10 +26,14 @@ class StoredMessage(NamedTuple):
     user: str = ""
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str = ""
+    # A user message with images: its content parts as JSON, images included (what the
+    # model saw); "" for plain text. bot/attachments.py writes it.
+    parts: str = ""
 
     def as_chat(self) -> dict[str, Any]:
         """The message as the chat completions API takes it."""
-        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        content: Any = json.loads(self.parts) if self.parts else self.content
+        message: dict[str, Any] = {"role": self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls
         if self.tool_call_id:
@@ -53,6 +58,10 @@ class _Cached:
     capacity: int
     trim_noticed: bool
     chars: int
+
+
+def _size(message: StoredMessage) -> int:
+    return len(message.content) + len(message.parts)
 
 
 class HistoryCache:
@@ -86,7 +95,7 @@ class HistoryCache:
     ) -> None:
         """Hold a window just read: the newest `capacity` messages, or all if fewer."""
         self.drop(conversation)
-        chars = sum(len(m.content) for m in messages)
+        chars = sum(_size(m) for m in messages)
         self._entries[conversation] = _Cached(list(messages), capacity, noticed, chars)
         self._chars += chars
         self._evict()
@@ -97,9 +106,9 @@ class HistoryCache:
         if entry is None:
             return
         entry.messages.append(message)
-        added = len(message.content)
+        added = _size(message)
         if len(entry.messages) > entry.capacity:
-            added -= len(entry.messages.pop(0).content)
+            added -= _size(entry.messages.pop(0))
         entry.chars += added
         self._chars += added
         self._evict()

@@ -8,8 +8,8 @@ lives here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -28,6 +28,21 @@ class ConversationKey:
         # pass for a prefix of another one.
         parts = (self.platform, self.workspace, self.channel, self.thread)
         return "/".join(part.replace("%", "%25").replace("/", "%2F") for part in parts)
+
+
+# Downloads a file's bytes, reading at most the given number of bytes; supplied by the
+# adapter (it alone knows the platform's hosts and tokens). Raises bot.attachments.FetchError.
+Fetch = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message, as the platform describes it; fetched only if used."""
+
+    name: str
+    mime_type: str
+    size: int  # bytes, as the platform reports it (0: unknown)
+    fetch: Fetch | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +64,14 @@ class Message:
     # What the adapter needs to answer this message later, in another process if need
     # be (after a crash): channel and thread ids, never secrets or tokens.
     route: Mapping[str, str] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
 
     def to_payload(self) -> str:
-        """The message as the store keeps it until it is answered."""
-        fields = asdict(self)
+        """The message as the store keeps it until it is answered. Attachments keep
+        their description only: a fetch cannot outlive the process that got it."""
+        fields = asdict(replace(self, attachments=()))
         fields["route"] = dict(self.route)
+        fields["attachments"] = [[a.name, a.mime_type, a.size] for a in self.attachments]
         return json.dumps(fields)
 
     @classmethod
@@ -62,8 +80,10 @@ class Message:
         try:
             fields: Any = json.loads(payload)
             fields["dedupe_keys"] = tuple(fields["dedupe_keys"])
+            files = fields.get("attachments", [])
+            fields["attachments"] = tuple(Attachment(str(n), str(m), int(s)) for n, m, s in files)
             return cls(**fields)
-        except (TypeError, KeyError, json.JSONDecodeError) as error:
+        except (TypeError, KeyError, ValueError) as error:
             raise ValueError(f"not a stored message: {error}") from None
 
     @property

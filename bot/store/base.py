@@ -77,9 +77,11 @@ class Store(Protocol):
         text: str,
         tokens: int,
         turn_id: int | None = None,
+        *,
+        parts: str = "",
     ) -> Admission:
         """Check the user's limits (None: exempt) and, if admitted, store the message
-        and mark its turn admitted."""
+        (with its content parts as JSON when it has images) and mark its turn admitted."""
         ...
 
     async def finish_call(

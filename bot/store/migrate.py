@@ -38,7 +38,9 @@ def _booleans(*positions: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
     return convert
 
 
-MESSAGE_COLUMNS = "conversation, role, content, tokens, group_id, {}, tool_calls, tool_call_id"
+MESSAGE_COLUMNS = (
+    "conversation, role, content, tokens, group_id, {}, tool_calls, tool_call_id, parts"
+)
 TABLES = [
     Table(
         "messages", "id, " + MESSAGE_COLUMNS.format("user") + ", created_at",

@@ -43,7 +43,7 @@ from bot.store.url import StoreAddress
 POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 HEALTH_TIMEOUT_SECONDS = 0.8
-_COLUMNS = "id, role, content, tokens, group_id, author, tool_calls, tool_call_id"
+_COLUMNS = "id, role, content, tokens, group_id, author, tool_calls, tool_call_id, parts"
 
 R = TypeVar("R")
 if TYPE_CHECKING:  # the stubs' generic; at run time the class takes no parameters
@@ -55,7 +55,9 @@ else:
 def _row_to_message(row: Any) -> StoredMessage:
     tool_calls = json.loads(row[6]) if row[6] else None
     group_id = row[4] or row[0]  # 0: a group of its own
-    return StoredMessage(row[0], row[1], row[2], row[3], group_id, row[5], tool_calls, row[7])
+    return StoredMessage(
+        row[0], row[1], row[2], row[3], group_id, row[5], tool_calls, row[7], row[8] or ""
+    )
 
 
 def _count(status: str) -> int:
@@ -223,10 +225,10 @@ class PostgresStore(UsageQueries):
 
     async def admit_message(
         self, conversation: ConversationKey, user_key: str, limits: Any, now: float,
-        text: str, tokens: int, turn_id: int | None = None,
+        text: str, tokens: int, turn_id: int | None = None, *, parts: str = "",
     ) -> Admission:  # fmt: skip
         return await self._admit(
-            user_key, limits, now, str(conversation), text, tokens, turn_id
+            user_key, limits, now, str(conversation), text, tokens, turn_id, parts
         )
 
     async def finish_call(
@@ -269,7 +271,7 @@ class PostgresStore(UsageQueries):
             str(conversation), max_messages + 1,
         )  # fmt: skip
         messages = [_row_to_message(row) for row in reversed(rows)]
-        noticed = bool(rows and rows[0][8])
+        noticed = bool(rows and rows[0][9])
         dropped = len(messages) > max_messages
         return Window(messages[1:] if dropped else messages, dropped, noticed)
 

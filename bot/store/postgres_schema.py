@@ -207,6 +207,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         END $$;
         """,
     ),
+    (
+        8,
+        "attachments",
+        # A user message with images keeps its content parts (JSON, images as data:
+        # URLs of the scaled copy) beside its text; NULL for every other message.
+        "ALTER TABLE messages ADD COLUMN parts text;",
+    ),
 ]
 
 

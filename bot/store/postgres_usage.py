@@ -22,6 +22,8 @@ from bot.store.records import (
 )
 from bot.store.sqlite_usage import REPORT_COLUMNS
 
+ADMIT = "SELECT * FROM parley_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+
 if TYPE_CHECKING:  # the stubs' generic; at run time the class takes no parameters
     Connection = PoolConnectionProxy[asyncpg.Record]
 else:
@@ -57,16 +59,30 @@ class UsageQueries:
         text: str = "",
         tokens: int = 0,
         turn_id: int | None = None,
+        parts: str = "",
     ) -> Admission:
         """One round trip: parley_admit decides (exact across replicas: it takes an
-        advisory lock on the user) and stores the message if admitted."""
+        advisory lock on the user) and stores the message if admitted. A message with
+        content parts (images) gets them in the same transaction."""
         own = limits or UserLimits()
-        row = await self.pool.fetchrow(
-            "SELECT * FROM parley_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        arguments = (
             user_key, limits is None, own.requests_per_minute, own.tokens_per_day,
             own.cost_per_day_usd, now, WINDOW_SECONDS, utc_day(now), next_utc_midnight(now),
             conversation, text, tokens, turn_id,
         )  # fmt: skip
+        if not parts:
+            row = await self.pool.fetchrow(ADMIT, *arguments)
+        else:
+            async with self.pool.acquire() as connection, connection.transaction():
+                row = await connection.fetchrow(ADMIT, *arguments)
+                if row is not None and not row[0]:
+                    # The conversation's newest user message is the one just stored:
+                    # its turn keeps any other from being stored meanwhile.
+                    await connection.execute(
+                        "UPDATE messages SET parts = $1 WHERE id = (SELECT max(id)"
+                        " FROM messages WHERE conversation = $2 AND role = 'user')",
+                        parts, conversation,
+                    )  # fmt: skip
         assert row is not None  # the function always returns its verdict
         return Admission(str(row[0]), float(row[1]))
 

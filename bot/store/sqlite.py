@@ -38,7 +38,7 @@ from bot.store.sqlite_usage import UsageTables
 BUSY_TIMEOUT_SECONDS = 10.0
 # How long SQLite itself waits for the lock before yielding to the loop (blocking).
 LOCK_SPIN_MS = 5
-_COLUMNS = "id, role, content, tokens, group_id, user, tool_calls, tool_call_id"
+_COLUMNS = "id, role, content, tokens, group_id, user, tool_calls, tool_call_id, parts"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,7 +52,9 @@ def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
     tool_calls = json.loads(row[6]) if row[6] else None
     # group_id 0 means "a group of its own", which saves a second write per message.
     group_id = row[4] or row[0]
-    return StoredMessage(row[0], row[1], row[2], row[3], group_id, row[5], tool_calls, row[7])
+    return StoredMessage(
+        row[0], row[1], row[2], row[3], group_id, row[5], tool_calls, row[7], row[8] or ""
+    )
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -257,14 +259,15 @@ class SqliteStore(UsageTables):
         tool_calls: list[dict[str, Any]] | None = None,
         tool_call_id: str = "",
         group_id: int | None = None,
+        parts: str = "",
     ) -> int:
         """Store one message; returns its id. A message is its own group unless given one."""
         stored_calls = json.dumps(tool_calls) if tool_calls else None
         cursor = self.db.execute(
             "INSERT INTO messages (conversation, role, content, tokens, group_id, user,"
-            " tool_calls, tool_call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " tool_calls, tool_call_id, created_at, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, role, content, tokens, group_id or 0, user, stored_calls, tool_call_id,
-             time.time()),
+             time.time(), parts or None),
         )  # fmt: skip
         new_id = int(cursor.lastrowid or 0)
         self.history_cache.append(
@@ -272,7 +275,7 @@ class SqliteStore(UsageTables):
             StoredMessage(
                 new_id, role, content, tokens, group_id or new_id, user,
                 # A copy, as a read from the database would give: never the caller's list.
-                json.loads(stored_calls) if stored_calls else None, tool_call_id,
+                json.loads(stored_calls) if stored_calls else None, tool_call_id, parts,
             ),
         )  # fmt: skip
         return new_id
@@ -285,22 +288,22 @@ class SqliteStore(UsageTables):
 
     def _admit_message(
         self, key: str, user_key: str, limits: Any, now: float, text: str, tokens: int,
-        turn_id: int | None,
+        turn_id: int | None, parts: str,
     ) -> Admission:  # fmt: skip
         verdict = self._admit(user_key, limits, now) if limits is not None else Admission()
         if not verdict.refused:
-            self._append(key, "user", text, tokens, user_key)
+            self._append(key, "user", text, tokens, user_key, parts=parts)
             if turn_id is not None:
                 self.db.execute("UPDATE turns SET admitted = 1 WHERE id = ?", (turn_id,))
         return verdict
 
     async def admit_message(
         self, conversation: ConversationKey, user_key: str, limits: Any, now: float,
-        text: str, tokens: int, turn_id: int | None = None,
+        text: str, tokens: int, turn_id: int | None = None, *, parts: str = "",
     ) -> Admission:  # fmt: skip
         return await self._write(
             self._admit_message, str(conversation), user_key, limits, now, text, tokens,
-            turn_id,
+            turn_id, parts,
         )  # fmt: skip
 
     def _finish_call(

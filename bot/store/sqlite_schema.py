@@ -114,3 +114,10 @@ def turns(db: Database) -> None:
     db.execute("CREATE INDEX turns_by_conversation ON turns (conversation, id)")
     db.execute("CREATE INDEX turns_by_owner ON turns (owner)")
     db.execute("CREATE INDEX turns_by_lease ON turns (lease_until)")
+
+
+@MIGRATIONS()
+def attachments(db: Database) -> None:
+    # A user message with images keeps its content parts (JSON, images as data: URLs of
+    # the scaled copy) beside its text; NULL for every other message.
+    db.execute("ALTER TABLE messages ADD COLUMN parts TEXT")

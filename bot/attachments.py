@@ -1,0 +1,176 @@
+"""Files sent with a message, turned into what the model reads.
+
+Images become image content parts (scaled down, re-encoded) when the model sees
+images; text files, PDFs and DOCX files are inlined as text with their names. What
+cannot be used (too large, an unsupported type, a failed download, unreadable) is
+named in one short note to the user, and the rest of the message is still answered.
+
+History keeps exactly what the model saw: the stored user message's content is the
+user's text with the files' text inlined (so search finds it), and when there are
+images the whole list of content parts, images included as data: URLs of the scaled
+copy, is stored beside it. A follow-up about a picture therefore works after a
+restart, and never downloads anything again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.config import Settings
+from bot.extract import Unreadable, decode_text, docx_text, kind_of, pdf_text, prepare_image
+from bot.messages import Attachment
+from bot.tokens import count_message
+from bot.vision import image_tokens, sees_images
+
+log = logging.getLogger(__name__)
+
+# Decoding images and PDFs is CPU work: a small pool of its own, so a burst of files
+# never parks the default executor's threads (aiohttp resolves DNS there).
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parley-files")
+NO_VISION = "this model cannot see images"
+
+
+class FetchError(Exception):
+    """A download that did not work; the message is the reason shown to the user."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A message with its files, as the model will see it."""
+
+    text: str  # the user's text, then each readable file's text under its name
+    parts: list[dict[str, Any]] = field(default_factory=list)  # set only with images
+    image_tokens: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
+
+    @property
+    def tokens(self) -> int:
+        """What the stored user message costs in a prompt."""
+        return count_message(self.text) + self.image_tokens
+
+    @property
+    def parts_json(self) -> str:
+        return json.dumps(self.parts) if self.parts else ""
+
+    @property
+    def note(self) -> str:
+        """One short line naming every skipped file and why ("" if none)."""
+        if not self.skipped:
+            return ""
+        listed = "; ".join(f"{name} ({why})" for name, why in self.skipped)
+        return f"I could not use {_files(len(self.skipped))}: {listed}."
+
+
+def _files(count: int) -> str:
+    return "this file" if count == 1 else f"these {count} files"
+
+
+async def prepare(text: str, attachments: tuple[Attachment, ...], model: str,
+                  settings: Settings) -> Prepared:  # fmt: skip
+    """Fetch and read each attachment, bounded by [attachments]."""
+    prepared = Prepared(text)
+    if not attachments:
+        return prepared
+    vision = sees_images(model, settings.vision)
+    blocks: list[str] = []
+    images: list[dict[str, Any]] = []
+    for index, attachment in enumerate(attachments):
+        name = _shown_name(attachment.name)
+        if index >= settings.attachment_max_files:
+            prepared.skipped.append((name, f"only {settings.attachment_max_files} files a message"))
+            continue
+        try:
+            read = await _read(attachment, vision, settings)
+        except (FetchError, Unreadable) as error:
+            prepared.skipped.append((name, str(error)))
+            continue
+        if isinstance(read, str):
+            blocks.append(f'<file name="{name}">\n{read}\n</file>')
+        else:
+            detail = settings.image_detail
+            images.append(
+                {"type": "image_url", "image_url": {"url": read.data_url, "detail": detail}}
+            )
+            prepared.image_tokens += image_tokens(read.width, read.height, detail)
+            blocks.append(f"[image: {name}]")
+    prepared.text = "\n\n".join(part for part in (text.strip(), *blocks) if part)
+    if images:
+        prepared.parts = [{"type": "text", "text": prepared.text}, *images]
+    return prepared
+
+
+async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any:
+    """The file's text, or a PreparedImage; raises FetchError or Unreadable."""
+    kind = kind_of(attachment.name, attachment.mime_type)
+    if not kind:
+        raise Unreadable(f"unsupported type {attachment.mime_type or 'unknown'}")
+    if kind == "image" and not vision:
+        raise Unreadable(NO_VISION)
+    limit = settings.attachment_max_bytes
+    if attachment.size > limit:
+        raise FetchError(too_large(attachment.size, limit))
+    if attachment.fetch is None:
+        raise FetchError("no longer available to download")
+    try:
+        async with asyncio.timeout(settings.attachment_timeout_seconds):
+            data = await attachment.fetch(limit)
+    except TimeoutError:
+        raise FetchError("download timed out") from None
+    loop = asyncio.get_running_loop()
+    chars = settings.attachment_max_text_chars
+    if kind == "image":
+        return await loop.run_in_executor(_WORKERS, prepare_image, data, settings.image_max_side)
+    if kind == "pdf":
+        text = await loop.run_in_executor(_WORKERS, pdf_text, data, chars)
+    elif kind == "docx":
+        text = await loop.run_in_executor(_WORKERS, docx_text, data)
+    else:
+        text = decode_text(data)
+    return _capped(text, chars)
+
+
+def _capped(text: str, max_chars: int) -> str:
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[… cut at {max_chars:,} characters]"
+
+
+def too_large(size: int, limit: int) -> str:
+    """The reason for a file over the limit; adapters' fetches raise it too."""
+    shown = f"{_megabytes(size)}, " if size else ""
+    return f"too large: {shown}the limit is {_megabytes(limit)}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _shown_name(name: str) -> str:
+    # A file name goes into the prompt and a note: one short line, no markup breakouts.
+    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '<>"`')
+    return (cleaned.strip() or "file")[:120]
+
+
+def content_tokens(content: Any) -> int:
+    """Tokens of a chat message's content, a string or content parts."""
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if part.get("type") == "image_url":
+                total += _image_part_tokens(part)
+            else:
+                total += count_message(str(part.get("text", "")))
+        return total
+    return count_message(str(content or ""))
+
+
+def _image_part_tokens(part: dict[str, Any]) -> int:
+    # The size is not kept with the part: count an image at the most one can cost.
+    detail = str(part.get("image_url", {}).get("detail", "auto"))
+    return image_tokens(2048, 768, detail)
