@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import InFlight, split_message
+from adapters.files import slack_attachments
 from adapters.slack_events import (
     EventEnvelope,
     SlackEvent,
@@ -51,7 +52,7 @@ from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Accepted, Engine
 from bot.http_guard import RateLimitedLog
-from bot.messages import ConversationKey, Message, ReplyEvent
+from bot.messages import Attachment, ConversationKey, Message, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Incoming:
     thread: str  # the conversation's thread: "" for an unthreaded DM
     dedupe_keys: tuple[str, ...]
     is_direct: bool
+    files: tuple[Attachment, ...] = ()
 
 
 def mention_pattern(bot_user_id: str) -> re.Pattern[str]:
@@ -337,7 +339,11 @@ class SlackAdapter:
         if not (mentioned or is_direct or await self._follows_up(team, channel, event)):
             return None
         text = unescape(mention.sub("", text) if mention else text).strip()
-        if mentioned:
+        files = slack_attachments(
+            raw.get("files"), self.client.token or "", self.client.base_url,
+            self.settings.attachment_timeout_seconds,
+        )  # fmt: skip
+        if mentioned and (text or not files):
             # "@Parley usage 7d" is a command, "@Parley model this for me" a question.
             # A bare mention becomes /help: unlike an empty message (which the engine
             # refuses before deduplicating) it is answered once despite Slack's double
@@ -347,7 +353,7 @@ class SlackAdapter:
             ("slack:event:", body.get("event_id", "")), ("slack:msg:", f"{team}:{channel}:{ts}")
         )
         user = event.get("user") or event.get("bot_id", "")
-        return Incoming(team, channel, user, text, thread, keys, is_direct)
+        return Incoming(team, channel, user, text, thread, keys, is_direct, files)
 
     def _ignored(self, event: SlackEvent, context: AsyncBoltContext) -> str:
         subtype = event.get("subtype", "")
@@ -393,6 +399,7 @@ class SlackAdapter:
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
             dedupe_keys=incoming.dedupe_keys, platform_admin=admin, route=route,
+            attachments=incoming.files,
         )  # fmt: skip
 
     async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:

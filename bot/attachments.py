@@ -143,11 +143,15 @@ def _capped(text: str, max_chars: int) -> str:
 
 def too_large(size: int, limit: int) -> str:
     """The reason for a file over the limit; adapters' fetches raise it too."""
-    shown = f"{_megabytes(size)}, " if size else ""
-    return f"too large: {shown}the limit is {_megabytes(limit)}"
+    shown = f"{_amount(size)}, " if size else ""
+    return f"too large: {shown}the limit is {_amount(limit)}"
 
 
-def _megabytes(size: int) -> str:
+def _amount(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} KB"
     return f"{size / 1_000_000:.1f} MB"
 
 

@@ -82,6 +82,10 @@ class FakeSlack:
         self.foreign_users: set[str] = set()  # Slack Connect users from another org
         self.socket_acks: list[JSON] = []
         self.files: dict[str, Uploaded] = {}
+        # Files users shared (url_private), by id: (bytes, content type); and who
+        # downloaded them, with which Authorization header.
+        self.private_files: dict[str, tuple[bytes, str]] = {}
+        self.downloads: list[tuple[str, str]] = []
         self._faults: dict[str, _Fault] = {}
         self._ts = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -96,6 +100,7 @@ class FakeSlack:
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -323,6 +328,26 @@ class FakeSlack:
             return web.Response(status=404, text="not found")
         upload.data = await request.read()
         return web.Response(text=f"OK - {len(upload.data)}")
+
+    def share_file(self, name: str, data: bytes, mimetype: str, size: int | None = None) -> JSON:
+        """A file a user shared, as it appears in the message event's `files`."""
+        file_id = f"F{len(self.private_files) + 1:04d}"
+        self.private_files[file_id] = (data, mimetype)
+        url = f"{self.base}/files-pri/{TEAM_ID}-{file_id}/{name}"
+        return {"id": file_id, "name": name, "title": name, "mimetype": mimetype,
+                "filetype": name.rsplit(".", 1)[-1], "size": len(data) if size is None else size,
+                "url_private": url, "url_private_download": url + "?download=1"}  # fmt: skip
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"].rsplit("-", 1)[-1]
+        self.downloads.append((file_id, request.headers.get("Authorization", "")))
+        if not request.headers.get("Authorization", "").startswith("Bearer xoxb-"):
+            # What Slack does without the token: a sign-in page, not the file.
+            return web.Response(status=302, headers={"Location": "https://slack.com/signin"})
+        if file_id not in self.private_files:
+            return web.Response(status=404)
+        data, mimetype = self.private_files[file_id]
+        return web.Response(body=data, content_type=mimetype)
 
     async def _respond(self, request: web.Request) -> web.Response:
         self.responses.append(await request.json())
