@@ -65,12 +65,12 @@ async def test_a_pdf_and_a_docx_are_read_as_text(start: Start) -> None:
     files = [
         h.slack.share_file(
             "report.pdf", pdf_with_text("Quarterly revenue was 42 million"), "application/pdf"
-        ),  # fmt: skip
+        ),
         h.slack.share_file(
             "memo.docx",
             docx_with_text("The offsite is in Lisbon."),
             "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        ),  # fmt: skip
+        ),
     ]
     await h.event(mention("summarise", files=files))
     text = user_text(h.model.requests[-1])
@@ -114,7 +114,7 @@ async def test_a_follow_up_after_a_restart_still_sees_the_picture(start: Start) 
     await again.event(follow_up, event_id="Ev-after-restart")  # the new sender counts anew
     request = again.model.requests[-1]
     assert user_text(request, -1) == "what was in that picture?"
-    earlier = [m for m in request["messages"] if m["role"] == "user"][0]
+    earlier = next(m for m in request["messages"] if m["role"] == "user")
     assert isinstance(earlier["content"], list)
     assert "code 4417" in user_text(request, 0)
     [picture] = [p for p in earlier["content"] if p["type"] == "image_url"]
