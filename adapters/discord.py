@@ -39,11 +39,13 @@ from typing import Any, Literal
 import discord
 import yarl
 from aiohttp import web
+from discord.http import Route
 
 from adapters.common import InFlight
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
+from adapters.files import discord_attachments
 from adapters.discord_reply import (
     EDIT_INTERVAL_SECONDS,
     NO_MENTIONS,
@@ -268,7 +270,7 @@ class DiscordAdapter:
         if not (mentioned or place.is_direct or await self._follows(place)):
             return
         text = _strip_mentions(message.content, client.user.id, message.guild)
-        if mentioned:
+        if mentioned and (text or not message.attachments):
             # "@Parley usage 7d" is a command, "@Parley model this for me" a question.
             text = mention_command(text) or text
         transport = ChannelTransport(message.channel, message if mentioned else None)
@@ -305,6 +307,9 @@ class DiscordAdapter:
             PLATFORM, place.workspace, place.channel, str(message.author.id), text,
             thread=place.thread, dedupe_keys=(f"discord:msg:{message.id}",),
             platform_admin=_manages_guild(message.author),
+            attachments=discord_attachments(
+                message.attachments, Route.BASE, self.settings.attachment_timeout_seconds
+            ),
         )  # fmt: skip
 
     async def _place(self, channel: Any, guild: discord.Guild | None) -> Place | None:

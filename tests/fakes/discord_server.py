@@ -125,6 +125,9 @@ class FakeDiscord:
         # Original interaction responses by token: created by a deferral.
         self.originals: dict[str, MessagePayload] = {}
         self.uploads: dict[str, bytes] = {}  # attachment id -> the file's bytes
+        # Files users attached, served like Discord's CDN; and which were downloaded.
+        self.cdn: dict[str, bytes] = {}
+        self.downloads: list[str] = []
         self._interactions: dict[str, InteractionPayload] = {}
         for guild_id in self.guild_ids:
             self.channels[self.channel_for(guild_id)] = wire.text_channel(
@@ -137,6 +140,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -207,9 +211,11 @@ class FakeDiscord:
         channel_id: int = CHANNEL_ID,
         guild_id: int | None = GUILD_ID,
         mentions: Sequence[int] = (),
+        attachments: Sequence[AttachmentPayload] = (),
     ) -> MessagePayload:
         author_payload = wire.user(author)
         payload = wire.message_payload(self.new_id(), channel_id, guild_id, author_payload, content)
+        payload["attachments"] = list(attachments)
         if guild_id is not None:
             payload["member"] = wire.member(author, with_user=False)
         payload["mentions"] = [
@@ -283,6 +289,21 @@ class FakeDiscord:
         socket = self.gateway.socket
         assert socket is not None
         await socket.send_str(json.dumps(frame))
+
+    def attach(self, filename: str, data: bytes, content_type: str) -> AttachmentPayload:
+        """A file a user attaches, as MESSAGE_CREATE lists it, served from this fake."""
+        attachment_id = self.new_id()
+        self.cdn[str(attachment_id)] = data
+        url = f"http://127.0.0.1:{self._port}/attachments/{attachment_id}/{filename}"
+        payload = wire.attachment_payload(attachment_id, filename, len(data), content_type)
+        return {**payload, "url": url, "proxy_url": url}
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        attachment_id = request.match_info["id"]
+        self.downloads.append(attachment_id)
+        if attachment_id not in self.cdn:
+            return web.Response(status=404)
+        return web.Response(body=self.cdn[attachment_id])
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
