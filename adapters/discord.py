@@ -45,7 +45,6 @@ from adapters.common import InFlight
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
-from adapters.files import discord_attachments
 from adapters.discord_reply import (
     EDIT_INTERVAL_SECONDS,
     NO_MENTIONS,
@@ -56,6 +55,7 @@ from adapters.discord_reply import (
     Transport,
     describe_error,
 )
+from adapters.files import discord_attachments
 from bot.commands import command_name, is_command, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import UNEXPECTED, Engine
