@@ -11,6 +11,7 @@ from bot.engine import Engine
 from bot.llm import ModelClient
 from bot.store import open_store
 from bot.tools.builtins import register_builtins
+from bot.tools.fetch import register_fetch
 from bot.tools.plugins import load_entry_points, load_modules
 from bot.tools.registry import Registry
 from bot.usage import Prices
@@ -34,6 +35,7 @@ def build_model_client(settings: Settings) -> ModelClient:
 def build_registry(settings: Settings) -> Registry:
     registry = Registry()
     register_builtins(registry)
+    register_fetch(registry, settings.fetch)
     for problem in load_modules(registry, settings.tool_modules) + load_entry_points(registry):
         log.warning("tool plugin skipped: %s", problem)
     return registry

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.config import Settings
 from bot.extract import Unreadable, decode_text, docx_text, kind_of, pdf_text, prepare_image
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 # never parks the default executor's threads (aiohttp resolves DNS there).
 _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parley-files")
 NO_VISION = "this model cannot see images"
+R = TypeVar("R")
+
+
+async def off_loop(function: Callable[..., R], *args: Any) -> R:
+    """Run CPU work (decoding files, parsing pages) on the files' own threads."""
+    return await asyncio.get_running_loop().run_in_executor(_WORKERS, function, *args)
 
 
 class FetchError(Exception):
@@ -121,14 +128,13 @@ async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any
             data = await attachment.fetch(limit)
     except TimeoutError:
         raise FetchError("download timed out") from None
-    loop = asyncio.get_running_loop()
     chars = settings.attachment_max_text_chars
     if kind == "image":
-        return await loop.run_in_executor(_WORKERS, prepare_image, data, settings.image_max_side)
+        return await off_loop(prepare_image, data, settings.image_max_side)
     if kind == "pdf":
-        text = await loop.run_in_executor(_WORKERS, pdf_text, data, chars)
+        text = await off_loop(pdf_text, data, chars)
     elif kind == "docx":
-        text = await loop.run_in_executor(_WORKERS, docx_text, data)
+        text = await off_loop(docx_text, data)
     else:
         text = decode_text(data)
     return _capped(text, chars)

@@ -175,6 +175,8 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     networks = _string_list(value)
     for network in networks:
@@ -259,8 +261,9 @@ OPTIONS: dict[str, _Option] = {
         "image_detail", _choice("auto", "low", "high"), '"auto", "low" or "high"'
     ),
     "tools.fetch": _Option(
-        "fetch", _fetch_table, "a [tools.fetch] table: allow_hosts, max_bytes, max_chars, "
-        "timeout_seconds",
+        "fetch",
+        _fetch_table,
+        "a [tools.fetch] table: allow_hosts, max_bytes, max_chars, timeout_seconds",
     ),
     "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),

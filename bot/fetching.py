@@ -27,7 +27,7 @@ MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 # Cloud metadata services live at link-local addresses (169.254.169.254, fd00:ec2::254
 # is unique-local): both fall under the ranges refused below.
-_REFUSED = ("loopback", "private", "link-local", "reserved", "multicast", "unspecified")
+_REFUSED = ("loopback", "link_local", "private", "reserved", "multicast", "unspecified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def refused_address(address: str) -> str:
         return ""
     for name in _REFUSED:
         if getattr(ip, f"is_{name}", False):
-            return name
+            return name.replace("_", "-")
     return "not a public address"  # shared (100.64/10), documentation ranges...
 
 
@@ -121,6 +121,8 @@ async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> byt
 
 def _reason(error: BaseException) -> str:
     # One short line for the user; never a URL (it may carry a signed token).
+    if isinstance(error, TimeoutError):
+        return "timed out"
     if isinstance(error, aiohttp.ClientConnectorError) and error.os_error is not None:
         return str(error.os_error.strerror or error.os_error)[:200]
     return type(error).__name__
