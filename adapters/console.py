@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.common import InFlight
+from adapters.console_files import attach, is_attach
 from bot.engine import Engine
-from bot.messages import Message, ReplyEvent, ReplyKind
+from bot.messages import Attachment, Message, ReplyEvent, ReplyKind
 
 PROMPT = "you> "
 CLEAR_LINE = "\r\033[K"  # back to the line start and erase it: replaces the status
@@ -79,6 +80,7 @@ async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: Text
     interactive = stdin.isatty()
     lines = _lines(stdin)
     stopping = _stop_signal()
+    files: list[Attachment] = []  # /attach'ed, for the next message
     while True:
         if interactive:
             out.write(PROMPT)
@@ -86,7 +88,14 @@ async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: Text
         line = await _first(lines.get(), stopping)
         if line is None:
             return
-        message = Message("console", "local", channel, user, line.rstrip("\n"))
+        text = line.rstrip("\n")
+        if is_attach(text.strip()):
+            attached, said = attach(text.strip())
+            files += [attached] if attached else []
+            out.write(f"{said}\n" if attached else f"parley! {said}\n")
+            continue
+        message = Message("console", "local", channel, user, text, attachments=tuple(files))
+        files = []
         answering = asyncio.create_task(answer(engine, message, out, stream=interactive))
         either: set[asyncio.Future[Any]] = {answering, stopping}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
