@@ -45,9 +45,11 @@ from adapters.web_auth import (
     sign_in,
     token_matches,
 )
+from adapters.web_files import Uploads, receive_upload
 from adapters.web_limits import WebChatLimits
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
+from bot.http_guard import reads_own_body
 from bot.messages import ConversationKey, Message, ReplyEvent
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ STATIC = Path(__file__).parent / "static"
 ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
+MAX_FILES_NAMED = 50  # upload ids read from one frame
 BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
 TOO_DEEP = 'That frame nests too deeply to read; send {"type": "message", "text": "..."}.'
 # A message is at most max_input_chars characters; 4 bytes each in UTF-8, plus JSON.
@@ -74,6 +77,7 @@ class WebAdapter:
         self.sockets: set[web.WebSocketResponse] = set()
         self.running = False
         self.in_flight = InFlight()
+        self.uploads = Uploads()
         self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         self.page_html = (STATIC / "index.html").read_bytes()
         self.limits = WebChatLimits(
@@ -84,6 +88,7 @@ class WebAdapter:
         app[LOOPBACK_ONLY] = not self.token  # /admin checks the Host header then too
         app.router.add_get("/", self.page)
         app.router.add_get("/ws", self.websocket)
+        app.router.add_post("/upload", self.upload)
         app.router.add_get("/static/{name}", self.asset)
         add_admin_routes(app)
         redact_access_log()
@@ -147,6 +152,20 @@ class WebAdapter:
         secure_headers(response, cache=True)
         return response
 
+    @reads_own_body
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /upload: one file for the next message (adapters/web_files.py)."""
+        refusal = self._refuse_socket(request)
+        if refusal:
+            return refusal
+        identity = session_identity(request.cookies[SESSION_COOKIE])
+        upload = await receive_upload(
+            request, identity, self.settings.attachment_max_bytes,
+            self.settings.body_timeout_seconds,
+        )  # fmt: skip
+        upload_id = self.uploads.add(upload)
+        return web.json_response({"id": upload_id, "name": upload.name, "size": len(upload.data)})
+
     # --- the WebSocket ------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
@@ -193,7 +212,7 @@ class WebAdapter:
             if frame.type is not WSMsgType.TEXT:
                 continue
             try:
-                text = _message_text(frame.data)
+                text, file_ids = _message_text(frame.data)
             except RecursionError:  # json's parser recurses once per nested [ or {
                 await _send(socket, {"type": "error", "text": TOO_DEEP})
                 continue
@@ -205,7 +224,10 @@ class WebAdapter:
                 continue
             if not await self._admit(socket, address, admin):
                 continue
-            message = Message("web", "local", identity, identity, text, platform_admin=admin)
+            files = self.uploads.attachments(identity, file_ids)
+            message = Message(
+                "web", "local", identity, identity, text, platform_admin=admin, attachments=files
+            )
             await self.in_flight.track(self._answer(socket, message))
 
     async def _admit(self, socket: web.WebSocketResponse, address: str, admin: bool) -> bool:
@@ -249,15 +271,22 @@ def event_frame(event: ReplyEvent) -> dict[str, object]:
     return frame
 
 
-def _message_text(data: str) -> str | None:
+def _message_text(data: str) -> tuple[str | None, list[str]]:
+    """A message frame's text (None: not a message frame) and the ids of its uploads."""
     try:
         frame = json.loads(data)
     except ValueError:
-        return None
+        return None, []
     if not isinstance(frame, dict) or frame.get("type") != "message":
-        return None
+        return None, []
     text = frame.get("text")
-    return text if isinstance(text, str) else None
+    files = frame.get("files")
+    ids = (
+        [i for i in files if isinstance(i, str)][:MAX_FILES_NAMED]
+        if isinstance(files, list)
+        else []
+    )
+    return (text if isinstance(text, str) else None), ids
 
 
 async def _send(socket: web.WebSocketResponse, frame: dict[str, object]) -> None:

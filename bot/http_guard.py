@@ -25,7 +25,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -210,7 +210,8 @@ class ConnectionGuard:
             return await handler(request)
         connection.request_started()
         try:
-            if request.body_exists and not await self._read_body(request):
+            own_body = getattr(request.match_info.handler, OWN_BODY, False)
+            if request.body_exists and not own_body and not await self._read_body(request):
                 connection.refuse(REQUEST_TIMEOUT)
                 raise web.HTTPRequestTimeout()
             return await handler(request)
@@ -229,6 +230,17 @@ class ConnectionGuard:
             )  # fmt: skip
             return False
         return True
+
+
+OWN_BODY = "_parley_reads_own_body"
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def reads_own_body(handler: Handler) -> Handler:
+    """Mark a handler that streams its body itself (file uploads, larger than
+    client_max_size): it must bound the body's size and time on its own."""
+    setattr(handler, OWN_BODY, True)
+    return handler
 
 
 GUARD_KEY = web.AppKey("parley-connection-guard", ConnectionGuard)

@@ -1,6 +1,7 @@
 // Parley web chat. Talks to /ws with JSON frames: the server sends "history" on
 // connect, then one frame per reply event (status, delta, final, notice, error) and
-// "done" when an answer is complete.
+// "done" when an answer is complete. Files are uploaded first (POST /upload, from the
+// 📎 button or dropped on the page) and their ids sent with the next message.
 //
 // Everything the model or a user wrote reaches the page only as text nodes
 // (createElement + textContent, never innerHTML), so no HTML or script in an answer
@@ -13,11 +14,15 @@
   const input = document.getElementById("input");
   const send = document.getElementById("send");
   const state = document.getElementById("state");
+  const picker = document.getElementById("files");
+  const attached = document.getElementById("attached");
 
   let socket = null;
   let reply = null; // the bubble of the answer being streamed, if any
   let busy = false;
   let retryDelay = 500;
+  let pending = []; // ids of uploaded files, for the next message
+  let uploading = 0;
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -192,7 +197,44 @@
     busy = value;
     const usable = !busy && socket && socket.readyState === WebSocket.OPEN;
     input.disabled = !(socket && socket.readyState === WebSocket.OPEN);
-    send.disabled = !usable;
+    send.disabled = !usable || uploading > 0;
+  }
+
+  // --- files
+
+  async function upload(file) {
+    const chip = element("span", "chip uploading", file.name);
+    attached.append(chip);
+    uploading += 1;
+    setBusy(busy);
+    try {
+      const body = new FormData();
+      body.append("file", file, file.name);
+      const response = await fetch("/upload", { method: "POST", body: body });
+      if (!response.ok) throw new Error((await response.text()) || "HTTP " + response.status);
+      const saved = await response.json();
+      pending.push(saved.id);
+      chip.classList.remove("uploading");
+      const remove = element("button", "remove", "×");
+      remove.type = "button";
+      remove.title = "Remove " + file.name;
+      remove.addEventListener("click", () => {
+        pending = pending.filter((id) => id !== saved.id);
+        chip.remove();
+      });
+      chip.append(remove);
+    } catch (error) {
+      chip.remove();
+      log.append(element("div", "notice", file.name + ": " + error.message));
+      scrollDown();
+    } finally {
+      uploading -= 1;
+      setBusy(busy);
+    }
+  }
+
+  function uploadAll(files) {
+    for (const file of files) upload(file);
   }
 
   function connect() {
@@ -218,10 +260,14 @@
 
   function submit() {
     const text = input.value;
-    if (!text.trim() || busy || !socket || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(JSON.stringify({ type: "message", text: text }));
-    addUser(text);
+    if (!text.trim() && !pending.length) return;
+    if (busy || uploading || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "message", text: text, files: pending }));
+    const names = [...attached.querySelectorAll(".chip")].map((chip) => chip.firstChild.textContent);
+    addUser(names.length ? (text + "\n📎 " + names.join(", ")).trim() : text);
     input.value = "";
+    pending = [];
+    attached.replaceChildren();
     setBusy(true);
   }
 
@@ -234,6 +280,23 @@
       event.preventDefault();
       submit();
     }
+  });
+
+  picker.addEventListener("change", () => {
+    uploadAll(picker.files);
+    picker.value = "";
+  });
+  document.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    document.body.classList.add("dropping");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) document.body.classList.remove("dropping");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    document.body.classList.remove("dropping");
+    if (event.dataTransfer) uploadAll(event.dataTransfer.files);
   });
 
   connect();
