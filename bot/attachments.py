@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # never parks the default executor's threads (aiohttp resolves DNS there).
 _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parley-files")
 NO_VISION = "this model cannot see images"
+# A file text is not cut below this many characters to make room: past that, the
+# message is refused as too long for the model's context instead.
+MIN_CUT_CHARS = 200
 R = TypeVar("R")
 
 
@@ -77,14 +80,17 @@ def _files(count: int) -> str:
     return "this file" if count == 1 else f"these {count} files"
 
 
-async def prepare(text: str, attachments: tuple[Attachment, ...], model: str,
-                  settings: Settings) -> Prepared:  # fmt: skip
-    """Fetch and read each attachment, bounded by [attachments]."""
+async def prepare(
+    text: str, attachments: tuple[Attachment, ...], model: str, settings: Settings,
+    budget: int,
+) -> Prepared:  # fmt: skip
+    """Fetch and read each attachment, bounded by [attachments]; file texts are cut
+    further, longest first, until the message fits `budget` prompt tokens."""
     prepared = Prepared(text)
     if not attachments:
         return prepared
     vision = sees_images(model, settings.vision)
-    blocks: list[str] = []
+    files: list[_Read] = []
     images: list[dict[str, Any]] = []
     for index, attachment in enumerate(attachments):
         name = _shown_name(attachment.name)
@@ -97,18 +103,47 @@ async def prepare(text: str, attachments: tuple[Attachment, ...], model: str,
             prepared.skipped.append((name, str(error)))
             continue
         if isinstance(read, str):
-            blocks.append(f'<file name="{name}">\n{read}\n</file>')
-        else:
-            detail = settings.image_detail
-            images.append(
-                {"type": "image_url", "image_url": {"url": read.data_url, "detail": detail}}
-            )
-            prepared.image_tokens += image_tokens(read.width, read.height, detail)
-            blocks.append(f"[image: {name}]")
-    prepared.text = "\n\n".join(part for part in (text.strip(), *blocks) if part)
+            files.append(_Read(name, read))
+            continue
+        detail = settings.image_detail
+        images.append({"type": "image_url", "image_url": {"url": read.data_url, "detail": detail}})
+        prepared.image_tokens += image_tokens(read.width, read.height, detail)
+        files.append(_Read(name, None))
+    prepared.text = _compose(text, files)
+    while prepared.tokens > budget and _cut_longest(files):
+        prepared.text = _compose(text, files)
     if images:
         prepared.parts = [{"type": "text", "text": prepared.text}, *images]
     return prepared
+
+
+@dataclass(slots=True)
+class _Read:
+    name: str
+    text: str | None  # None: an image
+    cut: bool = False  # shortened to fit the model's context
+
+
+def _compose(text: str, files: list[_Read]) -> str:
+    blocks = [text.strip()]
+    for file in files:
+        if file.text is None:
+            blocks.append(f"[image: {file.name}]")
+        else:
+            cut = "\n[… cut to fit the model's context]" if file.cut else ""
+            blocks.append(f'<file name="{file.name}">\n{file.text}{cut}\n</file>')
+    return "\n\n".join(block for block in blocks if block)
+
+
+def _cut_longest(files: list[_Read]) -> bool:
+    """Halve the longest file text; False when none is long enough to bother."""
+    texts = [file for file in files if file.text is not None and len(file.text) > MIN_CUT_CHARS]
+    if not texts:
+        return False
+    longest = max(texts, key=lambda file: len(file.text or ""))
+    longest.text = (longest.text or "")[: len(longest.text or "") // 2]
+    longest.cut = True
+    return True
 
 
 async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any:

@@ -31,6 +31,7 @@ from bot.tokens import count_message, count_recurring, count_text, newest_that_f
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
+from bot.vision import sees_images
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,11 @@ class Engine:
     async def _read_files(self, message: Message) -> Prepared:
         if not message.attachments:
             return Prepared(message.text)
-        model, _ = await self._channel_settings(message)  # does this one see images?
-        return await prepare(message.text, message.attachments, model, self.settings)
+        model, system_prompt = await self._channel_settings(message)
+        schemas = self.tools.schemas(self._enabled_tools(message))
+        budget = self.settings.context_tokens - self.settings.reply_tokens
+        budget -= count_recurring(system_prompt) + self._schema_tokens(schemas)
+        return await prepare(message.text, message.attachments, model, self.settings, budget)
 
     async def _admit(self, message: Message, turn: Turn, files: Prepared) -> ReplyEvent | None:
         """Check the limits and store the message, in one transaction: a refused
@@ -353,7 +357,7 @@ class Engine:
         return self._schema_token_cache[key]
 
     async def build_prompt(
-        self, key: ConversationKey, system_prompt: str, tools_tokens: int
+        self, key: ConversationKey, system_prompt: str, tools_tokens: int, *, images: bool = True
     ) -> Prompt:
         """The system prompt, then the newest whole history groups that fit the budget."""
         budget = (
@@ -366,7 +370,8 @@ class Engine:
         history = _drop_unanswered_calls(window.messages)
         fit = newest_that_fit(history, budget)
         kept = _drop_orphans(history[len(history) - fit :])
-        messages = [{"role": "system", "content": system_prompt}, *[m.as_chat() for m in kept]]
+        chat = [m.as_chat(images) for m in kept]
+        messages = [{"role": "system", "content": system_prompt}, *chat]
         trimmed = window.dropped_older or len(kept) < len(window.messages)
         return Prompt(messages, trimmed and not window.trim_noticed)
 
@@ -376,8 +381,9 @@ class Engine:
         model, system_prompt = await self._channel_settings(message)
         schemas = self.tools.schemas(self._enabled_tools(message))
         prompt = await self.build_prompt(
-            message.conversation, system_prompt, self._schema_tokens(schemas)
-        )
+            message.conversation, system_prompt, self._schema_tokens(schemas),
+            images=sees_images(model, self.settings.vision),
+        )  # fmt: skip
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return

@@ -30,9 +30,10 @@ class StoredMessage(NamedTuple):
     # model saw); "" for plain text. bot/attachments.py writes it.
     parts: str = ""
 
-    def as_chat(self) -> dict[str, Any]:
-        """The message as the chat completions API takes it."""
-        content: Any = json.loads(self.parts) if self.parts else self.content
+    def as_chat(self, images: bool = True) -> dict[str, Any]:
+        """The message as the chat completions API takes it; without images for a
+        model that cannot see them (the text names each image)."""
+        content: Any = json.loads(self.parts) if self.parts and images else self.content
         message: dict[str, Any] = {"role": self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls

@@ -1,0 +1,156 @@
+"""Attachments in the engine and the store: budgets, vision, history, recovery.
+
+The platform downloads are tested over real sockets in test_attachments_slack.py,
+test_attachments_discord.py and test_web_attachments.py; here a file's bytes come from
+memory, since no protocol is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bot.messages import Attachment, ConversationKey, Fetch, Message
+from bot.store import Store
+from bot.store.records import UserLimits
+from bot.vision import image_tokens, sees_images
+from tests.attachment_files import image_parts, png, user_text
+from tests.conftest import EngineFactory, collect, final_text, message
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def in_memory(data: bytes) -> Fetch:
+    async def fetch(max_bytes: int) -> bytes:
+        return data[: max_bytes + 1]
+
+    return fetch
+
+
+def attached(name: str, data: bytes, mime: str) -> Attachment:
+    return Attachment(name, mime, len(data), in_memory(data))
+
+
+@pytest.mark.parametrize(
+    ("model", "sees"),
+    [
+        ("gpt-4o-mini", True), ("gpt-4.1-nano", True), ("openai/gpt-5", True), ("o3", True),
+        ("claude-3-5-haiku-latest", True), ("gemini-2.0-flash", True),
+        ("llama3.2-vision:11b", True), ("qwen2.5-vl-7b-instruct", True), ("llava:13b", True),
+        ("gpt-3.5-turbo", False), ("o3-mini", False), ("mistral:7b", False),
+        ("llama3.1:8b", False), ("gpt-4o-audio-preview", False),
+    ],
+)  # fmt: skip
+def test_vision_auto_goes_by_the_model_name(model: str, sees: bool) -> None:
+    assert sees_images(model, "auto") is sees
+    assert sees_images(model, "true") and not sees_images(model, "false")
+
+
+@pytest.mark.parametrize(
+    ("size", "detail", "tokens"),
+    [((1024, 1024), "high", 765), ((2048, 4096), "high", 1105), ((4096, 8192), "auto", 1105),
+     ((512, 512), "high", 255), ((4000, 3000), "low", 85)],
+)  # fmt: skip
+def test_image_tokens_follow_openais_rule(size: tuple[int, int], detail: str, tokens: int) -> None:
+    assert image_tokens(*size, detail) == tokens
+
+
+async def test_a_long_file_is_cut_to_fit_the_context(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(context_tokens=3000, reply_tokens=500)
+    words = " ".join(f"word{n}" for n in range(8000)).encode()
+    events = await collect(
+        engine, message("summarise", attachments=(attached("long.txt", words, "text/plain"),))
+    )
+    assert final_text(events).startswith("echo: summarise")
+    text = user_text(fake_openai.requests[-1])
+    assert text.startswith('summarise\n\n<file name="long.txt">\nword0 word1')
+    assert text.endswith("\n[… cut to fit the model's context]\n</file>")
+    assert "word7999" not in text
+
+
+async def test_too_many_files_and_a_slow_download_are_named(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(attachment_max_files=2, attachment_timeout_seconds=0.2)
+
+    async def never(max_bytes: int) -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+    files = (
+        Attachment("stuck.txt", "text/plain", 10, never),
+        attached("a.txt", b"alpha", "text/plain"),
+        attached("b.txt", b"beta", "text/plain"),
+    )
+    events = await collect(engine, message("go", attachments=files))
+    notes = [e.text for e in events if e.kind.value == "notice"]
+    assert notes == [
+        "I could not use these 2 files: stuck.txt (download timed out); "
+        "b.txt (only 2 files a message)."
+    ]
+    assert user_text(fake_openai.requests[-1]) == 'go\n\n<file name="a.txt">\nalpha\n</file>'
+
+
+async def test_files_only_and_none_usable_is_a_clear_error_without_a_model_call(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    events = await collect(
+        engine, message("", attachments=(attached("clip.mp4", b"\x00\x00", "video/mp4"),))
+    )
+    assert final_text(events) == "I could not use this file: clip.mp4 (unsupported type video/mp4)."
+    assert fake_openai.request_count == 0
+
+
+async def test_a_model_without_vision_gets_history_images_as_their_names(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    picture = attached("cat.png", png(), "image/png")
+    await collect(engine, message("look", attachments=(picture,)))
+    assert image_parts(fake_openai.requests[-1])
+    await engine.store.set_channel_setting("test", "w1", "c1", "model", "gpt-3.5-turbo")
+    await collect(engine, message("what was it?"))
+    first_user = next(m for m in fake_openai.requests[-1]["messages"] if m["role"] == "user")
+    assert first_user["content"] == "look\n\n[image: cat.png]"
+
+
+def test_a_claimed_message_keeps_its_files_names_for_recovery() -> None:
+    original = message("see", attachments=(attached("a.pdf", b"%PDF", "application/pdf"),))
+    restored = Message.from_payload(original.to_payload())
+    assert restored.attachments == (Attachment("a.pdf", "application/pdf", 4),)
+    assert restored.attachments[0].fetch is None  # a fetch does not outlive its process
+
+
+async def test_recovered_files_are_named_as_unavailable(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    lost = Message.from_payload(
+        message("and this?", attachments=(attached("a.txt", b"x", "text/plain"),)).to_payload()
+    )
+    events = await collect(engine, lost)
+    notes = [e.text for e in events if e.kind.value == "notice"]
+    assert notes == ["I could not use this file: a.txt (no longer available to download)."]
+    assert final_text(events) == "echo: and this?"
+
+
+async def test_the_store_keeps_content_parts(store: Store) -> None:
+    key = ConversationKey("test", "w", "c")
+    parts = [{"type": "text", "text": "look\n\n[image: x.png]"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]  # fmt: skip
+    verdict = await store.admit_message(
+        key, "test:u", UserLimits(), 1000.0, "look\n\n[image: x.png]", 800, parts=json.dumps(parts)
+    )
+    assert not verdict.refused
+    await store.admit_message(key, "test:u", UserLimits(), 1001.0, "plain", 3)
+    stored = (await store.recent(key, 10)).messages
+    assert [m.as_chat() for m in stored] == [
+        {"role": "user", "content": parts},
+        {"role": "user", "content": "plain"},
+    ]
+    assert stored[0].as_chat(images=False)["content"] == "look\n\n[image: x.png]"
+    assert stored[0].tokens == 800
