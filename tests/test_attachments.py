@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 
 import pytest
 
+from bot.config import ConfigError, load_settings
 from bot.messages import Attachment, ConversationKey, Fetch, Message
 from bot.store import Store
 from bot.store.records import UserLimits
@@ -154,3 +157,30 @@ async def test_the_store_keeps_content_parts(store: Store) -> None:
     ]
     assert stored[0].as_chat(images=False)["content"] == "look\n\n[image: x.png]"
     assert stored[0].tokens == 800
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ('[model]\nvision = "maybe"', 'model.vision must be "auto", true or false'),
+        ('[attachments]\nimage_detail = "ultra"', "attachments.image_detail must be"),
+        ("[tools.fetch]\nallow_hosts = 5", "tools.fetch must be a [tools.fetch] table"),
+        ('[tools.fetch]\nallow = ["x"]', "tools.fetch must be a [tools.fetch] table"),
+        ("[tools.fetch]\nmax_bytes = 0", "tools.fetch must be a [tools.fetch] table"),
+    ],
+)
+def test_bad_attachment_and_fetch_settings_name_the_setting(
+    tmp_path: Path, toml: str, problem: str
+) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_settings(str(path), environ={})
+
+
+def test_vision_and_fetch_settings_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text('[model]\nvision = false\n[tools.fetch]\nallow_hosts = ["Docs.Python.org"]\n')
+    settings = load_settings(str(path), environ={})
+    assert settings.vision == "false"
+    assert settings.fetch.allow_hosts == ("docs.python.org",)
