@@ -71,18 +71,21 @@ def fetcher(
     return fetch
 
 
-def slack_attachments(
-    files: object, token: str, api_url: str, timeout: float
-) -> tuple[Attachment, ...]:
-    """The files of a Slack message event (its `files` list, unchecked input)."""
+def file_objects(files: object) -> tuple[Mapping[str, Any], ...]:
+    """A Slack event's `files` (unchecked input): its objects, at most MAX_FILES_READ."""
     if not isinstance(files, list):
         return ()
+    return tuple(item for item in files[:MAX_FILES_READ] if isinstance(item, Mapping))
+
+
+def slack_attachments(
+    files: tuple[Mapping[str, Any], ...], token: str, api_url: str, timeout: float
+) -> tuple[Attachment, ...]:
+    """Slack file objects as Attachments that download url_private with the token."""
     check = slack_host_check(api_url)
     auth = {"Authorization": f"Bearer {token}"}
     found: list[Attachment] = []
-    for item in files[:MAX_FILES_READ]:
-        if not isinstance(item, Mapping):
-            continue
+    for item in files:
         url = _text(item, "url_private_download") or _text(item, "url_private")
         name = _text(item, "name") or _text(item, "title") or "file"
         fetch = fetcher(url, check, timeout, auth) if url else None

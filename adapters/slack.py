@@ -12,8 +12,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import aiohttp
@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.common import InFlight, split_message
-from adapters.files import slack_attachments
+from adapters.files import file_objects, slack_attachments
 from adapters.slack_events import (
     EventEnvelope,
     SlackEvent,
@@ -38,6 +38,7 @@ from adapters.slack_events import (
     event_problem,
     signature_valid,
 )
+from adapters.slack_files import complete_files
 from adapters.slack_format import (
     PLAIN_LIMIT,
     Api,
@@ -52,7 +53,7 @@ from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Accepted, Engine
 from bot.http_guard import RateLimitedLog
-from bot.messages import Attachment, ConversationKey, Message, ReplyEvent
+from bot.messages import ConversationKey, Message, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Incoming:
     thread: str  # the conversation's thread: "" for an unthreaded DM
     dedupe_keys: tuple[str, ...]
     is_direct: bool
-    files: tuple[Attachment, ...] = ()
+    files: tuple[Mapping[str, Any], ...] = ()  # the event's file objects, as sent
 
 
 def mention_pattern(bot_user_id: str) -> re.Pattern[str]:
@@ -339,10 +340,7 @@ class SlackAdapter:
         if not (mentioned or is_direct or await self._follows_up(team, channel, event)):
             return None
         text = unescape(mention.sub("", text) if mention else text).strip()
-        files = slack_attachments(
-            raw.get("files"), self.client.token or "", self.client.base_url,
-            self.settings.attachment_timeout_seconds,
-        )  # fmt: skip
+        files = file_objects(raw.get("files"))
         if mentioned and (text or not files):
             # "@Parley usage 7d" is a command, "@Parley model this for me" a question.
             # A bare mention becomes /help: unlike an empty message (which the engine
@@ -390,16 +388,20 @@ class SlackAdapter:
         info = UserInfo(False)
         if incoming.user.startswith(("U", "W")):  # a person, not a bot id
             info = await self.users.get(incoming.team, incoming.user)
-        return self._neutral(incoming, info.admin)
+        files = await complete_files(self.client, incoming.files)
+        return self._neutral(replace(incoming, files=files), info.admin)
 
-    @staticmethod
-    def _neutral(incoming: Incoming, admin: bool) -> Message:
+    def _neutral(self, incoming: Incoming, admin: bool) -> Message:
         route = {"direct": "1"} if incoming.is_direct else {}
+        files = slack_attachments(
+            incoming.files, self.client.token or "", self.client.base_url,
+            self.settings.attachment_timeout_seconds,
+        )  # fmt: skip
         return Message(
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
             dedupe_keys=incoming.dedupe_keys, platform_admin=admin, route=route,
-            attachments=incoming.files,
+            attachments=files,
         )  # fmt: skip
 
     async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:

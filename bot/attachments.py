@@ -148,6 +148,8 @@ def _cut_longest(files: list[_Read]) -> bool:
 
 async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any:
     """The file's text, or a PreparedImage; raises FetchError or Unreadable."""
+    if attachment.fetch is None:  # restored after a restart, or the platform hid it
+        raise FetchError("no longer available to download")
     kind = kind_of(attachment.name, attachment.mime_type)
     if not kind:
         raise Unreadable(f"unsupported type {attachment.mime_type or 'unknown'}")
@@ -156,8 +158,6 @@ async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any
     limit = settings.attachment_max_bytes
     if attachment.size > limit:
         raise FetchError(too_large(attachment.size, limit))
-    if attachment.fetch is None:
-        raise FetchError("no longer available to download")
     try:
         async with asyncio.timeout(settings.attachment_timeout_seconds):
             data = await attachment.fetch(limit)

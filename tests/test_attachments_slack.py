@@ -128,3 +128,14 @@ async def test_files_from_other_hosts_are_not_downloaded(start: Start) -> None:
                  "url_private": "http://169.254.169.254/latest/meta-data"}  # fmt: skip
     await h.event(mention("read it", files=[elsewhere]))
     assert any("x.txt (not on Slack's file hosts)" in t for t in h.texts())
+
+
+async def test_a_partly_listed_file_is_completed_with_files_info(start: Start) -> None:
+    h = await start()
+    full = h.slack.share_file("minutes.txt", b"Decided: ship Friday.", "text/plain")
+    partial = {"id": full["id"], "file_access": "check_file_info"}
+    gone = {"id": "F9999", "file_access": "check_file_info"}
+    await h.event(mention("what did we decide?", files=[partial, gone]))
+    assert [call.params["file"] for call in h.slack.calls_to("files.info")] == [full["id"], "F9999"]
+    assert "Decided: ship Friday." in user_text(h.model.requests[-1])
+    assert any("file (no longer available to download)" in t for t in h.texts())

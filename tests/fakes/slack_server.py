@@ -85,6 +85,7 @@ class FakeSlack:
         # Files users shared (url_private), by id: (bytes, content type); and who
         # downloaded them, with which Authorization header.
         self.private_files: dict[str, tuple[bytes, str]] = {}
+        self.file_objects: dict[str, JSON] = {}  # what files.info returns, by id
         self.downloads: list[tuple[str, str]] = []
         self._faults: dict[str, _Fault] = {}
         self._ts = itertools.count(1)
@@ -334,9 +335,15 @@ class FakeSlack:
         file_id = f"F{len(self.private_files) + 1:04d}"
         self.private_files[file_id] = (data, mimetype)
         url = f"{self.base}/files-pri/{TEAM_ID}-{file_id}/{name}"
-        return {"id": file_id, "name": name, "title": name, "mimetype": mimetype,
-                "filetype": name.rsplit(".", 1)[-1], "size": len(data) if size is None else size,
-                "url_private": url, "url_private_download": url + "?download=1"}  # fmt: skip
+        shared = {"id": file_id, "name": name, "title": name, "mimetype": mimetype,
+                  "filetype": name.rsplit(".", 1)[-1], "size": len(data) if size is None else size,
+                  "url_private": url, "url_private_download": url + "?download=1"}  # fmt: skip
+        self.file_objects[file_id] = shared
+        return shared
+
+    def _files_info(self, params: JSON) -> JSON:
+        shared = self.file_objects.get(str(params.get("file", "")))
+        return {"ok": True, "file": shared} if shared else {"ok": False, "error": "file_not_found"}
 
     async def _download(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"].rsplit("-", 1)[-1]
