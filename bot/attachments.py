@@ -109,6 +109,8 @@ async def prepare(
         images.append({"type": "image_url", "image_url": {"url": read.data_url, "detail": detail}})
         prepared.image_tokens += image_tokens(read.width, read.height, detail)
         files.append(_Read(name, None))
+    if prepared.skipped:
+        log.info("files skipped: %s", prepared.note)
     prepared.text = _compose(text, files)
     while prepared.tokens > budget and _cut_longest(files):
         prepared.text = _compose(text, files)
@@ -163,6 +165,15 @@ async def _read(attachment: Attachment, vision: bool, settings: Settings) -> Any
             data = await attachment.fetch(limit)
     except TimeoutError:
         raise FetchError("download timed out") from None
+    try:
+        async with asyncio.timeout(settings.attachment_timeout_seconds):
+            return await _extract(kind, data, settings)
+    except TimeoutError:
+        # The worker thread cannot be stopped; the user is not kept waiting for it.
+        raise Unreadable("it took too long to read") from None
+
+
+async def _extract(kind: str, data: bytes, settings: Settings) -> Any:
     chars = settings.attachment_max_text_chars
     if kind == "image":
         return await off_loop(prepare_image, data, settings.image_max_side)

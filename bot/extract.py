@@ -29,6 +29,8 @@ TEXT_SUFFIXES = frozenset(
     " .proto .tf .hcl .dockerfile .makefile .gradle .vue .svelte .dart .ex .exs .erl .hs .ml"
     " .clj .log .diff .patch .tex .env.example .gitignore".split()
 )
+# A DOCX is a zip archive: what it may unpack to before it is read.
+MAX_UNPACKED_BYTES = 100_000_000
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -102,6 +104,9 @@ def docx_text(data: bytes) -> str:
     import docx  # python-docx; imported when a DOCX comes
 
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # a zip bomb stops here
+            if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
+                raise Unreadable("the document is too large once unpacked")
         document = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as error:
         raise Unreadable("not a readable DOCX") from error

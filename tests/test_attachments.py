@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from bot import extract
 from bot.config import ConfigError, load_settings
+from bot.extract import DOCX
 from bot.messages import Attachment, ConversationKey, Fetch, Message
 from bot.store import Store
 from bot.store.records import UserLimits
 from bot.vision import image_tokens, sees_images
-from tests.attachment_files import image_parts, png, user_text
+from tests.attachment_files import docx_with_text, image_parts, pdf_with_text, png, user_text
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -184,3 +186,23 @@ def test_vision_and_fetch_settings_are_read(tmp_path: Path) -> None:
     settings = load_settings(str(path), environ={})
     assert settings.vision == "false"
     assert settings.fetch.allow_hosts == ("docs.python.org",)
+
+
+async def test_unreadable_files_are_named_with_the_reason(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(extract, "MAX_UNPACKED_BYTES", 10_000)
+    engine = make_engine()
+    files = (
+        attached("broken.pdf", b"%PDF-1.4 nonsense", "application/pdf"),
+        attached("fake.png", b"not an image at all", "image/png"),
+        attached("bomb.docx", docx_with_text("x" * 20_000), DOCX),
+        attached("scan.pdf", pdf_with_text(""), "application/pdf"),
+    )
+    events = await collect(engine, message("read", attachments=files))
+    assert [e.text for e in events if e.kind.value == "notice"] == [
+        "I could not use these 4 files: broken.pdf (not a readable PDF); "
+        "fake.png (not a readable image); bomb.docx (the document is too large once "
+        "unpacked); scan.pdf (the PDF has no text (a scan?))."
+    ]
+    assert final_text(events) == "echo: read"
