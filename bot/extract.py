@@ -130,13 +130,16 @@ def prepare_image(data: bytes, max_side: int) -> PreparedImage:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise Unreadable(f"the image is too large ({image.width}x{image.height})")
             image.draft("RGB", (max_side, max_side))  # JPEG decodes smaller at once
-            frame = image.convert("RGBA" if _has_alpha(image) else "RGB")  # first frame
+            mode = "RGBA" if _has_alpha(image) else "RGB"
+            # Scaled before converted: converting first copies every pixel of a big image.
+            frame = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert(mode)
+            frame.thumbnail((max_side, max_side))  # the first frame of an animation
+            frame = frame.convert(mode)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise Unreadable("not a readable image") from error
-    frame.thumbnail((max_side, max_side))
     out = io.BytesIO()
     if frame.mode == "RGBA":
-        frame.save(out, "PNG", optimize=True)
+        frame.save(out, "PNG")
         mime = "image/png"
     else:
         frame.save(out, "JPEG", quality=85)

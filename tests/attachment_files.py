@@ -18,15 +18,31 @@ def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 3
 def pdf_with_text(text: str) -> bytes:
     """A one-page PDF whose page shows `text` (Helvetica), built by hand with a
     correct cross-reference table, so any PDF reader extracts the text."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+    return pdf_pages(1, text)
+
+
+def pdf_pages(count: int, text: str = "") -> bytes:
+    """A PDF of `count` pages, each showing `text` (default: forty lines of words)."""
+    lines = (
+        [text]
+        if text or count == 1
+        else [f"Line {n} of a page of a long report." for n in range(40)]
+    )
+    shown = " ".join(f"({line}) Tj 0 -14 Td" for line in lines)
+    stream = f"BT /F1 12 Tf 72 720 Td {shown} ET".encode("latin-1")
+    kids = " ".join(f"{3 + 2 * n} 0 R" for n in range(count))
+    font = 3 + 2 * count
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode(),
     ]
+    for n in range(count):
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * n} 0 R"
+            f" /Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
