@@ -116,7 +116,7 @@ class Settings:
     image_max_side: int = 1024
     image_detail: str = "auto"
     # The fetch_url tool (bot/tools/fetch.py): off while no host is allowed.
-    fetch: FetchSettings = field(default_factory=lambda: FetchSettings())
+    fetch: FetchSettings = field(default_factory=FetchSettings)
     config_path: str = ""
 
 
@@ -175,8 +175,6 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
-
-
 def _networks(value: Any) -> tuple[str, ...]:
     networks = _string_list(value)
     for network in networks:
