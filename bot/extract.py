@@ -16,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 # An image this big decoded would take gigabytes: refused before it is decoded.
 MAX_IMAGE_PIXELS = 50_000_000
+# A transparent image is kept as PNG up to this size, then as JPEG: history stores it.
+MAX_STORED_PNG_BYTES = 1_000_000
 TEXT_MIME_TYPES = frozenset({
     "application/json", "application/xml", "application/x-yaml", "application/yaml",
     "application/toml", "application/javascript", "application/x-sh", "application/sql",
@@ -137,15 +139,24 @@ def prepare_image(data: bytes, max_side: int) -> PreparedImage:
             frame = frame.convert(mode)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise Unreadable("not a readable image") from error
-    out = io.BytesIO()
-    if frame.mode == "RGBA":
-        frame.save(out, "PNG")
-        mime = "image/png"
-    else:
-        frame.save(out, "JPEG", quality=85)
-        mime = "image/jpeg"
-    encoded = base64.b64encode(out.getvalue()).decode("ascii")
+    mime, encoded = _encode(frame)
     return PreparedImage(f"data:{mime};base64,{encoded}", frame.width, frame.height)
+
+
+def _encode(frame: Image.Image) -> tuple[str, str]:
+    """(type, base64): PNG for transparency unless that is too big for history, where
+    it is flattened on white and stored as JPEG, which is bounded at this size."""
+    if frame.mode == "RGBA":
+        png = io.BytesIO()
+        frame.save(png, "PNG")
+        if png.tell() <= MAX_STORED_PNG_BYTES:
+            return "image/png", base64.b64encode(png.getvalue()).decode("ascii")
+        flat = Image.new("RGB", frame.size, "white")
+        flat.paste(frame, mask=frame.getchannel("A"))
+        frame = flat
+    jpeg = io.BytesIO()
+    frame.save(jpeg, "JPEG", quality=85)
+    return "image/jpeg", base64.b64encode(jpeg.getvalue()).decode("ascii")
 
 
 def _has_alpha(image: Image.Image) -> bool:

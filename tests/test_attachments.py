@@ -8,11 +8,13 @@ memory, since no protocol is involved.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot import extract
 from bot.config import ConfigError, load_settings
@@ -206,3 +208,21 @@ async def test_unreadable_files_are_named_with_the_reason(
         "unpacked); scan.pdf (the PDF has no text (a scan?))."
     ]
     assert final_text(events) == "echo: read"
+
+
+def test_a_big_transparent_image_is_stored_as_a_bounded_jpeg() -> None:
+    noise = Image.effect_noise((1024, 1024), 100).convert("RGBA")
+    noise.putalpha(128)
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    big = extract.prepare_image(out.getvalue(), 1024)
+    assert big.data_url.startswith("data:image/jpeg;base64,")
+    assert len(big.data_url) < 1_000_000
+    small = extract.prepare_image(png_with_alpha(), 1024)
+    assert small.data_url.startswith("data:image/png;base64,")
+
+
+def png_with_alpha() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (40, 40), (255, 0, 0, 100)).save(out, "PNG")
+    return out.getvalue()
