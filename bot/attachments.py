@@ -57,6 +57,9 @@ class Prepared:
     parts: list[dict[str, Any]] = field(default_factory=list)  # set only with images
     image_tokens: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
+    # (kind, "used" or "skipped") per file, for the metrics: kind is image, text, pdf,
+    # docx or other, so the label values stay few.
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -94,14 +97,16 @@ async def prepare(
     images: list[dict[str, Any]] = []
     for index, attachment in enumerate(attachments):
         name = _shown_name(attachment.name)
-        if index >= settings.attachment_max_files:
-            prepared.skipped.append((name, f"only {settings.attachment_max_files} files a message"))
-            continue
+        kind = kind_of(attachment.name, attachment.mime_type) or "other"
         try:
+            if index >= settings.attachment_max_files:
+                raise Unreadable(f"only {settings.attachment_max_files} files a message")
             read = await _read(attachment, vision, settings)
         except (FetchError, Unreadable) as error:
             prepared.skipped.append((name, str(error)))
+            prepared.outcomes.append((kind, "skipped"))
             continue
+        prepared.outcomes.append((kind, "used"))
         if isinstance(read, str):
             files.append(_Read(name, read))
             continue

@@ -302,7 +302,10 @@ class Engine:
         schemas = self.tools.schemas(self._enabled_tools(message))
         budget = self.settings.context_tokens - self.settings.reply_tokens
         budget -= count_recurring(system_prompt) + self._schema_tokens(schemas)
-        return await prepare(message.text, message.attachments, model, self.settings, budget)
+        files = await prepare(message.text, message.attachments, model, self.settings, budget)
+        for kind, outcome in files.outcomes:
+            self.metrics.attachments.labels(kind, outcome).inc()
+        return files
 
     async def _admit(self, message: Message, turn: Turn, files: Prepared) -> ReplyEvent | None:
         """Check the limits and store the message, in one transaction: a refused

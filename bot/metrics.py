@@ -45,6 +45,10 @@ class Metrics:
             "parley_delivery_failures", "Answers (stored) that could not be shown to the user",
             ["platform"], registry=r,
         )  # fmt: skip
+        self.attachments = Counter(
+            "parley_attachments", "Files sent with messages, by kind and whether they were used",
+            ["kind", "outcome"], registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge(
             "parley_model_calls_in_flight", "Model calls in flight now", registry=r
         )

@@ -226,3 +226,15 @@ def png_with_alpha() -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (40, 40), (255, 0, 0, 100)).save(out, "PNG")
     return out.getvalue()
+
+
+async def test_attachments_are_counted_in_the_metrics(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    files = (
+        attached("a.txt", b"alpha", "text/plain"),
+        attached("b.bin", b"\x00", "application/octet-stream"),
+    )
+    await collect(engine, message("go", attachments=files))
+    exposition = engine.metrics.exposition().decode()
+    assert 'parley_attachments_total{kind="text",outcome="used"} 1.0' in exposition
+    assert 'parley_attachments_total{kind="other",outcome="skipped"} 1.0' in exposition
