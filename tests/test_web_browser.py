@@ -129,3 +129,42 @@ async def test_chat_in_a_real_browser(
     fake_openai.script(Text("Hello from the fake model, streamed to you.", chunks=5), Text(XSS))
     await asyncio.to_thread(converse, driver, chat_url)
     assert fake_openai.pending == 0
+
+
+DROP_A_FILE = """
+const transfer = new DataTransfer();
+transfer.items.add(new File([arguments[0]], arguments[1], {type: "text/plain"}));
+document.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+"""
+
+
+def uploaded_chips(browser: WebDriver) -> list[str]:
+    chips = browser.find_elements(By.CSS_SELECTOR, "#attached .chip:not(.uploading)")
+    return [chip.get_attribute("data-name") or "" for chip in chips]
+
+
+def attach_and_ask(browser: WebDriver, url: str, path: Path) -> None:
+    open_chat(browser, url)
+    browser.find_element(By.ID, "files").send_keys(str(path))  # the 📎 button's input
+    wait(browser, lambda b: uploaded_chips(b) == [path.name])
+    browser.execute_script(DROP_A_FILE, "Dropped text.", "dropped.txt")
+    wait(browser, lambda b: uploaded_chips(b) == [path.name, "dropped.txt"])
+    say(browser, "What do these say?")
+    wait(browser, lambda b: assistant_texts(b) == ["Two notes."])
+    assert uploaded_chips(browser) == []  # sent: the next message starts without files
+    user_bubbles = browser.find_elements(By.CSS_SELECTOR, "#log .bubble.user")
+    assert user_bubbles[-1].text == "What do these say?\n📎 notes.txt, dropped.txt"
+
+
+async def test_files_from_the_button_and_a_drop_reach_the_model(
+    driver: WebDriver, chat_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Picked with the button.")
+    fake_openai.script(Text("Two notes."))
+    await asyncio.to_thread(attach_and_ask, driver, chat_url, notes)
+    sent = fake_openai.requests[-1]["messages"][-1]["content"]
+    assert sent == (
+        'What do these say?\n\n<file name="notes.txt">\nPicked with the button.\n</file>'
+        '\n\n<file name="dropped.txt">\nDropped text.\n</file>'
+    )

@@ -204,6 +204,7 @@
 
   async function upload(file) {
     const chip = element("span", "chip uploading", file.name);
+    chip.dataset.name = file.name;
     attached.append(chip);
     uploading += 1;
     setBusy(busy);
@@ -263,7 +264,7 @@
     if (!text.trim() && !pending.length) return;
     if (busy || uploading || !socket || socket.readyState !== WebSocket.OPEN) return;
     socket.send(JSON.stringify({ type: "message", text: text, files: pending }));
-    const names = [...attached.querySelectorAll(".chip")].map((chip) => chip.firstChild.textContent);
+    const names = [...attached.querySelectorAll(".chip")].map((chip) => chip.dataset.name);
     addUser(names.length ? (text + "\n📎 " + names.join(", ")).trim() : text);
     input.value = "";
     pending = [];
