@@ -47,6 +47,7 @@ from adapters.web_auth import (
 )
 from adapters.web_files import Uploads, receive_upload
 from adapters.web_limits import WebChatLimits
+from bot.attachments import shown_text
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.http_guard import reads_own_body
@@ -245,7 +246,8 @@ class WebAdapter:
     async def _history(self, identity: str) -> dict[str, object]:
         key = ConversationKey("web", "local", identity)
         pairs = await self.engine.transcript(key, HISTORY_LIMIT)
-        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in pairs]}
+        shown = [(role, shown_text(text) if role == "user" else text) for role, text in pairs]
+        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in shown]}
 
     async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:
         # Run to the end even if the page went away: the answer is still stored, so a

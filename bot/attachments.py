@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -196,6 +197,26 @@ def _capped(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return text[:max_chars] + f"\n[… cut at {max_chars:,} characters]"
+
+
+_BLOCK = re.compile(
+    r'(?:^|\n\n)(?:<file name="([^"\n]*)">\n.*?\n</file>|\[image: ([^\]\n]*)\])(?=\n\n|$)', re.S
+)
+
+
+def shown_text(content: str) -> str:
+    """A stored user message as a chat shows it again: the user's own words, then the
+    names of the files the model read with it (not their text)."""
+    blocks = list(_BLOCK.finditer(content))
+    start, names = len(content), list[str]()
+    for block in reversed(blocks):  # the files are the blocks that end the message
+        if block.end() != start:
+            break
+        start = block.start()
+        names.insert(0, block[1] if block[1] is not None else block[2])
+    if not names:
+        return content
+    return (content[:start] + "\n📎 " + ", ".join(names)).strip()
 
 
 def too_large(size: int, limit: int) -> str:

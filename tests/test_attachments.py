@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from bot import extract
+from bot.attachments import shown_text
 from bot.config import ConfigError, load_settings
 from bot.extract import DOCX
 from bot.messages import Attachment, ConversationKey, Fetch, Message
@@ -238,3 +239,16 @@ async def test_attachments_are_counted_in_the_metrics(make_engine: EngineFactory
     exposition = engine.metrics.exposition().decode()
     assert 'parley_attachments_total{kind="text",outcome="used"} 1.0' in exposition
     assert 'parley_attachments_total{kind="other",outcome="skipped"} 1.0' in exposition
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ('hi\n\n<file name="a.txt">\nA\n</file>\n\n[image: b.png]', "hi\n📎 a.txt, b.png"),
+        ("[image: only.png]", "📎 only.png"),
+        ("no files, but [image: x] in the words", "no files, but [image: x] in the words"),
+        ("plain", "plain"),
+    ],
+)
+def test_a_stored_message_is_shown_with_its_files_names(stored: str, shown: str) -> None:
+    assert shown_text(stored) == shown

@@ -152,8 +152,14 @@ def attach_and_ask(browser: WebDriver, url: str, path: Path) -> None:
     say(browser, "What do these say?")
     wait(browser, lambda b: assistant_texts(b) == ["Two notes."])
     assert uploaded_chips(browser) == []  # sent: the next message starts without files
+    shown = "What do these say?\n📎 notes.txt, dropped.txt"
     user_bubbles = browser.find_elements(By.CSS_SELECTOR, "#log .bubble.user")
-    assert user_bubbles[-1].text == "What do these say?\n📎 notes.txt, dropped.txt"
+    assert user_bubbles[-1].text == shown
+    # After a reload the history shows the same: the words and the files' names.
+    open_chat(browser, url)
+    wait(browser, lambda b: assistant_texts(b) == ["Two notes."])
+    user_bubbles = browser.find_elements(By.CSS_SELECTOR, "#log .bubble.user")
+    assert [bubble.text for bubble in user_bubbles] == [shown]
 
 
 async def test_files_from_the_button_and_a_drop_reach_the_model(
