@@ -450,7 +450,9 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user),
+            platform_admin=_manages_guild(user), attachments=discord_attachments(
+                _option_files(interaction), Route.BASE, self.settings.attachment_timeout_seconds
+            ),
         )  # fmt: skip
 
     # -- answering ----------------------------------------------------------------------
@@ -483,6 +485,12 @@ def _remember(cache: dict[int, Any], key: int, value: Any) -> None:
     if len(cache) >= CACHE_SIZE:
         cache.pop(next(iter(cache)))
     cache[key] = value
+
+
+def _option_files(interaction: Interaction) -> list[discord.Attachment]:
+    """The file given with /ask or /chat (their `file` option), if any."""
+    given = getattr(interaction.namespace, "file", None)
+    return [given] if isinstance(given, discord.Attachment) else []
 
 
 def _manages_guild(user: discord.User | discord.Member) -> bool:

@@ -35,6 +35,7 @@ OUTDATED_COMMAND = (
 )
 BAD_OPTION = "One of the options has a value Parley cannot use: {problem}"
 FAILED = "Sorry, something went wrong with that command; it was logged."
+FILE_OPTION = "A file for Parley to read with your question (optional)"
 
 
 class Handlers(Protocol):
@@ -73,15 +74,20 @@ def build_commands(handlers: Handlers) -> list[SlashCommand]:
 
 def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     @app_commands.command(name="ask", description="Ask Parley; it answers in this channel")
-    @app_commands.describe(prompt="What you would like to know")
-    async def ask(interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]) -> None:
+    # `file` is read from interaction.namespace where the message is made.
+    @app_commands.describe(prompt="What you would like to know", file=FILE_OPTION)
+    async def ask(
+        interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT],
+        file: discord.Attachment | None = None,
+    ) -> None:  # fmt: skip
         await handlers.ask(interaction, text_option(prompt))
 
     @app_commands.command(name="chat", description="Open a thread and talk with Parley there")
-    @app_commands.describe(prompt="How to start the conversation")
+    @app_commands.describe(prompt="How to start the conversation", file=FILE_OPTION)
     async def chat(
-        interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT]
-    ) -> None:
+        interaction: Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT],
+        file: discord.Attachment | None = None,
+    ) -> None:  # fmt: skip
         await handlers.chat(interaction, text_option(prompt))
 
     @app_commands.command(name="reset", description="Start this conversation afresh")

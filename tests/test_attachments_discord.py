@@ -4,8 +4,10 @@ the attachments like its CDN) and the fake model."""
 from __future__ import annotations
 
 from tests.attachment_files import decoded_image, image_parts, pdf_with_text, png, user_text
-from tests.discord_helpers import BotFactory, start_bot
+from tests.discord_helpers import BotFactory, content, start_bot
+from tests.fakes import eventually
 from tests.fakes.discord_payloads import CHANNEL_ID
+from tests.fakes.openai_server import Text
 
 __all__ = ["start_bot"]  # the fixture, for pytest to find here
 
@@ -43,3 +45,19 @@ async def test_skipped_files_get_a_note_and_the_rest_is_answered(start_bot: BotF
     assert "song.mp3 (unsupported type audio/mpeg)" in note
     assert "short and sweet" in user_text(bot.model.requests[-1])
     assert bot.fake.downloads == [files[2]["id"]]
+
+
+async def test_a_file_given_to_slash_ask_reaches_the_model(start_bot: BotFactory) -> None:
+    bot = await start_bot()
+    file = bot.fake.attach("agenda.md", b"1. Budget\n2. Hiring", "text/markdown")
+    bot.model.script(Text("Budget."))
+    await bot.fake.send_interaction(
+        "ask", options={"prompt": "what is first?"}, files={"file": file}
+    )
+    edits = bot.fake.calls_to
+    await eventually(
+        lambda: [c for c in edits("PATCH", r"/webhooks/.*/@original") if content(c) == "Budget."]
+    )
+    text = user_text(bot.model.requests[-1])
+    assert text == 'what is first?\n\n<file name="agenda.md">\n1. Budget\n2. Hiring\n</file>'
+    assert bot.fake.downloads == [file["id"]]

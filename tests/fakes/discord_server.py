@@ -236,6 +236,7 @@ class FakeDiscord:
         user_id: int = ALICE_ID,
         channel_id: int = CHANNEL_ID,
         guild_id: int = GUILD_ID,
+        files: dict[str, AttachmentPayload] | None = None,
     ) -> InteractionPayload:
         channel = self.channels.get(channel_id) or wire.text_channel(channel_id, guild_id)
         token = f"token-{next(self._counter)}"
@@ -243,6 +244,12 @@ class FakeDiscord:
             self.new_id(), self.new_id(), token, name, options or {},
             user_id=user_id, channel=channel, guild_id=guild_id,
         )  # fmt: skip
+        # Attachment options (type 11) name an attachment that "resolved" describes.
+        for option, attachment in (files or {}).items():
+            chosen = {"name": option, "type": 11, "value": attachment["id"]}
+            payload["data"]["options"].append(chosen)
+            resolved = payload["data"].setdefault("resolved", {}).setdefault("attachments", {})
+            resolved[attachment["id"]] = attachment
         self._interactions[token] = payload
         return payload
 
