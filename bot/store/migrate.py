@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import ConfigError
+from bot.store.audit_rows import AUDIT_COLUMNS
 from bot.store.postgres import PostgresStore
 from bot.store.url import open_store, parse_store_url
 
@@ -63,6 +64,8 @@ TABLES = [
           "user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked",
           "user_key", convert=_booleans(4)),
     Table("refusals", "id, at, user_key, kind", "id, at, user_key, kind", "id", identity=True),
+    Table("audit", "id, " + AUDIT_COLUMNS, "id, " + AUDIT_COLUMNS, "id", identity=True),
+    Table("budget_alerts", "key, at", "key, at", "key"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,159 @@
+"""Keeping private data away from the model provider, and secrets away from everyone.
+
+Redaction ([redaction] enabled): e-mail addresses, phone numbers, payment card numbers
+(only digit runs that pass the Luhn check, so order numbers and timestamps stay) and
+custom regular expressions become placeholders such as [EMAIL_1] in what is sent to
+the model. The same value gets the same placeholder within one request, so the model
+can still tell two addresses apart.
+
+Secret masking ([redaction] mask_secrets, on by default): API keys and tokens in the
+shapes OpenAI, Slack, Discord, AWS and bearer tokens have are masked in model output
+and tool results before they are shown or stored. A streamed answer is masked as it
+streams (SecretStream), holding back only the unfinished word at the end of each piece.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# 13 to 19 digits, optionally grouped by spaces or dashes.
+CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# An optional +country code, then at least 7 digits in groups (with an optional
+# bracketed area code): "+1 (555) 010-4477", "+44 20 7946 0958", "555-010-4477".
+PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,3}(?![\w])"
+)
+MIN_PHONE_DIGITS = 7
+
+SECRETS = re.compile(
+    "|".join(
+        (
+            r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",  # OpenAI
+            r"\bxox[abposr]-[A-Za-z0-9-]{10,}",  # Slack bot, user, app-level tokens
+            r"\bxapp-\d-[A-Za-z0-9-]{10,}",  # Slack app-level token
+            r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}",  # Discord
+            r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key id
+            r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",  # Authorization: Bearer ...
+        )
+    )
+)
+SECRET_MASK = "[secret removed]"
+# A streamed word longer than this is shown (masked) without waiting for its end.
+HOLD_LIMIT = 400
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def mask_secrets(text: str) -> str:
+    return SECRETS.sub(SECRET_MASK, text) if text else text
+
+
+class Redactor:
+    """Replaces private data by placeholders; one instance per request (it numbers
+    the values it has seen)."""
+
+    def __init__(self, extra: Sequence[re.Pattern[str]] = ()) -> None:
+        self.extra = extra
+        self.seen: dict[tuple[str, str], str] = {}
+        self.count: dict[str, int] = {}
+
+    def _placeholder(self, kind: str, value: str) -> str:
+        key = (kind, value)
+        if key not in self.seen:
+            self.count[kind] = self.count.get(kind, 0) + 1
+            self.seen[key] = f"[{kind}_{self.count[kind]}]"
+        return self.seen[key]
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        for pattern in self.extra:
+            text = pattern.sub(lambda m: self._placeholder("REDACTED", m.group(0)), text)
+        text = EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group(0)), text)
+        text = CARD.sub(self._card, text)
+        return PHONE.sub(self._phone, text)
+
+    def _card(self, match: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        return self._placeholder("CARD", digits) if luhn_valid(digits) else match.group(0)
+
+    def _phone(self, match: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", match.group(0))
+        if len(digits) < MIN_PHONE_DIGITS:
+            return match.group(0)
+        return self._placeholder("PHONE", digits)
+
+
+def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(pattern) for pattern in patterns)
+
+
+def redact_prompt(
+    messages: Sequence[dict[str, Any]], extra: Sequence[re.Pattern[str]]
+) -> list[dict[str, Any]]:
+    """A copy of the prompt with private data replaced; the system prompt (the admins'
+    own text) is left as it is."""
+    redactor = Redactor(extra)
+    redacted: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") != "system" and isinstance(content, str) and content:
+            message = {**message, "content": redactor.redact(content)}
+        redacted.append(message)
+    return redacted
+
+
+class SecretStream:
+    """Masks secrets in a streamed answer piece by piece.
+
+    A secret never contains whitespace, so everything up to the last whitespace of
+    what has come so far can be masked and shown; the unfinished word after it waits
+    for the next piece (as does a "Bearer" just before it). Work per piece is
+    proportional to the piece, never to the whole answer."""
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self.held + piece
+        cut = _last_boundary(text)
+        if cut == 0 and len(text) < HOLD_LIMIT:
+            self.held = text
+            return ""
+        if cut == 0:
+            cut = len(text)
+        self.held = text[cut:]
+        return mask_secrets(text[:cut])
+
+    def flush(self) -> str:
+        """The end of the stream: what was held back, masked."""
+        text, self.held = self.held, ""
+        return mask_secrets(text)
+
+
+def _last_boundary(text: str) -> int:
+    """Where the shown part ends: after the last whitespace, or before a trailing
+    "bearer " whose token may still be coming."""
+    end = len(text.rstrip())
+    index = max(text.rfind(" ", 0, end + 1), text.rfind("\n", 0, end + 1))
+    if index < 0:
+        return 0
+    if end == len(text):  # the text ends in a word, maybe unfinished: hold it back
+        cut = index + 1
+    else:  # the text ends in whitespace: everything is finished
+        cut = len(text)
+    before = text[:cut].rstrip()
+    if before.lower().endswith("bearer"):
+        return max(0, before.lower().rfind("bearer"))
+    return cut

@@ -1,0 +1,76 @@
+"""The SQLite store's audit log, budget alert claims and spend sums (part of SqliteStore)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from sqlite_utils import Database
+
+from bot.store.audit_rows import AUDIT_COLUMNS, AUDIT_PAGE, AuditEntry, audit_filter
+from bot.store.sqlite_usage import REPORT_COLUMNS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AuditTables:
+    db: Database
+
+    async def _write(self, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        raise NotImplementedError
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._write(
+            self.db.execute,
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.at, entry.actor, entry.platform, entry.workspace, entry.channel,
+             entry.action, entry.target, entry.before, entry.after),
+        )  # fmt: skip
+
+    async def audit_entries(
+        self, since: float, user: str = "", action: str = "", limit: int = AUDIT_PAGE
+    ) -> list[AuditEntry]:
+        where, parameters = audit_filter(user, action)
+        rows = self.db.execute(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE at >= ?{where} ORDER BY at DESC, id DESC"
+            " LIMIT ?",
+            (since, *parameters, limit),
+        ).fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+    async def prune_audit(self, before: float) -> int:
+        cursor = await self._write(self.db.execute, "DELETE FROM audit WHERE at < ?", (before,))
+        return int(cursor.rowcount)
+
+    async def claim_alert(self, key: str, at: float) -> bool:
+        cursor = await self._write(
+            self.db.execute,
+            "INSERT OR IGNORE INTO budget_alerts (key, at) VALUES (?, ?)",
+            (key, at),
+        )
+        return cursor.rowcount == 1
+
+    async def record_refusal(self, user_key: str, kind: str, at: float) -> None:
+        await self._write(
+            self.db.execute,
+            "INSERT INTO refusals (at, user_key, kind) VALUES (?, ?, ?)",
+            (at, user_key, kind),
+        )
+
+    async def spend_since(self, since: float, platform: str = "", workspace: str = "") -> float:
+        scope = " AND platform = ? AND workspace = ?" if platform else ""
+        row = self.db.execute(
+            f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE created_at >= ?{scope}",
+            (since, platform, workspace) if platform else (since,),
+        ).fetchone()
+        return float(row[0])
+
+    async def user_usage(self, user_key: str, since: float) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            f"SELECT model AS key, {REPORT_COLUMNS} FROM usage WHERE user_key = ?"
+            " AND created_at >= ? GROUP BY model ORDER BY total_tokens DESC, model",
+            (user_key, since),
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
