@@ -182,7 +182,8 @@ async def _usage(
     refusals = await context.store.refusal_counts(since)
     refused = sum(refusals.values())
     header = f"Usage over the last {period}, by {by} (top 20):"
-    footer = f"Requests refused by limits: {refused}" if refused else ""
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(refusals.items()))
+    footer = f"Messages refused: {refused} ({kinds})" if refused else ""
     return "\n".join(part for part in (header, format_table(rows, by), footer) if part)
 
 

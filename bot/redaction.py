@@ -23,10 +23,13 @@ EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # An optional +country code, then at least 7 digits in groups (with an optional
 # bracketed area code): "+1 (555) 010-4477", "+44 20 7946 0958", "555-010-4477".
+# Groups are separated by spaces or dashes (dots would take IP addresses), and the
+# last group has 3 or 4 digits, which leaves dates such as 2026-12-01 alone.
 PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,3}(?![\w])"
+    r"(?<![\w+])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?\d{1,4}(?:[ -]\d{2,4})*[ -]\d{3,4}(?![\w-])"
 )
 MIN_PHONE_DIGITS = 7
+MAX_PHONE_DIGITS = 15  # E.164's longest; longer runs are card or order numbers
 
 SECRETS = re.compile(
     "|".join(
@@ -36,7 +39,7 @@ SECRETS = re.compile(
             r"\bxapp-\d-[A-Za-z0-9-]{10,}",  # Slack app-level token
             r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}",  # Discord
             r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key id
-            r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",  # Authorization: Bearer ...
+            r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{15,}[A-Za-z0-9]=*",  # Authorization: Bearer
         )
     )
 )
@@ -90,7 +93,7 @@ class Redactor:
 
     def _phone(self, match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
-        if len(digits) < MIN_PHONE_DIGITS:
+        if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
             return match.group(0)
         return self._placeholder("PHONE", digits)
 

@@ -8,7 +8,6 @@ pointed to its slash command, whose answer nobody else sees.
 from __future__ import annotations
 
 import datetime
-import re
 
 import discord
 import pytest
