@@ -32,7 +32,7 @@ async def test_audit_rows_filter_and_only_retention_deletes_them(store: Store) -
             "slack:U2",
             "20 requests/minute",
             "5 requests/minute",
-        ),  # fmt: skip
+        ),
         AuditEntry(now - 30, "slack:U3", "slack", "T1", "C1", "moderation.flagged", "violence"),
     ]
     for row in rows:
@@ -133,8 +133,8 @@ async def test_audit_in_chat_is_for_admins_and_reveals_nothing_to_others(
     assert refused.text == "Sorry, only Parley admins can use /audit."
     shown = final_text(await collect(engine, message("/audit 30d", user="root")))
     assert "block" in shown and "test:mallory" in shown and ADMIN in shown
-    assert "No audit entries" in final_text(await collect(engine, message("/audit 1m model",
-                                                                          user="root")))  # fmt: skip
+    quiet = await collect(engine, message("/audit 1m model", user="root"))
+    assert "No audit entries" in final_text(quiet)
 
 
 async def test_non_admin_usage_shows_only_their_own_figures(
