@@ -152,7 +152,16 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def forget(interaction: Interaction, confirm: bool = False) -> None:
         await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
 
-    return [block, unblock, forget]
+    @app_commands.command(name="audit", description="Admins: admin actions and moderation events")
+    @app_commands.describe(
+        period="How far back, e.g. 24h, 7d, 30d", action="Only this action, e.g. limits"
+    )
+    async def audit(
+        interaction: Interaction, period: str = "7d", action: str | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("audit", period, action))
+
+    return [block, unblock, forget, audit]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

@@ -11,10 +11,14 @@ import pytest
 from bot.budget import period_start
 from bot.runner import connect_alerts
 from tests.conftest import EngineFactory, collect, final_text, message
+from tests.discord_helpers import BotFactory, start_bot
+from tests.fakes import eventually
+from tests.fakes.discord_payloads import ADA_ID
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.fakes.slack_server import TEAM_ID
 from tests.slack_helpers import Harness, Start, mention, slack_harnesses
 
+__all__ = ["start_bot"]  # the fixture, for pytest to find here
 ADMINS = ("slack:UADMIN", "slack:UBOSS", "console:ops")
 # gpt-4o-mini costs $0.15 per million prompt tokens: each answer here costs $0.003.
 COSTLY = {"prompt_tokens": 20_000, "completion_tokens": 0}
@@ -124,3 +128,17 @@ def test_periods_start_at_utc_midnight_and_the_first_of_the_month() -> None:
     at = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
     assert period_start("daily", at) == (1_795_996_800.0, "2026-11-30")
     assert period_start("monthly", at) == (1_793_491_200.0, "2026-11")
+
+
+async def test_discord_admins_get_the_alert_as_a_direct_message(
+    start_bot: BotFactory, fake_openai: FakeOpenAI
+) -> None:
+    bot = await start_bot(admins=(f"discord:{ADA_ID}",), budget_daily_usd=0.002)
+    connect_alerts(bot.engine, [bot.adapter])
+    fake_openai.default = Text("an answer", **COSTLY)
+    await bot.replies_to(await bot.mention("spend"))
+    await bot.replies_to(await bot.mention("spend more"))  # refused: past the cap
+    assert fake_openai.request_count == 1
+    dm = await eventually(lambda: bot.fake.dm_channels.get(ADA_ID))
+    [alert] = await eventually(lambda: bot.fake.channel_contents(dm))
+    assert alert.startswith("Parley budget cap: Parley has spent $0.00 of its daily cap")
