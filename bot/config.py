@@ -215,7 +215,10 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _regexes(value: Any) -> tuple[str, ...]:
     patterns = _string_list(value)
     for pattern in patterns:
-        re.compile(pattern)  # re.error is a ValueError
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ValueError from None
     return patterns
 
 

@@ -3,8 +3,11 @@ with its fake moderation route (the real openai client over a real socket)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bot.config import ConfigError, load_settings
 from bot.messages import ReplyKind
 from bot.redaction import SECRET_MASK, Redactor, SecretStream, luhn_valid, mask_secrets
 from bot.safety import FLAGGED, UNCHECKED, WITHHELD
@@ -172,3 +175,22 @@ def test_redaction_numbers_values_and_leaves_ordinary_numbers() -> None:
     text = redactor.redact("a@b.io, c@d.org, a@b.io on 2026-12-01 at 10:30, 42 items, v1.2.3")
     assert text == "[EMAIL_1], [EMAIL_2], [EMAIL_1] on 2026-12-01 at 10:30, 42 items, v1.2.3"
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('[moderation]\npatterns = ["(unclosed"]', "moderation.patterns"),
+        ('[moderation]\non_failure = "maybe"', "moderation.on_failure"),
+        ("[budget]\nwarn_at = 1.5", "budget.warn_at"),
+        ('[budget.workspaces."T0123"]\ndaily_usd = 5', "budget.workspaces"),
+        ('[budget.workspaces."slack:T1"]\nweekly_usd = 5', "budget.workspaces"),
+    ],
+)
+def test_a_bad_safety_setting_stops_start_up_naming_it(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    path = tmp_path / "parley.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=named):
+        load_settings(str(path), environ={})
