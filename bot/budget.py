@@ -28,6 +28,7 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 SPEND_REFRESH_SECONDS = 10.0
+MAX_CLAIMED = 1000
 REFUSED = (
     "Parley has reached its {period} spending cap{where} (${limit:.2f}), so it cannot "
     "answer now. It will answer again {when}; an admin can raise the cap."
@@ -98,6 +99,9 @@ class Budget:
         # (scope, period name) -> (spend, when it was read); one entry per scope and
         # period in use, and older periods are dropped as new ones come.
         self.spend: dict[tuple[str, str], tuple[float, float]] = {}
+        # Alert keys this process knows are claimed: past a warning level every request
+        # would otherwise try the claim again, a write each.
+        self.claimed: set[str] = set()
 
     @property
     def enabled(self) -> bool:
@@ -151,8 +155,14 @@ class Budget:
 
     async def _alert(self, cap: Cap, level: str, spent: float, now: float) -> None:
         _, name = period_start(cap.period, now)
-        if not await self.store.claim_alert(f"{level}:{cap.period}:{name}:{cap.scope}", now):
-            return  # this process or another replica sent it already
+        key = f"{level}:{cap.period}:{name}:{cap.scope}"
+        if key in self.claimed:
+            return
+        if len(self.claimed) > MAX_CLAIMED:
+            self.claimed.clear()  # keys of past periods; a retry only asks the store
+        self.claimed.add(key)
+        if not await self.store.claim_alert(key, now):
+            return  # another replica sent it already
         self.count_alert(level, cap.period)
         if level == "cap":
             fallback = self.settings.budget_fallback_model

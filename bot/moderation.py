@@ -66,13 +66,14 @@ class Moderator:
         self.thresholds = dict(thresholds)
         self.fail_closed = fail_closed
 
-    async def check(self, text: str) -> Verdict:
+    async def check(self, text: str, sent: str | None = None) -> Verdict:
+        """`sent`: the text as the provider may see it (redacted), if it differs."""
         if self.use_patterns:
             verdict = self._match_patterns(text)
             if verdict.flagged:
                 return verdict
         if self.use_endpoint:
-            return await self._ask_endpoint(text)
+            return await self._ask_endpoint(text if sent is None else sent)
         return PASSED
 
     def _match_patterns(self, text: str) -> Verdict:

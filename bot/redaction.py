@@ -157,6 +157,6 @@ def _last_boundary(text: str) -> int:
     else:  # the text ends in whitespace: everything is finished
         cut = len(text)
     before = text[:cut].rstrip()
-    if before.lower().endswith("bearer"):
-        return max(0, before.lower().rfind("bearer"))
+    if before[-6:].lower() == "bearer":  # its token may be in the next piece
+        return len(before) - 6
     return cut

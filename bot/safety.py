@@ -105,7 +105,8 @@ class Safety:
         """Moderate a question (unless it was admitted before a restart) and apply the
         budget; the refusal to show, or how to answer."""
         if self.moderator is not None and not admitted:
-            verdict = await self.moderator.check(message.text)
+            # The endpoint is the provider too: it gets the redacted text.
+            verdict = await self.moderator.check(message.text, self._redacted(message.text))
             if verdict.flagged:
                 return Screened(await self._flagged(message, verdict))
         decision: Decision = await self.budget.decide(message)
@@ -126,12 +127,14 @@ class Safety:
         )
         return ReplyEvent(ReplyKind.ERROR, UNCHECKED if unchecked else FLAGGED, private=True)
 
+    def _redacted(self, text: str) -> str:
+        if not self.settings.redaction_enabled:
+            return text
+        return Redactor(self.redaction).redact(text)
+
     def stored_text(self, text: str) -> str:
         """What history keeps of a user's message."""
-        s = self.settings
-        if s.redaction_enabled and not s.redaction_store_original:
-            return Redactor(self.redaction).redact(text)
-        return text
+        return text if self.settings.redaction_store_original else self._redacted(text)
 
     def outgoing(self, prompt: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
         """What is sent to the model: private data replaced by placeholders."""

@@ -194,3 +194,11 @@ def test_a_bad_safety_setting_stops_start_up_naming_it(
     path.write_text(toml)
     with pytest.raises(ConfigError, match=named):
         load_settings(str(path), environ={})
+
+
+async def test_the_moderation_endpoint_gets_the_redacted_text_too(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(**MODERATED, redaction_enabled=True)
+    await collect(engine, message(f"mail {EMAIL} please"))
+    assert fake_openai.moderation_requests[0]["input"] == "mail [EMAIL_1] please"
