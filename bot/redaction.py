@@ -44,6 +44,13 @@ SECRETS = re.compile(
     )
 )
 SECRET_MASK = "[secret removed]"
+# The unfinished word at the end of a streamed piece that may still grow into a secret
+# (or a "Bearer" with its token to come): only such a word is held back, so streamed
+# text is rarely delayed at all.
+_SECRET_START = re.compile(
+    r"(?:s|sk|sk-\S*|x|xo|xox\S*|xa|xap|xapp\S*|[MNO]\S*|A|AK|AKI|AKIA\S*|AS|ASI|ASIA\S*"
+    r"|(?i:b|be|bea|bear|beare|bearer)(?:\s+\S*)?)\Z"
+)
 # A streamed word longer than this is shown (masked) without waiting for its end.
 HOLD_LIMIT = 400
 
@@ -122,8 +129,8 @@ class SecretStream:
 
     A secret never contains whitespace, so everything up to the last whitespace of
     what has come so far can be masked and shown; the unfinished word after it waits
-    for the next piece (as does a "Bearer" just before it). Work per piece is
-    proportional to the piece, never to the whole answer."""
+    for the next piece if it may still become a secret (as does a "Bearer" just before
+    its token). Work per piece is proportional to the piece, never to the answer."""
 
     def __init__(self) -> None:
         self.held = ""
@@ -131,6 +138,8 @@ class SecretStream:
     def feed(self, piece: str) -> str:
         text = self.held + piece
         cut = _last_boundary(text)
+        if cut < len(text) and not _SECRET_START.match(text, cut):
+            cut = len(text)  # the unfinished word cannot become a secret: show it now
         if cut == 0 and len(text) < HOLD_LIMIT:
             self.held = text
             return ""
