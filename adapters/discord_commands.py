@@ -161,7 +161,14 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     ) -> None:
         await handlers.command(interaction, command_line("audit", period, action))
 
-    return [block, unblock, forget, audit]
+    @app_commands.command(name="moderation", description="Admins: moderation in this channel")
+    @app_commands.describe(state="off: exempt this channel; on: follow the configuration")
+    async def moderation(
+        interaction: Interaction, state: Literal["off", "on"] | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("moderation", state))
+
+    return [block, unblock, forget, audit, moderation]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

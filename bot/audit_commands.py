@@ -38,6 +38,8 @@ def _subject(message: Message, name: str, arguments: list[str]) -> Subject:
         return name, message.channel_id
     if name in ("system", "model") and arguments:
         return name, message.channel_id
+    if name == "moderation" and arguments:
+        return "moderation.override", message.channel_id
     return None
 
 
@@ -45,10 +47,12 @@ async def _state(context: CommandContext, message: Message, name: str, target: s
     """What the action changes, as text: a user's limits or a channel's setting."""
     from bot.commands import describe_limits
 
+    where = (message.platform, message.workspace, message.channel)
     if name in ("system", "model"):
-        where = (message.platform, message.workspace, message.channel)
         setting = "system_prompt" if name == "system" else "model"
         return (await context.store.channel_settings(*where))[setting] or "(default)"
+    if name == "moderation":
+        return await context.store.channel_moderation(*where) or "(default)"
     if name == "forget":
         return ""
     limits = await context.store.user_limits(target, default_limits(context.settings))
@@ -87,6 +91,25 @@ async def audit_command(context: CommandContext, message: Message, arguments: li
         return f"No audit entries in the last {period}."
     heading = f"Audit log, last {period}, newest first (at most {AUDIT_ROWS_IN_CHAT}):"
     return f"{heading}\n```\n{format_table(entries)}\n```"
+
+
+async def moderation_command(
+    context: CommandContext, message: Message, arguments: list[str]
+) -> str:
+    """/moderation [off|on]: exempt this channel from moderation, or stop exempting it."""
+    where = (message.platform, message.workspace, message.channel)
+    configured = "on" if context.settings.moderation_enabled else "off"
+    word = arguments[0].lower() if len(arguments) == 1 else ""
+    if word in ("off", "on"):
+        await context.store.set_channel_setting(
+            *where, "moderation", "off" if word == "off" else ""
+        )
+    elif arguments:
+        return "Usage: /moderation [off|on]: exempt this channel from moderation, or not."
+    override = await context.store.channel_moderation(*where)
+    if override == "off":
+        return "Moderation is off in this channel (an admin's override)."
+    return f"Moderation in this channel follows the configuration: {configured}."
 
 
 async def own_usage(context: CommandContext, message: Message, arguments: list[str]) -> str:

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.audit_commands import audit_command, own_usage, run_audited
+from bot.audit_commands import audit_command, moderation_command, own_usage, run_audited
 from bot.charts import daily_usage, usage_png
 from bot.config import Settings
 from bot.messages import Message, ReplyEvent, ReplyKind
@@ -39,7 +39,8 @@ Admins only:
 /forget: delete this channel's stored history (asks to confirm)
 /system [text|reset]: show or set this channel's system prompt
 /model [name|reset]: show or set this channel's model
-/audit [period] [action]: admin actions and moderation events, e.g. /audit 30d limits"""
+/audit [period] [action]: admin actions and moderation events, e.g. /audit 30d limits
+/moderation [off|on]: exempt this channel from moderation, or not"""
 
 
 class CommandError(Exception):
@@ -330,3 +331,4 @@ async def _model(context: CommandContext, message: Message, arguments: list[str]
 
 
 command("audit", admin=True)(audit_command)
+command("moderation", admin=True)(moderation_command)

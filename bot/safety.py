@@ -104,7 +104,7 @@ class Safety:
     async def screen(self, message: Message, admitted: bool) -> Screened:
         """Moderate a question (unless it was admitted before a restart) and apply the
         budget; the refusal to show, or how to answer."""
-        if self.moderator is not None and not admitted:
+        if self.moderator is not None and not admitted and await self._moderated(message):
             # The endpoint is the provider too: it gets the redacted text.
             verdict = await self.moderator.check(message.text, self._redacted(message.text))
             if verdict.flagged:
@@ -115,6 +115,10 @@ class Safety:
             await self.store.record_refusal(message.user_key, "budget", self.clock())
             return Screened(ReplyEvent(ReplyKind.ERROR, decision.refusal, private=True))
         return Screened(None, decision.model, decision.note) if decision.model else PASS
+
+    async def _moderated(self, message: Message) -> bool:
+        where = (message.platform, message.workspace, message.channel)
+        return await self.store.channel_moderation(*where) != "off"
 
     async def _flagged(self, message: Message, verdict: Verdict) -> ReplyEvent:
         self.flags.labels("input", verdict.source).inc()
@@ -156,6 +160,8 @@ class Safety:
             completion.text = mask_secrets(completion.text)
         check = self.moderator is not None and self.settings.moderation_check_answers
         if not check or completion.tool_calls or not completion.text.strip():
+            return completion
+        if not await self._moderated(message):
             return completion
         assert self.moderator is not None
         verdict = await self.moderator.check(completion.text)

@@ -202,3 +202,25 @@ async def test_the_moderation_endpoint_gets_the_redacted_text_too(
     engine = make_engine(**MODERATED, redaction_enabled=True)
     await collect(engine, message(f"mail {EMAIL} please"))
     assert fake_openai.moderation_requests[0]["input"] == "mail [EMAIL_1] please"
+
+
+async def test_an_admin_can_exempt_a_channel_and_the_override_is_audited(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.moderation_words = {"exploit": {"illicit": 0.8}}
+    engine = make_engine(**MODERATED, moderation_check_answers=True)
+    [refused] = await collect(engine, message("/moderation off", user="mallory"))
+    assert refused.text == "Sorry, only Parley admins can use /moderation."
+    done = final_text(await collect(engine, message("/moderation off", user="root")))
+    assert done == "Moderation is off in this channel (an admin's override)."
+    assert (
+        final_text(await collect(engine, message("write an exploit"))) == "echo: write an exploit"
+    )
+    elsewhere = message("write an exploit", channel="c2")
+    assert final_text(await collect(engine, elsewhere)) == FLAGGED
+    await collect(engine, message("/moderation on", user="root"))
+    assert final_text(await collect(engine, message("an exploit again"))) == FLAGGED
+    overrides = await engine.store.audit_entries(0, action="moderation.override")
+    assert [(e.before, e.after, e.target) for e in overrides] == [
+        ("off", "(default)", "test:w1:c1"), ("(default)", "off", "test:w1:c1"),
+    ]  # fmt: skip

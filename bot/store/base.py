@@ -194,6 +194,10 @@ class Store(Protocol):
         """One user's usage since a time, per model (the report's columns)."""
         ...
 
+    async def channel_moderation(self, platform: str, workspace: str, channel: str) -> str:
+        """An admin's moderation override for a channel: "off", or "" for none."""
+        ...
+
 
 LIMIT_COLUMNS = ("requests_per_minute", "tokens_per_day", "cost_per_day_usd", "blocked")
-SETTING_COLUMNS = ("system_prompt", "model")
+SETTING_COLUMNS = ("system_prompt", "model", "moderation")

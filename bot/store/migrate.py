@@ -47,8 +47,9 @@ TABLES = [
     ),
     Table("conversations", "conversation, context_start, trim_noticed",
           "conversation, context_start, trim_noticed", "conversation", convert=_booleans(2)),
-    Table("channel_settings", "platform, workspace, channel, system_prompt, model",
-          "platform, workspace, channel, system_prompt, model", "platform, workspace, channel"),
+    Table("channel_settings", "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel"),
     Table("deliveries", "key, seen_at", "key, seen_at", "key"),
     Table(
         "usage",

@@ -63,6 +63,14 @@ class AuditQueries:
             )
         return float(spent)
 
+    async def channel_moderation(self, platform: str, workspace: str, channel: str) -> str:
+        value = await self.pool.fetchval(
+            "SELECT moderation FROM channel_settings WHERE platform = $1 AND workspace = $2"
+            " AND channel = $3",
+            platform, workspace, channel,
+        )  # fmt: skip
+        return str(value or "")
+
     async def user_usage(self, user_key: str, since: float) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             f"SELECT model AS key, {REPORT_COLUMNS} FROM usage WHERE user_key = $1"

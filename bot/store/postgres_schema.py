@@ -222,6 +222,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX audit_by_time ON audit (at);
         CREATE TABLE budget_alerts (key text COLLATE "C" PRIMARY KEY,
             at double precision NOT NULL);
+        ALTER TABLE channel_settings ADD COLUMN moderation text;
         """,
     ),
 ]

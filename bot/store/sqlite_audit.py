@@ -66,6 +66,14 @@ class AuditTables:
         ).fetchone()
         return float(row[0])
 
+    async def channel_moderation(self, platform: str, workspace: str, channel: str) -> str:
+        row = self.db.execute(
+            "SELECT moderation FROM channel_settings WHERE platform = ? AND workspace = ?"
+            " AND channel = ?",
+            (platform, workspace, channel),
+        ).fetchone()
+        return str(row[0] or "") if row else ""
+
     async def user_usage(self, user_key: str, since: float) -> list[dict[str, Any]]:
         cursor = self.db.execute(
             f"SELECT model AS key, {REPORT_COLUMNS} FROM usage WHERE user_key = ?"

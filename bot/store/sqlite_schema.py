@@ -129,3 +129,5 @@ def audit(db: Database) -> None:
     # A budget alert sent for one level, scope and period: the primary key lets one
     # replica's claim win, so admins hear of it once.
     db.execute("CREATE TABLE budget_alerts (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+    # An admin's moderation override for a channel (/moderation off).
+    db.execute("ALTER TABLE channel_settings ADD COLUMN moderation TEXT")
