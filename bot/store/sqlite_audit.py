@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -16,6 +17,18 @@ R = TypeVar("R")
 
 class AuditTables:
     db: Database
+    path: str
+
+    def _report(self, sql: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
+        raise NotImplementedError  # UsageTables': a query on a connection of its own
+
+    async def _sum(self, sql: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """A read over many usage rows (a month's): off the loop for a file database."""
+        if self.path == ":memory:":  # only this connection sees that database
+            cursor = self.db.execute(sql, parameters)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return await asyncio.to_thread(self._report, sql, parameters)
 
     async def _write(self, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         raise NotImplementedError
@@ -60,11 +73,11 @@ class AuditTables:
 
     async def spend_since(self, since: float, platform: str = "", workspace: str = "") -> float:
         scope = " AND platform = ? AND workspace = ?" if platform else ""
-        row = self.db.execute(
-            f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE created_at >= ?{scope}",
+        [row] = await self._sum(
+            f"SELECT coalesce(sum(cost_usd), 0) AS spent FROM usage WHERE created_at >= ?{scope}",
             (since, platform, workspace) if platform else (since,),
-        ).fetchone()
-        return float(row[0])
+        )
+        return float(row["spent"])
 
     async def channel_moderation(self, platform: str, workspace: str, channel: str) -> str:
         row = self.db.execute(
@@ -75,10 +88,8 @@ class AuditTables:
         return str(row[0] or "") if row else ""
 
     async def user_usage(self, user_key: str, since: float) -> list[dict[str, Any]]:
-        cursor = self.db.execute(
+        return await self._sum(
             f"SELECT model AS key, {REPORT_COLUMNS} FROM usage WHERE user_key = ?"
             " AND created_at >= ? GROUP BY model ORDER BY total_tokens DESC, model",
             (user_key, since),
         )
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
