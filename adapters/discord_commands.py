@@ -96,7 +96,7 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
-    @app_commands.command(name="usage", description="Admins: usage and cost")
+    @app_commands.command(name="usage", description="Your usage and limits (admins: everyone's)")
     @app_commands.describe(
         period="How far back, e.g. 24h, 7d, 30d", by="How to group (a table only)",
         chart="True: tokens and cost per day as a picture",
