@@ -25,6 +25,8 @@ Handler = Callable[["CommandContext", Message, list[str]], Awaitable[str | Reply
 # nothing (a "show", a /forget not confirmed yet).
 Subject = tuple[str, str] | None
 AUDIT_ROWS_IN_CHAT = 30
+# /access subcommands that change the access lists (when that command is present).
+ACCESS_CHANGES = ("allow", "block", "remove")
 
 
 def _subject(message: Message, name: str, arguments: list[str]) -> Subject:
@@ -40,6 +42,8 @@ def _subject(message: Message, name: str, arguments: list[str]) -> Subject:
         return name, message.channel_id
     if name == "moderation" and arguments:
         return "moderation.override", message.channel_id
+    if name == "access" and arguments[:1] and arguments[0].lower() in ACCESS_CHANGES:
+        return f"access.{arguments[0].lower()}", " ".join(arguments[1:])
     return None
 
 
@@ -53,8 +57,8 @@ async def _state(context: CommandContext, message: Message, name: str, target: s
         return (await context.store.channel_settings(*where))[setting] or "(default)"
     if name == "moderation":
         return await context.store.channel_moderation(*where) or "(default)"
-    if name == "forget":
-        return ""
+    if name in ("forget", "access"):
+        return ""  # what changed is in the command's answer
     limits = await context.store.user_limits(target, default_limits(context.settings))
     return describe_limits(target, limits).removeprefix(f"{target}: ")
 
@@ -68,7 +72,7 @@ async def run_audited(
     action, target = subject
     before = await _state(context, message, name, target)
     answer = await handler(context, message, arguments)
-    if name == "forget":
+    if name in ("forget", "access"):
         after = answer if isinstance(answer, str) else answer.text
     else:
         after = await _state(context, message, name, target)
