@@ -151,3 +151,14 @@ async def test_non_admin_usage_shows_only_their_own_figures(
     assert "10 requests a minute" in alice
     admin = final_text(await collect(engine, message("/usage 7d user", user="root")))
     assert "test:alice" in admin and "test:bob" in admin
+
+
+async def test_only_retain_days_deletes_audit_rows(make_engine: EngineFactory) -> None:
+    old = AuditEntry(time.time() - 40 * 86400, "test:root", "test", "w1", "c1", "block", "x")
+    keeping = make_engine()
+    await keeping.store.add_audit(old)
+    await collect(keeping, message("hello"))  # the hourly clean-up runs with a message
+    assert await keeping.store.audit_entries(0) == [old]
+    retaining = make_engine(audit_retain_days=30)
+    await collect(retaining, message("hello again"))
+    assert await retaining.store.audit_entries(0) == []
