@@ -4,6 +4,7 @@ period on the fake Slack, then the cap refuses or falls back to a cheaper model.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from tests.discord_helpers import BotFactory, start_bot
 from tests.fakes import eventually
 from tests.fakes.discord_payloads import ADA_ID
 from tests.fakes.openai_server import FakeOpenAI, Text
-from tests.fakes.slack_server import TEAM_ID
+from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID
+from tests.replicas import WAIT, cluster
 from tests.slack_helpers import Harness, Start, mention, slack_harnesses
 
 __all__ = ["start_bot"]  # the fixture, for pytest to find here
@@ -142,3 +144,35 @@ async def test_discord_admins_get_the_alert_as_a_direct_message(
     dm = await eventually(lambda: bot.fake.dm_channels.get(ADA_ID))
     [alert] = await eventually(lambda: bot.fake.channel_contents(dm))
     assert alert.startswith("Parley budget cap: Parley has spent $0.00 of its daily cap")
+
+
+async def test_a_running_bot_sends_its_alerts_as_a_user_meets_it(tmp_path: Path) -> None:
+    # python -m bot run slack, as deployed: the runner connects the alerts to Slack.
+    config = f'[budget.workspaces."slack:{TEAM_ID}"]\ndaily_usd = 0.007\n'
+    database = str(tmp_path / "bot.db")
+    async with cluster(1, database, tmp_path, config, PARLEY_ADMINS="slack:UADMIN") as bots:
+        bots.model.default = Text("an answer", **COSTLY)
+        [replica] = bots.replicas
+        for number in range(1, 5):  # $0.003 each: q3 crosses 80%, q4 finds the cap
+            ts = f"1700000400.{number:06d}"
+            await replica.sender.event(
+                {"type": "app_mention", "user": "U1", "text": f"<@{BOT_USER_ID}> q{number}",
+                 "ts": ts, "channel": "C1", "team": TEAM_ID, "event_ts": ts},
+                event_id=f"Ev{ts}",
+            )  # fmt: skip
+
+            def done(ts: str = ts) -> bool:
+                answered = any(p.text == "an answer" for p in bots.slack.thread("C1", ts))
+                return answered or any(p.thread_ts == ts for p in bots.slack.ephemerals("U1"))
+
+            await eventually(done, within=WAIT)
+        [warning, cap] = await eventually(
+            lambda: [p.text for p in bots.slack.thread(bots.slack.dm_for("UADMIN"))]
+            if len(bots.slack.thread(bots.slack.dm_for("UADMIN"))) == 2 else None,
+            within=WAIT,
+        )  # fmt: skip
+        assert warning.startswith("Parley budget warning:") and cap.startswith("Parley budget cap:")
+        assert len(bots.model.requests) == 3
+        [refusal] = [p.text for p in bots.slack.ephemerals("U1")]
+        assert "reached its daily spending cap" in refusal
+        assert "alert to admins" in bots.logs() and "Traceback" not in bots.logs()
