@@ -61,7 +61,7 @@ async def _time(name: str, data: bytes, mime: str, settings: Settings) -> None:
         prepared = await prepare("", (attachment,), "gpt-4o", settings, 1_000_000)
         seconds.append(time.perf_counter() - started)
     assert prepared is not None and not prepared.skipped, prepared and prepared.note
-    stored = len(prepared.parts_json) if prepared.parts else len(prepared.text)
+    stored = len(prepared.parts_json_for(prepared.text) or prepared.text)
     print(
         f"{name:<16} {len(data) / 1e6:7.2f} MB  best {min(seconds) * 1000:7.1f} ms"
         f"  median {statistics.median(seconds) * 1000:7.1f} ms"

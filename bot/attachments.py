@@ -67,9 +67,12 @@ class Prepared:
         """What the stored user message costs in a prompt."""
         return count_message(self.text) + self.image_tokens
 
-    @property
-    def parts_json(self) -> str:
-        return json.dumps(self.parts) if self.parts else ""
+    def parts_json_for(self, text: str) -> str:
+        """The content parts as history keeps them, with `text` (the stored, perhaps
+        redacted, text) for their text part; "" without images."""
+        if not self.parts:
+            return ""
+        return json.dumps([{"type": "text", "text": text}, *self.parts[1:]])
 
     @property
     def note(self) -> str:

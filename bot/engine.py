@@ -25,6 +25,7 @@ from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
+from bot.safety import Safety, Screened
 from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
@@ -130,6 +131,8 @@ class Engine:
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
+        # Moderation, redaction, spend caps and the audit log (bot/safety.py).
+        self.safety = Safety(settings, store, model, self.metrics, clock)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -273,8 +276,12 @@ class Engine:
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
+        screened = await self.safety.screen(message, admitted)
+        if screened.refusal is not None:
+            yield screened.refusal
+            return
         if not admitted:
-            files = await self._read_files(message)
+            files = await self._read_files(message, screened.model)
             refusal = await self._admit(message, turn, files) if files.text else None
             if refusal is not None:
                 yield refusal
@@ -285,7 +292,7 @@ class Engine:
                 return
         # aclosing: a reply closed early must close the generators it runs now, so
         # their finally blocks (the usage row, the turn) run at once.
-        async with aclosing(self._answer(message, turn, timing)) as events:
+        async with aclosing(self._answer(message, turn, timing, screened)) as events:
             async for event in events:
                 yield event
 
@@ -295,10 +302,11 @@ class Engine:
             return ReplyEvent(ReplyKind.ERROR, problem)
         return await run_command(self.commands, message)
 
-    async def _read_files(self, message: Message) -> Prepared:
+    async def _read_files(self, message: Message, fallback_model: str) -> Prepared:
         if not message.attachments:
             return Prepared(message.text)
         model, system_prompt = await self._channel_settings(message)
+        model = fallback_model or model  # the budget's, as in _answer
         schemas = self.tools.schemas(self._enabled_tools(message))
         budget = self.settings.context_tokens - self.settings.reply_tokens
         budget -= count_recurring(system_prompt) + self._schema_tokens(schemas)
@@ -313,9 +321,10 @@ class Engine:
         Returns the refusal to show, or None."""
         limits = self.limiter.limits_for(is_admin(self.settings, message))
         now = self.clock()
+        stored = self.safety.stored_text(files.text)
         verdict = await self.store.admit_message(
-            message.conversation, message.user_key, limits, now, files.text, files.tokens,
-            turn.id, parts=files.parts_json,
+            message.conversation, message.user_key, limits, now, stored, files.tokens, turn.id,
+            parts=files.parts_json_for(stored),
         )  # fmt: skip
         refusal = await self.limiter.refusal(message.user_key, verdict, now)
         if refusal is None:
@@ -330,6 +339,7 @@ class Engine:
         if now - self._last_prune > 3600:
             self._last_prune = now
             await self.store.prune(now)
+            await self.safety.prune()
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()
@@ -379,9 +389,10 @@ class Engine:
         return Prompt(messages, trimmed and not window.trim_noticed)
 
     async def _answer(
-        self, message: Message, turn: Turn, timing: Timing
+        self, message: Message, turn: Turn, timing: Timing, screened: Screened
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
+        model = screened.model or model  # the budget's fallback model
         schemas = self.tools.schemas(self._enabled_tools(message))
         prompt = await self.build_prompt(
             message.conversation, system_prompt, self._schema_tokens(schemas),
@@ -392,6 +403,8 @@ class Engine:
             return
         if prompt.trimmed and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
+        if screened.notice:
+            yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
@@ -441,19 +454,24 @@ class Engine:
             started = time.perf_counter()
             self.metrics.in_flight.inc()
             stream = self.model.stream(
-                model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
-            )
+                model, self.safety.outgoing(prompt), tools=schemas,
+                max_tokens=self.settings.reply_tokens,
+            )  # fmt: skip
+            masker = self.safety.stream_masker()
             try:
                 async with aclosing(_timed(stream, timing.add_model)) as items:
                     async for item in items:
                         if not streamed and completion is None:
                             self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                         if isinstance(item, Completion):
-                            completion, status = item, "ok"
-                            yield item
+                            if rest := masker.flush():  # the word held back, masked
+                                yield ReplyEvent(ReplyKind.DELTA, rest)
+                            completion, status = await self.safety.review(message, item), "ok"
+                            yield completion
                         else:
                             streamed.append(item.text)
-                            yield ReplyEvent(ReplyKind.DELTA, item.text)
+                            if shown := masker.feed(item.text):
+                                yield ReplyEvent(ReplyKind.DELTA, shown)
             except ModelError as error:
                 status = error.kind
                 log.warning("model call failed for %s: %s", message.conversation, error)
@@ -489,6 +507,7 @@ class Engine:
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
         self._count_call(status, usage, cost, elapsed)
+        self.safety.spent(message, cost)
         return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
                 usage.prompt_tokens if usage else 0,
@@ -533,7 +552,8 @@ class Engine:
         prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
             self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
-            prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+            content = self.safety.tool_result(result.content)  # secrets masked
+            prompt.append({"role": "tool", "tool_call_id": call.id, "content": content})
         await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
 
     async def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:
