@@ -252,3 +252,19 @@ async def test_attachments_are_counted_in_the_metrics(make_engine: EngineFactory
 )
 def test_a_stored_message_is_shown_with_its_files_names(stored: str, shown: str) -> None:
     assert shown_text(stored) == shown
+
+
+async def test_redaction_covers_attached_text_beside_images(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(redaction_enabled=True, redaction_store_original=False)
+    files = (
+        attached("contacts.txt", b"write to ann@example.com", "text/plain"),
+        attached("cat.png", png(), "image/png"),
+    )
+    await collect(engine, message("who?", attachments=files))
+    sent = user_text(fake_openai.requests[-1])
+    assert "ann@example.com" not in sent and "[EMAIL_1]" in sent
+    assert image_parts(fake_openai.requests[-1])  # the image still goes
+    [stored] = (await engine.store.recent(message("x").conversation, 10)).messages[:1]
+    assert "ann@example.com" not in stored.content and "ann@example.com" not in stored.parts
