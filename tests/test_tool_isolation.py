@@ -1,0 +1,58 @@
+"""A tool cannot hurt other users: hung sync tools do not starve anyone's model call,
+and tool names the model makes up do not grow the metrics without bound."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bot.llm import ModelClient
+from bot.messages import ReplyKind
+from tests.conftest import EngineFactory, collect, final_text, message
+from tests.fakes.openai_server import Call, FakeOpenAI, Text, ToolCalls
+from tests.test_tool_loop import tool_messages
+
+HUNG_CALLS = 10  # more than the default executor's threads on any small machine
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Set at the end, so hung tool threads return and the test leaves none behind."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+async def test_hung_sync_tools_do_not_stop_another_users_model_call(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, release: threading.Event
+) -> None:
+    alice_engine = make_engine(tools=("hang",), tool_timeout_seconds=1.0)
+
+    @alice_engine.tools.tool
+    def hang(label: str) -> str:
+        """Wait for something that never comes (a sync tool, in a thread)."""
+        release.wait()
+        return label
+
+    fake_openai.script(
+        ToolCalls([Call("hang", {"label": f"h{i}"}, id=f"c{i}") for i in range(HUNG_CALLS)])
+    )
+    await collect(alice_engine, message("hang please", user="alice", channel="ca"))
+    results = [m["content"] for m in tool_messages(fake_openai.requests[1])]
+    assert len(results) == HUNG_CALLS
+    assert all(r == "Error: hang did not finish within 1 seconds." for r in results)
+
+    # Bob's model client is new and reaches the model by name, so his call must resolve
+    # it, on the loop's default executor, while every hung tool thread is still held.
+    bob_engine = make_engine(deadline_seconds=5.0, first_token_seconds=5.0, max_attempts=1)
+    await bob_engine.model.close()
+    bob_engine.model = ModelClient(
+        api_key="test", base_url=fake_openai.base_url.replace("127.0.0.1", "localhost"),
+        timeout_seconds=5.0, first_token_seconds=5.0, deadline_seconds=5.0, max_attempts=1,
+        retry_max_wait_seconds=0.1,
+    )  # fmt: skip
+    events = await collect(bob_engine, message("are you there?", user="bob", channel="cb"))
+    assert not [e for e in events if e.kind is ReplyKind.ERROR]
+    assert final_text(events) == "echo: are you there?"
