@@ -101,7 +101,8 @@ class SoakSlack(FakeSlack):
     def forget(self) -> None:
         """Drop what the fake keeps: the soak measures the bot, not this process."""
         self.calls.clear()
-        self.posted.clear()
+        # Streams in progress stay: the bot still appends to and stops them.
+        self.posted = {ts: p for ts, p in self.posted.items() if p.streaming}
 
 
 @dataclass

@@ -7,12 +7,15 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import ClientSession
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.llm import ModelClient
 from bot.messages import ReplyKind
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import Call, FakeOpenAI, Text, ToolCalls
 from tests.test_tool_loop import tool_messages
+from tests.test_web_helpers import serve
 
 HUNG_CALLS = 10  # more than the default executor's threads on any small machine
 
@@ -56,3 +59,32 @@ async def test_hung_sync_tools_do_not_stop_another_users_model_call(
     events = await collect(bob_engine, message("are you there?", user="bob", channel="cb"))
     assert not [e for e in events if e.kind is ReplyKind.ERROR]
     assert final_text(events) == "echo: are you there?"
+
+
+async def tool_series(url: str) -> set[tuple[tuple[str, str], ...]]:
+    """The label sets of parley_tool_calls_total, scraped from GET /metrics."""
+    async with ClientSession() as client, client.get(url + "/metrics") as response:
+        text = await response.text()
+    return {
+        tuple(sorted(sample.labels.items()))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "parley_tool_calls_total"
+    }
+
+
+async def test_made_up_tool_names_add_at_most_one_metric_series(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    fake_openai.script(
+        ToolCalls([Call("calculate", {"expression": "1+1"}, id="real")]), Text("2"),
+        ToolCalls([Call(f"made_up_{i}", {}, id=f"c{i}") for i in range(200)]), Text("none"),
+    )
+    async with serve(engine) as url:
+        await collect(engine, message("add", channel="c1"))
+        before = await tool_series(url)
+        await collect(engine, message("invent tools", channel="c2"))
+        after = await tool_series(url)
+    assert before == {(("status", "ok"), ("tool", "calculate"))}
+    assert after - before == {(("status", "unknown_tool"), ("tool", "unknown"))}
