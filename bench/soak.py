@@ -25,7 +25,6 @@ import contextlib
 import itertools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time

@@ -21,9 +21,7 @@ from tests.test_run import free_port
 
 def answers(fake: FakeDiscord) -> list[str]:
     """The bot's finished messages in the test channel (streaming previews excluded)."""
-    return [
-        text for text in fake.channel_contents(CHANNEL_ID) if not text.endswith(STREAMING_MARK)
-    ]
+    return [text for text in fake.channel_contents(CHANNEL_ID) if not text.endswith(STREAMING_MARK)]
 
 
 async def test_discord_killed_mid_answer_answers_once_after_a_restart(tmp_path: Path) -> None:
@@ -50,7 +48,9 @@ async def test_discord_killed_mid_answer_answers_once_after_a_restart(tmp_path: 
             second = start(["run", "discord"], env, log)
             try:
                 await healthy(port, second)
-                await eventually(lambda: any("late answer" in t for t in answers(fake)), within=WAIT)
+                await eventually(
+                    lambda: any("late answer" in t for t in answers(fake)), within=WAIT
+                )
                 [answer] = [text for text in answers(fake) if "late answer" in text]
                 assert answer.startswith("late answer") and "Sorry for the delay" in answer
                 # The gateway replays the same message (a resume after the restart): nothing.

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 
-from tests.fakes import eventually
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.replicas import WAIT, healthy
 from tests.test_recovery import SLOW, environment, exit_code, start

@@ -78,8 +78,10 @@ async def test_made_up_tool_names_add_at_most_one_metric_series(
 ) -> None:
     engine = make_engine()
     fake_openai.script(
-        ToolCalls([Call("calculate", {"expression": "1+1"}, id="real")]), Text("2"),
-        ToolCalls([Call(f"made_up_{i}", {}, id=f"c{i}") for i in range(200)]), Text("none"),
+        ToolCalls([Call("calculate", {"expression": "1+1"}, id="real")]),
+        Text("2"),
+        ToolCalls([Call(f"made_up_{i}", {}, id=f"c{i}") for i in range(200)]),
+        Text("none"),
     )
     async with serve(engine) as url:
         await collect(engine, message("add", channel="c1"))
