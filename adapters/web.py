@@ -197,7 +197,11 @@ class WebAdapter:
         self, socket: web.WebSocketResponse, session: str, address: str, admin: bool
     ) -> None:
         identity = session_identity(session)
-        await _send(socket, await self._history(identity))
+        while True:
+            finished = self.recovered.finished
+            await _send(socket, await self._history(identity))
+            if self.recovered.finished == finished:
+                break
         # Join before catching up: a recovered frame sent meanwhile is not lost.
         catch_up = self.recovered.so_far(identity)
         pages = self.pages.setdefault(identity, set())

@@ -19,6 +19,9 @@ class RecoveredAnswers:
     def __init__(self) -> None:
         # Per session: the frames of the answer being recovered now (one at a time each).
         self._so_far: dict[str, list[Frame]] = {}
+        # Recovered answers finished so far: a page that read its history while one
+        # finished reads it again (the answer was stored after the first read).
+        self.finished = 0
 
     def so_far(self, session: str) -> list[Frame]:
         """What a page of `session` connecting now must be shown to catch up."""
@@ -33,6 +36,7 @@ class RecoveredAnswers:
             await send(session, {"type": "done"})
         finally:
             self._so_far.pop(session, None)
+            self.finished += 1
 
 
 def _keep(kept: list[Frame], frame: Frame) -> None:

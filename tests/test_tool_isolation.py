@@ -3,6 +3,7 @@ and tool names the model makes up do not grow the metrics without bound."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -17,7 +18,9 @@ from tests.fakes.openai_server import Call, FakeOpenAI, Text, ToolCalls
 from tests.test_tool_loop import tool_messages
 from tests.test_web_helpers import serve
 
-HUNG_CALLS = 10  # more than the default executor's threads on any small machine
+# More than the loop's default executor has threads (min(32, cores + 4)): without a
+# pool of their own, hung tools would hold every thread the model's resolver needs.
+HUNG_CALLS = min(32, (os.cpu_count() or 1) + 4) + 2
 
 
 @pytest.fixture
