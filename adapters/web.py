@@ -197,7 +197,7 @@ class WebAdapter:
         self, socket: web.WebSocketResponse, session: str, address: str, admin: bool
     ) -> None:
         identity = session_identity(session)
-        while True:
+        for _ in range(3):  # a recovered answer finishing meanwhile: read it again
             finished = self.recovered.finished
             await _send(socket, await self._history(identity))
             if self.recovered.finished == finished:
