@@ -64,3 +64,28 @@ async def test_discord_killed_mid_answer_answers_once_after_a_restart(tmp_path: 
             assert "Traceback" not in log.read_text()
     finally:
         await fake.stop()
+
+
+async def test_sigterm_lets_a_discord_answer_finish_and_exits_0(tmp_path: Path) -> None:
+    fake = FakeDiscord()
+    await fake.start()
+    try:
+        async with FakeOpenAI() as model:
+            port = free_port()
+            env = environment(
+                tmp_path, model, port, DISCORD_BOT_TOKEN=TOKEN, DISCORD_GUILD_IDS=str(GUILD_ID),
+                PARLEY_DISCORD_API_URL=fake.api_url,
+                PARLEY_DISCORD_GATEWAY_URL=fake.gateway_url + "?v=10&encoding=json",
+            )  # fmt: skip
+            log = tmp_path / "parley.log"
+            model.script(Text(SLOW, interval=0.3))
+            process = start(["run", "discord"], env, log)
+            await healthy(port, process)
+            await fake.send_message(f"<@{BOT_ID}> question", mentions=[BOT_ID])
+            await eventually(lambda: model.requests, within=WAIT)
+            process.send_signal(signal.SIGTERM)  # mid-answer: the answer still finishes
+            assert await exit_code(process) == 0
+            assert [text.strip() for text in answers(fake)] == [SLOW]
+            assert "Traceback" not in log.read_text()
+    finally:
+        await fake.stop()
