@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from yarl import URL
 
+from adapters.files import discord_host_check, slack_host_check
 from bot import extract
 from bot.attachments import shown_text
 from bot.config import ConfigError, load_settings
@@ -268,3 +270,33 @@ async def test_redaction_covers_attached_text_beside_images(
     assert image_parts(fake_openai.requests[-1])  # the image still goes
     [stored] = (await engine.store.recent(message("x").conversation, 10)).messages[:1]
     assert "ann@example.com" not in stored.content and "ann@example.com" not in stored.parts
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://files.slack.com/files-pri/T1-F1/a.png", ""),
+        ("https://files-edu.slack.com/files-pri/T1-F1/a.png", ""),
+        ("http://files.slack.com/files-pri/T1-F1/a.png", "not a secure link"),
+        ("http://127.0.0.1:9999/files-pri/T1-F1/a.png", ""),  # PARLEY_SLACK_API_URL's host
+        ("https://evilslack.com/a.png", "not on Slack's file hosts"),
+        ("https://slack.com.evil.test/a.png", "not on Slack's file hosts"),
+        ("http://169.254.169.254/latest/meta-data", "not on Slack's file hosts"),
+    ],
+)
+def test_slack_files_come_only_from_slacks_hosts(url: str, why: str) -> None:
+    assert slack_host_check("http://127.0.0.1:9999/api/")(URL(url)) == why
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://cdn.discordapp.com/attachments/1/2/a.png?ex=1&hm=2", ""),
+        ("https://media.discordapp.net/attachments/1/2/a.png", ""),
+        ("https://discord.com/api/v10/x", ""),  # PARLEY_DISCORD_API_URL's host
+        ("https://cdn.discordapp.com.evil.test/a.png", "not on Discord's file hosts"),
+        ("http://cdn.discordapp.com/a.png", "not a secure link"),
+    ],
+)
+def test_discord_files_come_only_from_discords_hosts(url: str, why: str) -> None:
+    assert discord_host_check("https://discord.com/api/v10")(URL(url)) == why
