@@ -165,6 +165,8 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     networks = _string_list(value)
     for network in networks:

@@ -31,6 +31,12 @@ THREE_WAYS = (
     "  OPENAI_BASE_URL=<any OpenAI-compatible URL>/v1 (and OPENAI_API_KEY if it needs one)"
 )
 
+# The same, on one line (`check`, the status page).
+WAYS_IN_ONE_LINE = (
+    "not set: set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL for a local server "
+    "(Ollama: http://localhost:11434/v1) or any OpenAI-compatible URL"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:

@@ -50,7 +50,7 @@ from tenacity import (
 from bot import model_errors
 from bot.llm_deadline import Deadlines, FirstTokenLate, OutOfTime, within
 from bot.model_errors import USER_MESSAGES as USER_MESSAGES  # re-exported
-from bot.model_errors import ModelError
+from bot.model_errors import ModelError as ModelError  # re-exported
 from bot.sse import SSEBuffer
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from bot.money import plain, usd
+
 COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors")
 
 
 def _cost(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:.2f}" if value >= 10 else f"${value:.6f}".rstrip("0").rstrip(".")
+    return usd(value)
 
 
 def total_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -65,5 +65,6 @@ def format_csv(rows: Sequence[dict[str, Any]], by: str) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[by, *COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(as_records(rows, by))
+    # Full precision without an exponent: a spreadsheet reads 8.19e-05 as text in places.
+    writer.writerows({**row, "cost_usd": plain(row["cost_usd"])} for row in as_records(rows, by))
     return buffer.getvalue()

@@ -15,6 +15,7 @@ from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
 from bot.http import make_app, start_server
+from bot.startup import StartupError, port_error_line, port_problem
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,18 @@ async def _until_terminated() -> None:
 
 async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
     """Start every adapter and the HTTP server; run until cancelled."""
+    busy = port_problem(settings.web_host, settings.port)
+    if busy:  # before the store and the model: the fault to fix is here
+        raise StartupError(busy)
     async with open_engine(settings) as engine:
         adapters = [create_adapter(name, engine, settings) for name in names]
         app = make_app(engine, {adapter.name: adapter.connected for adapter in adapters})
         for adapter in adapters:
             adapter.add_routes(app)
-        runner = await start_server(app, settings.web_host, settings.port)
+        try:
+            runner = await start_server(app, settings.web_host, settings.port)
+        except OSError as error:  # taken in the meantime
+            raise StartupError(port_error_line(settings.web_host, settings.port, error)) from None
         log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
         try:
             for adapter in adapters:
