@@ -92,7 +92,9 @@ async def _chat(settings: Settings, user: str, channel: str) -> None:
     from bot.app import open_engine
 
     async with open_engine(settings) as engine:
-        await chat(engine, user or getpass.getuser(), channel, sys.stdin, sys.stdout)
+        # No --user: the person running Parley is at the terminal, and is its admin.
+        owner = not user
+        await chat(engine, user or getpass.getuser(), channel, sys.stdin, sys.stdout, owner=owner)
 
 
 async def _run(settings: Settings, names: Sequence[str]) -> None:

@@ -70,7 +70,8 @@ class Settings:
     # "platform:workspace" ids whose own admins (Discord Manage Server, Slack workspace
     # admins, the web dashboard's token holder) are Parley admins. Anyone can create a
     # Discord server and invite a public bot, so no workspace is trusted by default.
-    platform_admin_workspaces: tuple[str, ...] = ("web:local",)
+    # console:local: whoever runs the terminal chat runs Parley (unless --user is given).
+    platform_admin_workspaces: tuple[str, ...] = ("web:local", "console:local")
     # None: every registered tool (built-ins, plugins and MCP servers' tools).
     tools: tuple[str, ...] | None = None
     # "platform:workspace:channel" -> the tools that channel gets instead of `tools`

@@ -20,7 +20,7 @@ def usd(value: float | None) -> str:
     if value == 0:
         return "$0"
     if abs(value) >= 10:
-        return f"${value:,.2f}"
+        return f"${value:.2f}"
     if abs(value) >= 0.01:
         return f"${value:.4f}".rstrip("0").rstrip(".")
     return f"${value:.{SMALL_DIGITS}f}".rstrip("0").rstrip(".")

@@ -13,6 +13,7 @@ import re
 import discord
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from tests.discord_helpers import TRUSTED_GUILD, Bot, BotFactory, content, start_bot
 from tests.fakes import eventually
 from tests.fakes.discord_payloads import (
@@ -83,7 +84,7 @@ async def test_manage_server_in_an_untrusted_guild_is_not_admin(
     for name, options in (("usage", {"period": "7d"}), ("limits", {"action": "show"})):
         payload = await bot.fake.send_interaction(name, options=options, user_id=ADA_ID)
         assert await edited_answer(bot, payload["token"]) == (
-            f"⚠️ Sorry, only Parley admins can use /{name}."
+            f"⚠️ Sorry, only Parley admins can use /{name}." + BECOME_ADMIN
         )
 
 
