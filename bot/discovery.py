@@ -62,7 +62,7 @@ def candidates() -> list[tuple[str, str]]:
     told = os.environ.get("PARLEY_LOCAL_MODEL_URLS")
     if told is None:
         return list(LOCAL_SERVERS)
-    return [(url.strip(), url.strip()) for url in told.split(",") if url.strip()]
+    return [("a server", url.strip()) for url in told.split(",") if url.strip()]
 
 
 async def _models(session: aiohttp.ClientSession, base_url: str) -> list[str] | None:

@@ -24,7 +24,7 @@ from bot.usage import Prices
 
 SLACK_API_URL = "https://slack.com/api/"
 DISCORD_API_URL = "https://discord.com/api/v10"
-MANIFEST = Path("config/slack-manifest.yml")
+MANIFEST = Path(__file__).resolve().parent.parent / "config" / "slack-manifest.yml"
 # Application flags: the Message Content intent, for verified and unverified bots.
 MESSAGE_CONTENT_INTENT = (1 << 18) | (1 << 19)
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10)

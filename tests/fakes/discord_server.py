@@ -95,6 +95,8 @@ class FakeDiscord:
         self.guild_ids = list(guild_ids)
         self.calls: list[RestCall] = []
         self.faults: list[Fault] = []
+        # GATEWAY_MESSAGE_CONTENT_LIMITED: the Message Content intent of an unverified bot.
+        self.application_flags = 1 << 19
         self.messages: dict[int, MessagePayload] = {}
         self.channels: dict[int, JSON] = {}
         self.thread_create_events = thread_create_events
@@ -359,7 +361,7 @@ class FakeDiscord:
         return wire.me()
 
     async def _application(self, **_: Any) -> JSON:
-        return wire.application()
+        return {**wire.application(), "flags": self.application_flags}
 
     async def _gateway_bot(self, **_: Any) -> JSON:
         # Discord's own gateway: a client pointed at a proxy must not follow it.
