@@ -257,7 +257,10 @@ OPTIONS: dict[str, _Option] = {
     "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),
     "model.discover_local": _Option("discover_local_models", _boolean, "true or false"),
     "discord.login_retry_seconds": _Option(
-        "discord_login_retry_seconds", _non_negative_float, "seconds >= 0"
+        "discord_login_retry_seconds",
+        _non_negative_float,
+        "seconds >= 0",
+        "PARLEY_DISCORD_LOGIN_RETRY_SECONDS",
     ),
     "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
     "web.body_timeout_seconds": _Option("body_timeout_seconds", _positive_float, "seconds > 0"),

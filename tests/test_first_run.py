@@ -334,3 +334,36 @@ async def test_check_names_a_busy_port_and_a_read_only_database(
     assert found["http port"]["ok"] is False and "in use" in str(found["http port"]["detail"])
     assert found["database"]["ok"] is False and "read-only" in str(found["database"]["detail"])
     assert found["model exists"]["ok"] is True
+
+
+# -- Discord login -------------------------------------------------------------------
+
+
+async def test_an_unreachable_discord_api_is_one_line_and_an_exit(tmp_path: Path) -> None:
+    api = f"http://127.0.0.1:{free_port()}/api/v10"
+    env = environment(
+        tmp_path, DISCORD_BOT_TOKEN="d", PARLEY_DISCORD_API_URL=api,
+        PARLEY_DISCORD_GATEWAY_URL="ws://127.0.0.1:9/", PARLEY_DISCORD_LOGIN_RETRY_SECONDS="1.5",
+    )  # fmt: skip
+    code, _, err = await parley_async(env, "run", "discord")
+    assert code == 2 and "Traceback" not in err, err
+    assert f"Parley cannot start: Discord's API at {api} cannot be reached" in err
+    assert "discord.login_retry_seconds" in err
+    assert "Discord login failed" in err  # it was retried first
+
+
+async def test_a_refused_discord_token_is_explained_and_the_process_exits(tmp_path: Path) -> None:
+    discord = FakeDiscord()
+    await discord.start()
+    try:
+        discord.fail("GET", r"/users/@me", 401, code=0, times=10)
+        env = environment(
+            tmp_path, DISCORD_BOT_TOKEN="wrong", PARLEY_DISCORD_API_URL=discord.api_url,
+            PARLEY_DISCORD_GATEWAY_URL=discord.gateway_url,
+        )  # fmt: skip
+        code, _, err = await parley_async(env, "run", "discord")
+    finally:
+        await discord.stop()
+    assert code == 2 and "Traceback" not in err, err
+    assert "Parley cannot start: Discord refused DISCORD_BOT_TOKEN" in err
+    assert len(discord.calls_to("GET", r"/users/@me")) == 1  # refused: never retried
