@@ -367,3 +367,13 @@ async def test_a_refused_discord_token_is_explained_and_the_process_exits(tmp_pa
     assert code == 2 and "Traceback" not in err, err
     assert "Parley cannot start: Discord refused DISCORD_BOT_TOKEN" in err
     assert len(discord.calls_to("GET", r"/users/@me")) == 1  # refused: never retried
+
+
+def test_usage_top_labels_its_total_as_the_shown_rows(tmp_path: Path) -> None:
+    with FakeOpenAI().run_in_thread() as fake:
+        env = environment(tmp_path, OPENAI_BASE_URL=fake.base_url)
+        for user in ("ann", "bob", "cy"):
+            parley(env, "chat", "--user", user, stdin="hello\n")
+    result = parley(env, "usage", "--top", "2")
+    assert "TOTAL (top 2 shown)" in result.stdout, result.stdout + result.stderr
+    assert "TOTAL (" not in parley(env, "usage").stdout
