@@ -152,6 +152,7 @@ def _document(period: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>Parley usage</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/admin/admin.css"></head><body>'
         f"<header><h1>Parley usage, last {html.escape(period)}</h1>{_period_form(period)}"
         f"</header><main>{body}</main></body></html>"
