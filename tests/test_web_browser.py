@@ -173,7 +173,13 @@ def dashboard_fits(browser: WebDriver, url: str) -> None:
     overflow = browser.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
-    assert overflow <= 0, f"the dashboard is {overflow} px wider than a phone"
+    widest = browser.execute_script(
+        "let w = null; for (const e of document.querySelectorAll('body *')) {"
+        " const r = e.getBoundingClientRect();"
+        " if (r.right > innerWidth && (!w || r.right > w[1])) w = [e.tagName + '.' + e.className"
+        " + ' ' + e.outerHTML.slice(0, 80), r.right]; } return w;"
+    )
+    assert overflow <= 0, f"the dashboard is {overflow} px wider than a phone: {widest}"
 
 
 async def test_the_dashboard_fits_a_phone(
