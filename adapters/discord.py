@@ -180,6 +180,8 @@ class DiscordAdapter:
         self.client = (ShardedParleyClient if sharded else ParleyClient)(self, **options)
         api = os.environ.get("PARLEY_DISCORD_API_URL", "").strip() or "Discord"
         await login(self.client, token, settings.discord_login_retry_seconds, api)
+        # Set when the gateway refuses for good: the runner then stops the process.
+        self.fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(self.client), name="discord")
 
     async def stop(self) -> None:
@@ -204,7 +206,7 @@ class DiscordAdapter:
         try:
             await client.connect()  # logged in by start(); discord.py reconnects itself
         except discord.PrivilegedIntentsRequired:
-            log.error(
+            self.fatal.set_result(
                 "Discord refused the Message Content intent: enable it under Bot > "
                 "Privileged Gateway Intents in the Developer Portal"
             )

@@ -7,7 +7,7 @@ import importlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -35,13 +35,23 @@ def create_adapter(name: str, engine: Engine, settings: Settings) -> Adapter:
     return adapter
 
 
-async def _until_terminated() -> None:
-    """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit."""
+async def _until_terminated(adapters: Sequence[Adapter]) -> None:
+    """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit; or
+    for an adapter's fatal refusal (its `fatal` future), raised as a StartupError."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    fatal: list[asyncio.Future[str]] = [
+        future for adapter in adapters if (future := getattr(adapter, "fatal", None))
+    ]
+    waiting: list[asyncio.Future[Any]] = [stopping, *fatal]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    for future in fatal:
+        if future.done():
+            raise StartupError(future.result())
     log.info("stopping")
 
 
@@ -68,7 +78,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
                     # Messages of this platform that a process claimed and never
                     # answered (it died, or stopped mid-answer) are answered here.
                     engine.recover_for(adapter.name, recover)
-            await _until_terminated()
+            await _until_terminated(adapters)
         finally:
             # Together: each finishes its answers in progress within the grace period.
             await asyncio.gather(*(adapter.stop() for adapter in adapters))

@@ -377,3 +377,19 @@ def test_usage_top_labels_its_total_as_the_shown_rows(tmp_path: Path) -> None:
     result = parley(env, "usage", "--top", "2")
     assert "TOTAL (top 2 shown)" in result.stdout, result.stdout + result.stderr
     assert "TOTAL (" not in parley(env, "usage").stdout
+
+
+async def test_a_refused_message_content_intent_is_one_line_and_an_exit(tmp_path: Path) -> None:
+    discord = FakeDiscord()
+    discord.refuse_intents = True
+    await discord.start()
+    try:
+        env = environment(
+            tmp_path, DISCORD_BOT_TOKEN="d", PARLEY_DISCORD_API_URL=discord.api_url,
+            PARLEY_DISCORD_GATEWAY_URL=discord.gateway_url,
+        )  # fmt: skip
+        code, _, err = await parley_async(env, "run", "discord")
+    finally:
+        await discord.stop()
+    assert code == 2 and "Traceback" not in err, err
+    assert "Parley cannot start: Discord refused the Message Content intent" in err
