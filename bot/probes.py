@@ -40,6 +40,7 @@ class Item:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
+MODEL_PARTS = ("model endpoint", "model key", "model exists")
 _ENDPOINT_DOWN = ("refused", "no_host", "timeout", "unavailable", "rate_limited")
 
 
@@ -51,31 +52,31 @@ async def probe_model(settings: Settings, endpoint: Endpoint, model: ModelClient
     try:
         completion = await _one_token(model, endpoint.model)
     except ModelError as error:
-        down = error.kind in _ENDPOINT_DOWN
-        key_refused = error.kind == "auth"
-        return [
-            Item("model endpoint", not down, f"{where}: {error.user_message}" if down else where),
-            Item(
-                "model key",
-                not down and not key_refused,
-                "not checked" if down else error.user_message if key_refused else "accepted",
-            ),
-            Item(
-                "model exists",
-                not down and not key_refused and error.kind != "model_missing",
-                "not checked" if down or key_refused else error.user_message,
-            ),
-        ]
-    cost = (
-        Prices.load(settings.prices_path).cost(endpoint.model, completion.usage)
-        if (completion.usage)
-        else None
-    )
+        return _model_failure(where, error)
+    usage = completion.usage
+    cost = Prices.load(settings.prices_path).cost(endpoint.model, usage) if usage else None
     spent = f"cost {usd(cost)}" if cost is not None else "cost unknown (no price listed)"
     return [
         Item("model endpoint", True, f"{where} answered"),
         Item("model key", True, "accepted"),
         Item("model exists", True, f"{endpoint.model} answered one token; {spent}"),
+    ]
+
+
+def _model_failure(where: str, error: ModelError) -> list[Item]:
+    """Which of the three parts failed: the first that did is ✗, the rest not checked."""
+    if error.kind in _ENDPOINT_DOWN:
+        failed = "model endpoint"
+    elif error.kind == "auth":
+        failed = "model key"
+    else:  # model missing, or the request itself refused: the model part
+        failed = "model exists"
+    index = MODEL_PARTS.index(failed)
+    passed = [Item(MODEL_PARTS[0], True, where), Item(MODEL_PARTS[1], True, "accepted")]
+    return [
+        *passed[:index],
+        Item(failed, False, f"{where}: {error.user_message}"),
+        *(Item(name, False, "not checked") for name in MODEL_PARTS[index + 1 :]),
     ]
 
 
