@@ -126,15 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_environment_file()  # so tokens kept in .env count as set
         return _status()
     try:
+        if arguments.command == "check":
+            from bot.check import check_command
+
+            return check_command(lambda: _settings(arguments), arguments.format)
         settings = _settings(arguments)
         if arguments.command == "chat":
             asyncio.run(_chat(settings, arguments.user, arguments.channel))
         elif arguments.command == "run":
             asyncio.run(_run(settings, arguments.adapters))
-        elif arguments.command == "check":
-            from bot.check import check
-
-            return asyncio.run(check(settings, arguments.format))
         else:
             return cli_admin.run(settings, arguments)
     except StartupError as error:

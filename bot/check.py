@@ -7,11 +7,12 @@ Exit 0 only when every item holds. Platforms are checked when their tokens are s
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bot.app import build_model_client
-from bot.config import Settings, secret
+from bot.config import ConfigError, Settings, secret
 from bot.discovery import discover
 from bot.probes import Item, probe_discord, probe_model, probe_slack
 from bot.startup import StartupError, port_problem
@@ -69,3 +70,13 @@ async def check(settings: Settings, form: str) -> int:
     items = await run_checks(settings)
     print(render(items, form), flush=True)
     return 0 if all(item.ok for item in items) else 1
+
+
+def check_command(load: Callable[[], Settings], form: str) -> int:
+    """An invalid config is the first item that fails, in the format asked for."""
+    try:
+        settings = load()
+    except ConfigError as error:
+        print(render([Item("config", False, str(error))], form), flush=True)
+        return 1
+    return asyncio.run(check(settings, form))

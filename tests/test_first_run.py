@@ -393,3 +393,11 @@ async def test_a_refused_message_content_intent_is_one_line_and_an_exit(tmp_path
         await discord.stop()
     assert code == 2 and "Traceback" not in err, err
     assert "Parley cannot start: Discord refused the Message Content intent" in err
+
+
+def test_check_names_an_invalid_config(tmp_path: Path) -> None:
+    result = parley(environment(tmp_path, PORT="70000"), "check", "--format", "json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [config] = json.loads(result.stdout)
+    assert config["name"] == "config" and config["ok"] is False
+    assert "PORT" in config["detail"]
