@@ -47,17 +47,18 @@ from adapters.web_auth import (
 )
 from adapters.web_files import Uploads, receive_upload
 from adapters.web_limits import WebChatLimits
+from adapters.web_markdown import render
 from adapters.web_recovery import RecoveredAnswers
 from bot.attachments import shown_text
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.http_guard import reads_own_body
-from bot.messages import ConversationKey, Message, ReplyEvent
+from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css", "favicon.svg": "image/svg+xml"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
 MAX_FILES_NAMED = 50  # upload ids read from one frame
@@ -96,6 +97,7 @@ class WebAdapter:
         app.router.add_get("/ws", self.websocket)
         app.router.add_post("/upload", self.upload)
         app.router.add_get("/static/{name}", self.asset)
+        app.router.add_get("/favicon.ico", self.favicon)  # what browsers ask for unbidden
         add_admin_routes(app)
         redact_access_log()
 
@@ -153,6 +155,11 @@ class WebAdapter:
         # Without a token, reaching the chat is the only credential; a rebinding page
         # reaches it too, but under its own host name.
         return bool(self.token) or local_host(request)
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.assets["favicon.svg"], content_type="image/svg+xml")
+        secure_headers(response, cache=True)
+        return response
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -275,8 +282,12 @@ class WebAdapter:
     async def _history(self, identity: str) -> dict[str, object]:
         key = ConversationKey("web", "local", identity)
         pairs = await self.engine.transcript(key, HISTORY_LIMIT)
-        shown = [(role, shown_text(text) if role == "user" else text) for role, text in pairs]
-        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in shown]}
+        messages = [
+            {"role": role, "text": shown_text(text)} if role == "user"
+            else {"role": role, "text": text, "html": render(text)}
+            for role, text in pairs
+        ]  # fmt: skip
+        return {"type": "history", "messages": messages}
 
     async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:
         # Run to the end even if the page went away: the answer is still stored, so a
@@ -296,6 +307,8 @@ def event_frame(event: ReplyEvent) -> dict[str, object]:
     frame: dict[str, object] = {
         "type": event.kind.value, "text": event.text, "private": event.private,
     }  # fmt: skip
+    if event.kind is ReplyKind.FINAL:  # rendered once, when the answer is complete
+        frame["html"] = render(event.text)
     if event.image is not None:
         frame["image"] = base64.b64encode(event.image).decode("ascii")
         frame["image_name"] = event.image_name or "image.png"
