@@ -29,6 +29,7 @@ from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_schema import migrate
+from bot.store.postgres_summaries import SummaryQueries
 from bot.store.postgres_usage import UsageQueries
 from bot.store.records import (
     DEDUPE_KEEP_SECONDS,
@@ -94,12 +95,14 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries):
+class PostgresStore(UsageQueries, SummaryQueries):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
         self.pool = pool
         self.description = f"PostgreSQL at {shown}"
+
+    _message = staticmethod(_row_to_message)
 
     async def _transaction(self, work: Callable[[Connection], Awaitable[R]]) -> R:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -286,8 +289,10 @@ class PostgresStore(UsageQueries):
         return int(count)
 
     async def reset(self, conversation: ConversationKey) -> None:
+        # One statement: the reset mark and the summary's removal are one transaction.
         await self.pool.execute(
-            "INSERT INTO conversations (conversation, context_start, trim_noticed)"
+            "WITH gone AS (DELETE FROM summaries WHERE conversation = $1)"
+            " INSERT INTO conversations (conversation, context_start, trim_noticed)"
             " SELECT $1, coalesce(max(id), 0), false FROM messages WHERE conversation = $1"
             " ON CONFLICT (conversation) DO UPDATE SET"
             " context_start = excluded.context_start, trim_noticed = false",
@@ -306,6 +311,7 @@ class PostgresStore(UsageQueries):
                 "DELETE FROM conversations WHERE conversation >= $1 AND conversation < $2",
                 prefix, prefix + "\uffff",
             )  # fmt: skip
+            await self._drop_summaries(connection, prefix, prefix + "\uffff")
             return _count(status)
 
         return await self._transaction(forget)
@@ -365,5 +371,6 @@ class PostgresStore(UsageQueries):
                 "DELETE FROM deliveries WHERE seen_at < $1", now - DEDUPE_KEEP_SECONDS
             )
             await self._prune_admissions(connection, now)
+            await connection.execute("DELETE FROM response_cache WHERE expires_at <= $1", now)
 
         await self._transaction(prune_both)
