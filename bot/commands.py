@@ -29,6 +29,7 @@ NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
+/summary: what I keep of this conversation's older messages
 Admins only:
 /usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
@@ -94,7 +95,7 @@ def mention_command(text: str) -> str | None:
         return "/help"
     name, arguments = words[0].lower(), words[1:]
     recognised = (
-        (name in ("help", "reset", "forget") and not arguments)
+        (name in ("help", "reset", "forget", "summary") and not arguments)
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
         or (name == "limits" and (not arguments or arguments[0].lower() in ("show", "set")))

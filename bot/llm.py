@@ -388,9 +388,11 @@ class ModelClient:
         *,
         tools: Sequence[dict[str, Any]] = (),
         max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[Delta | Completion, None]:
-        """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
-        body = _encoded(_request_body(model, messages, tools, max_tokens))
+        """Yield Delta for each piece of text, then one Completion. Raises ModelError.
+        `extra_body`: fields beside the standard ones (prompt_cache_key)."""
+        body = _encoded({**_request_body(model, messages, tools, max_tokens), **(extra_body or {})})
         deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.worth_retrying),
