@@ -31,7 +31,7 @@ HELP = """Parley commands:
 /reset: start this conversation afresh (older messages leave the context)
 /summary: what I keep of this conversation's older messages
 Admins only:
-/usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
+/usage [period] [user|channel|model|day|kind]: usage, cached input and cost, e.g. /usage 7d kind
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
 /limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
 /block <user>, /unblock <user>
@@ -77,7 +77,7 @@ def command_name(text: str) -> str:
 
 
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
-_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
+_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|kind|chart)$", re.IGNORECASE)
 
 
 def mention_command(text: str) -> str | None:
@@ -159,14 +159,15 @@ async def _usage(
         return await _usage_chart(context, arguments[1:])
     period, by = "7d", "user"
     for argument in arguments:
-        if argument.lower() in ("user", "channel", "model", "day"):
+        if argument.lower() in ("user", "channel", "model", "day", "kind"):
             by = argument.lower()
         else:
             period = argument
     try:
         seconds = parse_period(period)
     except ValueError as error:
-        raise CommandError(f"{error}. Usage: /usage [period] [user|channel|model|day]") from None
+        usage = "Usage: /usage [period] [user|channel|model|day|kind]"
+        raise CommandError(f"{error}. {usage}") from None
     since = context.clock() - seconds
     rows = await context.store.usage_report(since, by, limit=20)
     if not rows:
