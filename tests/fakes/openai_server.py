@@ -191,6 +191,8 @@ class FakeOpenAI:
         self._port = 0
         # The answer when nothing is scripted; None echoes the last user message.
         self.default: Text | None = None
+        # Requests for these models get this answer, every time (not consumed).
+        self.by_model: dict[str, Response] = {}
         # The last prompt of each prompt_cache_key (None: requests without one).
         self._last_prompt: OrderedDict[str | None, JSON] = OrderedDict()
 
@@ -268,7 +270,9 @@ class FakeOpenAI:
         self.requests.append(body)
         self.request_headers.append(request.headers)
         body = {**body, "_cached": self._cached(body)}  # computed on arrival, in order
-        response = self._queue.popleft() if self._queue else None
+        response = self.by_model.get(str(body.get("model")))
+        if response is None and self._queue:
+            response = self._queue.popleft()
         while isinstance(response, Hang | Delay):
             # Wait on the closing event, not sleep(), so stop() wakes hung handlers at once.
             with contextlib.suppress(TimeoutError):
