@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
@@ -130,6 +130,10 @@ def _message_text(message: JSON) -> str:
     return ""
 
 
+def _prompt_text(body: JSON) -> str:
+    return "".join(_message_text(m) for m in body.get("messages", []))
+
+
 def _estimate_tokens(text: str) -> int:
     # ~4 chars per token, like OpenAI's rule of thumb; never 0 so usage asserts are meaningful.
     return max(1, len(text) // 4)
@@ -191,6 +195,8 @@ class FakeOpenAI:
         self._port = 0
         # The answer when nothing is scripted; None echoes the last user message.
         self.default: Text | None = None
+        # How usage counts tokens in text; bench/long_conversation.py sets a real tokenizer.
+        self.count_tokens: Callable[[str], int] = _estimate_tokens
         # Requests for these models get this answer, every time (not consumed).
         self.by_model: dict[str, Response] = {}
         # The last prompt of each prompt_cache_key (None: requests without one).
@@ -302,7 +308,7 @@ class FakeOpenAI:
     def _usage(self, body: JSON, reply: Text | ToolCalls) -> JSON:
         prompt = reply.prompt_tokens
         if prompt is None:
-            prompt = _estimate_tokens("".join(_message_text(m) for m in body.get("messages", [])))
+            prompt = self.count_tokens(_prompt_text(body))
         completion = reply.completion_tokens
         if completion is None:
             out = reply.content
@@ -322,14 +328,15 @@ class FakeOpenAI:
     def _cached(self, body: JSON) -> int:
         """Cached prompt tokens as OpenAI reports them: the prefix this prompt shares
         with the previous one of the same prompt_cache_key, if at least
-        CACHE_MIN_TOKENS, rounded down to CACHE_STEP_TOKENS (tokens estimated as for
-        prompt_tokens, four characters each)."""
+        CACHE_MIN_TOKENS, rounded down to CACHE_STEP_TOKENS (tokens counted as for
+        prompt_tokens: four characters each, unless count_tokens is set)."""
         key = body.get("prompt_cache_key")
         previous = self._last_prompt.pop(key, None)
         self._last_prompt[key] = body
         while len(self._last_prompt) > CACHE_KEYS:
             self._last_prompt.popitem(last=False)
-        tokens = _shared_chars(previous, body) // 4 if previous is not None else 0
+        shared = _shared_chars(previous, body) if previous is not None else 0
+        tokens = self.count_tokens(_prompt_text(body)[:shared]) if shared else 0
         if tokens < CACHE_MIN_TOKENS:
             return 0
         return tokens - tokens % CACHE_STEP_TOKENS
