@@ -25,6 +25,7 @@ from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.prompting import PromptBuilder
 from bot.ratelimit import Limiter
+from bot.response_cache import CACHED_NOTICE, ResponseCache
 from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summaries import Summarizer
@@ -125,6 +126,7 @@ class Engine:
         summarizer = Summarizer(settings, store, model, self.prices, self.metrics,
                                 self.model_calls, clock)  # fmt: skip
         self.prompts = PromptBuilder(settings, store, summarizer, clock)
+        self.answers = ResponseCache(settings, store, clock)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -338,6 +340,12 @@ class Engine:
             return
         if prompt.notice and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
+        cache_key, asked = self.answers.key(message, model, prompt, schemas), len(prompt.messages)
+        if (cached := await self.answers.lookup(cache_key)) is not None:
+            await self.answers.answer_from_cache(message, model, cached, turn)
+            yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
+            yield ReplyEvent(ReplyKind.FINAL, cached)
+            return
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
@@ -351,7 +359,10 @@ class Engine:
             if completion is None:
                 return
             if not completion.tool_calls:
-                yield self._finish(completion)
+                final = self._finish(completion)
+                if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
+                    await self.answers.keep(cache_key, message, final.text)
+                yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
                 async for event in events:

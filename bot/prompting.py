@@ -43,6 +43,7 @@ SUMMARY_INPUT_MESSAGES = 200
 class Prompt:
     messages: list[dict[str, Any]]
     notice: str  # "": nothing to tell; else older history left out and the user not told yet
+    first: bool = False  # the question is all of its conversation (since any reset)
 
 
 def cache_key(conversation: ConversationKey) -> str:
@@ -85,8 +86,10 @@ class PromptBuilder:
         """The system prompt and summary, then the history since the last trim; trims
         first if that history no longer fits."""
         key = message.conversation
-        state = await self.store.summary(key) or ConversationSummary("", 0, 0, 0.0)
+        stored = await self.store.summary(key)
+        state = stored or ConversationSummary("", 0, 0, 0.0)
         window = await self.store.recent(key, self.settings.history_messages)
+        first = stored is None and len(window.messages) == 1 and not window.dropped_older
         history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
         # The window is full of messages after the mark: older ones are out of sight.
         crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)
@@ -103,7 +106,7 @@ class PromptBuilder:
         notice = ""
         if left_out and not window.trim_noticed:
             notice = SUMMARY_NOTICE if state.text else TRIM_NOTICE
-        return Prompt(messages, notice)
+        return Prompt(messages, notice, first)
 
     async def _trim(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 from bot.engine import Engine
 from bot.messages import ReplyKind
 from bot.prompting import SUMMARY_HEADING, SUMMARY_NOTICE, cache_key
+from bot.response_cache import CACHED_NOTICE
 from bot.summaries import NO_SUMMARY
 from bot.tokens import count_message
 from tests.conftest import EngineFactory, collect, final_text, message
@@ -168,3 +169,38 @@ async def test_no_prompt_cache_key_when_turned_off(
     engine = make_engine(prompt_cache_key=False)
     await collect(engine, message("hello"))
     assert "prompt_cache_key" not in fake_openai.requests[-1]
+
+
+async def test_the_response_cache_answers_an_identical_single_turn_question_from_the_store(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(response_cache_seconds=600.0, tools=())
+    first = await collect(engine, message("what is our deploy policy?", thread="t1"))
+    assert final_text(first) == "echo: what is our deploy policy?"
+    calls = fake_openai.request_count
+
+    again = await collect(engine, message("what is our deploy policy?", thread="t2"))
+    assert final_text(again) == "echo: what is our deploy policy?"
+    assert [e.text for e in again if e.kind is ReplyKind.NOTICE] == [CACHED_NOTICE]
+    assert fake_openai.request_count == calls  # no model call
+
+    other = await collect(engine, message("what is our release policy?", thread="t3"))
+    elsewhere = await collect(engine, message("what is our deploy policy?", channel="c9"))
+    follow_up = await collect(engine, message("what is our deploy policy?", thread="t1"))
+    assert fake_openai.request_count == calls + 3  # a different question, channel, or turn
+    assert all(CACHED_NOTICE not in [e.text for e in events]
+               for events in (other, elsewhere, follow_up))  # fmt: skip
+
+    rows = {row["key"]: row for row in await engine.store.usage_report(0, "kind")}
+    assert rows["cached"]["requests"] == 1 and rows["cached"]["total_tokens"] == 0
+    history = await engine.store.recent(message("x", thread="t2").conversation, 10)
+    assert [m.role for m in history.messages] == ["user", "assistant"]
+
+
+async def test_no_response_cache_by_default(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine()
+    for thread in ("t1", "t2"):
+        await collect(engine, message("same question", thread=thread))
+    assert fake_openai.request_count == 2
