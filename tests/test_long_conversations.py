@@ -204,3 +204,19 @@ async def test_no_response_cache_by_default(
     for thread in ("t1", "t2"):
         await collect(engine, message("same question", thread=thread))
     assert fake_openai.request_count == 2
+
+
+async def test_a_full_message_window_is_trimmed_in_steps_too(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """model.history_messages bounds the prompt too: reaching it trims to trim_to of it,
+    not one message a turn (that would move the prompt's start every turn)."""
+    engine = make_engine(history_messages=10, tools=(), summary_enabled=False)
+    for number in range(20):
+        await collect(engine, message(f"short {number}"))
+    counts = [len(r["messages"]) - 1 for r in fake_openai.requests]  # without the system
+    # 1, 3, 5, 7, 9, then cut to 6 messages or fewer: 5, 7, 9, 5, ...
+    assert max(counts) <= 10
+    cuts = [b for a, b in itertools.pairwise(counts) if b < a]
+    assert cuts and all(cut <= 6 for cut in cuts)
+    assert len(cuts) <= 5  # 20 turns, a cut every few turns, not every turn
