@@ -4,6 +4,7 @@ tokens, through the engine and the real SDK against the fake model."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 from bot.engine import Engine
@@ -14,6 +15,7 @@ from bot.summaries import NO_SUMMARY
 from bot.tokens import count_message
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI, Status
+from tests.test_console import run_chat
 
 SUMMARIZER = "summarizer"
 # Room for history: 1,200 - 200 = 1,000 tokens; each turn adds about 60.
@@ -220,3 +222,22 @@ async def test_a_full_message_window_is_trimmed_in_steps_too(
     cuts = [b for a, b in itertools.pairwise(counts) if b < a]
     assert cuts and all(cut <= 6 for cut in cuts)
     assert len(cuts) <= 5  # 20 turns, a cut every few turns, not every turn
+
+
+def test_a_user_sees_the_summary_in_the_terminal_chat(tmp_path: Path) -> None:
+    """python -m bot chat as a user runs it: a long chat, then /summary and /reset."""
+    config = tmp_path / "parley.toml"
+    config.write_text(
+        "[model]\ncontext_tokens = 1200\nreply_tokens = 200\n[summary]\nmax_tokens = 60\n"
+    )
+    lines = "".join(f"line {n} about the kiwi harvest " + "word " * 20 + "\n" for n in range(20))
+    with FakeOpenAI().run_in_thread() as fake:
+        result = run_chat(fake, tmp_path, lines + "/summary\n/reset\n/summary\n",
+                          PARLEY_CONFIG=str(config))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    assert out.count(SUMMARY_NOTICE) == 1
+    shown = out.split("What I keep of the earlier conversation:\n", 1)[1]
+    assert "line 0 about the kiwi harvest" in shown  # the fake's summary echoes its input
+    assert out.rstrip().endswith(NO_SUMMARY)
