@@ -340,7 +340,8 @@ class Engine:
             return
         if prompt.notice and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
-        cache_key, asked = self.answers.key(message, model, prompt, schemas), len(prompt.messages)
+        cache_key = self.answers.key(message, model, system_prompt, prompt, schemas)
+        asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
             await self.answers.answer_from_cache(message, model, cached, turn)
             yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)

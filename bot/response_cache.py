@@ -1,7 +1,7 @@
 """The optional response cache (response_cache.ttl_seconds; off by default).
 
-A single-turn question (the first message of its conversation: Discord's /ask in a
-fresh channel, a mention that starts a Slack thread, the first line after /reset) asked
+A single-turn question (Discord's /ask, or the first message of its conversation: a
+mention that starts a Slack thread, the first line after /reset) asked
 again, word for word, in the same channel with the same model, system prompt and tool
 set within the TTL is answered from the store: no model call, a usage row of kind
 "cached" with zero tokens, and a note that the answer is a cached one. Answers that
@@ -32,13 +32,20 @@ class ResponseCache:
         self.clock = clock
 
     def key(
-        self, message: Message, model: str, prompt: Prompt, schemas: list[dict[str, Any]]
+        self,
+        message: Message,
+        model: str,
+        system_prompt: str,
+        prompt: Prompt,
+        schemas: list[dict[str, Any]],
     ) -> str:
         """The cache key of a single-turn question; "" when the cache is off or the
         question is part of a longer conversation."""
-        if not self.settings.response_cache_seconds or not prompt.first:
+        if not self.settings.response_cache_seconds:
             return ""
-        shaping = [_channel(message), model, prompt.messages, schemas]
+        if not (message.single_turn or prompt.first):
+            return ""
+        shaping = [_channel(message), model, system_prompt, schemas, message.text.strip()]
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
     async def lookup(self, key: str) -> str | None:
