@@ -1,8 +1,9 @@
-"""Discord's /ask and the optional response cache, through the real discord.py client
-against the fake Discord and the fake model."""
+"""Discord: /ask and the optional response cache, and /summary, through the real
+discord.py client against the fake Discord and the fake model."""
 
 from __future__ import annotations
 
+from bot.summaries import NO_SUMMARY
 from tests.discord_helpers import Bot, BotFactory, content, start_bot
 from tests.fakes import eventually
 from tests.fakes.openai_server import Text
@@ -40,3 +41,13 @@ async def test_an_identical_ask_is_answered_from_the_store(start_bot: BotFactory
     assert bot.model.request_count == 2  # a different question goes to the model
     rows = {row["key"]: row for row in await bot.engine.store.usage_report(0, "kind")}
     assert rows["cached"]["requests"] == 1 and rows["cached"]["total_tokens"] == 0
+
+
+async def test_the_summary_slash_command_answers_privately(start_bot: BotFactory) -> None:
+    bot = await start_bot()
+    interaction = await bot.fake.send_interaction("summary")
+    token = interaction["token"]
+    edits = await eventually(lambda: bot.fake.calls_to("PATCH", rf"/webhooks/\d+/{token}/.*"))
+    assert content(edits[-1]) == NO_SUMMARY
+    callback = bot.fake.calls_to("POST", rf"/interactions/\d+/{token}/callback")[0]
+    assert callback.body == {"type": 5, "data": {"flags": 64}}  # ephemeral
