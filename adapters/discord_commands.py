@@ -100,7 +100,7 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
-    @app_commands.command(name="usage", description="Admins: usage and cost")
+    @app_commands.command(name="usage", description="Your usage and limits (admins: everyone's)")
     @app_commands.describe(
         period="How far back, e.g. 24h, 7d, 30d", by="How to group (a table only)",
         chart="True: tokens and cost per day as a picture",
@@ -156,7 +156,23 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def forget(interaction: Interaction, confirm: bool = False) -> None:
         await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
 
-    return [block, unblock, forget]
+    @app_commands.command(name="audit", description="Admins: admin actions and moderation events")
+    @app_commands.describe(
+        period="How far back, e.g. 24h, 7d, 30d", action="Only this action, e.g. limits"
+    )
+    async def audit(
+        interaction: Interaction, period: str = "7d", action: str | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("audit", period, action))
+
+    @app_commands.command(name="moderation", description="Admins: moderation in this channel")
+    @app_commands.describe(state="off: exempt this channel; on: follow the configuration")
+    async def moderation(
+        interaction: Interaction, state: Literal["off", "on"] | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("moderation", state))
+
+    return [block, unblock, forget, audit, moderation]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

@@ -26,6 +26,7 @@ from bot.metrics import Metrics
 from bot.prompting import PromptBuilder
 from bot.ratelimit import Limiter
 from bot.response_cache import CACHED_NOTICE, ResponseCache
+from bot.safety import Safety, Screened
 from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summaries import Summarizer
@@ -123,8 +124,10 @@ class Engine:
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
         self.metrics = Metrics()
+        # Moderation, redaction, spend caps and the audit log (bot/safety.py).
+        self.safety = Safety(settings, store, model, self.metrics, clock)
         summarizer = Summarizer(settings, store, model, self.prices, self.metrics,
-                                self.model_calls, clock)  # fmt: skip
+                                self.model_calls, self.safety, clock)  # fmt: skip
         self.prompts = PromptBuilder(settings, store, summarizer, clock)
         self.answers = ResponseCache(settings, store, clock)
         self._last_prune = 0.0
@@ -270,13 +273,14 @@ class Engine:
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
-        refusal = None if admitted else await self._admit(message, turn)
+        screened = await self.safety.screen(message, admitted)
+        refusal = screened.refusal or (None if admitted else await self._admit(message, turn))
         if refusal is not None:
             yield refusal
             return
         # aclosing: a reply closed early must close the generators it runs now, so
         # their finally blocks (the usage row, the turn) run at once.
-        async with aclosing(self._answer(message, turn, timing)) as events:
+        async with aclosing(self._answer(message, turn, timing, screened)) as events:
             async for event in events:
                 yield event
 
@@ -293,8 +297,8 @@ class Engine:
         limits = self.limiter.limits_for(is_admin(self.settings, message))
         now = self.clock()
         verdict = await self.store.admit_message(
-            message.conversation, message.user_key, limits, now, message.text,
-            count_message(message.text), turn.id,
+            message.conversation, message.user_key, limits, now,
+            self.safety.stored_text(message.text), count_message(message.text), turn.id,
         )  # fmt: skip
         refusal = await self.limiter.refusal(message.user_key, verdict, now)
         if refusal is None:
@@ -309,6 +313,7 @@ class Engine:
         if now - self._last_prune > 3600:
             self._last_prune = now
             await self.store.prune(now)
+            await self.safety.prune()
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()
@@ -330,9 +335,10 @@ class Engine:
         return self.settings.tool_channels.get(message.channel_id, self.settings.tools)
 
     async def _answer(
-        self, message: Message, turn: Turn, timing: Timing
+        self, message: Message, turn: Turn, timing: Timing, screened: Screened
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
+        model = screened.model or model  # the budget's fallback model
         schemas = self.tools.schemas(self._enabled_tools(message))
         prompt = await self.prompts.build(message, model, system_prompt, schemas)
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
@@ -340,6 +346,8 @@ class Engine:
             return
         if prompt.notice and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
+        if screened.notice:
+            yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
         cache_key = self.answers.key(message, model, system_prompt, prompt, schemas)
         asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
@@ -399,20 +407,25 @@ class Engine:
             started = time.perf_counter()
             self.metrics.in_flight.inc()
             stream = self.model.stream(
-                model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens,
+                model, self.safety.outgoing(prompt), tools=schemas,
+                max_tokens=self.settings.reply_tokens,
                 extra_body=self.prompts.extra_body(message.conversation),
             )  # fmt: skip
+            masker = self.safety.stream_masker()
             try:
                 async with aclosing(_timed(stream, timing.add_model)) as items:
                     async for item in items:
                         if not streamed and completion is None:
                             self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                         if isinstance(item, Completion):
-                            completion, status = item, "ok"
-                            yield item
+                            if rest := masker.flush():  # the word held back, masked
+                                yield ReplyEvent(ReplyKind.DELTA, rest)
+                            completion, status = await self.safety.review(message, item), "ok"
+                            yield completion
                         else:
                             streamed.append(item.text)
-                            yield ReplyEvent(ReplyKind.DELTA, item.text)
+                            if shown := masker.feed(item.text):
+                                yield ReplyEvent(ReplyKind.DELTA, shown)
             except ModelError as error:
                 status = error.kind
                 log.warning("model call failed for %s: %s", message.conversation, error)
@@ -448,6 +461,7 @@ class Engine:
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
         self.metrics.count_call(status, usage, cost, elapsed)
+        self.safety.spent(message, cost)
         return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
                 usage.prompt_tokens if usage else 0,
@@ -479,7 +493,8 @@ class Engine:
         prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
             self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
-            prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+            content = self.safety.tool_result(result.content)  # secrets masked
+            prompt.append({"role": "tool", "tool_call_id": call.id, "content": content})
         await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
 
     async def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:

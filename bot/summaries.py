@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bot.commands import CommandContext, command
 from bot.config import Settings
@@ -21,6 +22,9 @@ from bot.messages import Message
 from bot.metrics import Metrics
 from bot.store import Store, UsageRecord
 from bot.usage import Prices
+
+if TYPE_CHECKING:
+    from bot.safety import Safety
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Summarizer:
         prices: Prices,
         metrics: Metrics,
         model_calls: asyncio.Semaphore,
+        safety: Safety,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -54,6 +59,7 @@ class Summarizer:
         self.prices = prices
         self.metrics = metrics
         self.model_calls = model_calls
+        self.safety = safety  # redaction of what is sent, spend caps
         self.clock = clock
 
     async def extend(
@@ -74,7 +80,9 @@ class Summarizer:
         started = time.perf_counter()
         try:
             async with self.model_calls:
-                stream = self.model.stream(model, prompt, max_tokens=self.settings.summary_tokens)
+                stream = self.model.stream(
+                    model, self.safety.outgoing(prompt), max_tokens=self.settings.summary_tokens
+                )
                 async for item in stream:
                     if isinstance(item, Completion):
                         completion = item
@@ -91,6 +99,7 @@ class Summarizer:
     ) -> None:
         cost = self.prices.cost(model, usage)
         self.metrics.count_call(status, usage, cost, time.perf_counter() - started)
+        self.safety.spent(message, cost)
         record = UsageRecord(
             message.platform, message.workspace, message.channel, message.user_key, model,
             usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, 0, cost,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import ConfigError
+from bot.store.audit_rows import AUDIT_COLUMNS
 from bot.store.postgres import PostgresStore
 from bot.store.url import open_store, parse_store_url
 
@@ -46,8 +47,9 @@ TABLES = [
     ),
     Table("conversations", "conversation, context_start, trim_noticed",
           "conversation, context_start, trim_noticed", "conversation", convert=_booleans(2)),
-    Table("channel_settings", "platform, workspace, channel, system_prompt, model",
-          "platform, workspace, channel, system_prompt, model", "platform, workspace, channel"),
+    Table("channel_settings", "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel"),
     Table("deliveries", "key, seen_at", "key, seen_at", "key"),
     Table(
         "usage",
@@ -65,6 +67,8 @@ TABLES = [
     Table("summaries", "conversation, summary, covers_up_to, starts_after, updated_at",
           "conversation, summary, covers_up_to, starts_after, updated_at", "conversation"),
     Table("refusals", "id, at, user_key, kind", "id, at, user_key, kind", "id", identity=True),
+    Table("audit", "id, " + AUDIT_COLUMNS, "id, " + AUDIT_COLUMNS, "id", identity=True),
+    Table("budget_alerts", "key, at", "key, at", "key"),
 ]  # fmt: skip
 
 

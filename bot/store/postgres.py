@@ -28,6 +28,7 @@ from bot.config import ConfigError
 from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
+from bot.store.postgres_audit import AuditQueries
 from bot.store.postgres_schema import migrate
 from bot.store.postgres_summaries import SummaryQueries
 from bot.store.postgres_usage import UsageQueries
@@ -95,7 +96,7 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries, SummaryQueries):
+class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
