@@ -86,10 +86,9 @@ class PromptBuilder:
         """The system prompt and summary, then the history since the last trim; trims
         first if that history no longer fits."""
         key = message.conversation
-        stored = await self.store.summary(key)
-        state = stored or ConversationSummary("", 0, 0, 0.0)
+        state = await self.store.summary(key) or ConversationSummary("", 0, 0, 0.0)
         window = await self.store.recent(key, self.settings.history_messages)
-        first = stored is None and len(window.messages) == 1 and not window.dropped_older
+        first = len(window.messages) == 1 and not window.dropped_older
         history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
         # The window is full of messages after the mark: older ones are out of sight.
         crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)

@@ -98,6 +98,11 @@ async def test_the_summary_follows_the_system_prompt_grows_and_is_shown_and_rese
     assert chat_requests(fake_openai)[-1]["messages"][0]["content"] == (
         engine.settings.system_prompt
     )
+    before_reset = len(summary_requests(fake_openai))
+    await talk(engine, 20, start=100)  # a new long conversation after the reset
+    after = [r["messages"][1]["content"] for r in summary_requests(fake_openai)[before_reset:]]
+    assert after and "message number 10" in after[0]  # 100, 101, ...
+    assert all(f"message number {n} " not in text for text in after for n in range(40))
 
 
 async def test_the_user_is_told_once_that_a_summary_is_kept(

@@ -22,8 +22,11 @@ async def test_reset_clears_the_summary_and_forget_deletes_the_channels(store: S
     for key in (KEY, THREAD, OTHER):
         await store.append(key, "user", "hello", 2)
         await store.save_summary(key, ConversationSummary(f"about {key}", 1, 1, 1.0))
+    last = await store.append(THREAD, "user", "the newest", 2)
     await store.reset(THREAD)
-    assert await store.summary(THREAD) is None
+    cleared = await store.summary(THREAD)  # nothing up to the reset may come back
+    assert cleared is not None and cleared.text == ""
+    assert cleared.covers_up_to == cleared.starts_after == last
     assert await store.summary(KEY) is not None
     await store.forget_channel("s", "w", "c")
     assert await store.summary(KEY) is None

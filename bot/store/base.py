@@ -126,7 +126,8 @@ class Store(Protocol):
     async def has_history(self, conversation: ConversationKey) -> bool: ...
     async def count_messages(self, conversation: ConversationKey) -> int: ...
     async def reset(self, conversation: ConversationKey) -> None:
-        """Start afresh: stored messages stay but leave the context; the summary goes."""
+        """Start afresh: stored messages stay but leave the context; the summary is
+        cleared, its marks moved to the reset."""
         ...
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:

@@ -290,15 +290,23 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
         return int(count)
 
     async def reset(self, conversation: ConversationKey) -> None:
-        # One statement: the reset mark and the summary's removal are one transaction.
+        # One statement, so one transaction: the reset mark, and the summary cleared with
+        # its marks moved to the reset (a later trim must not summarise, and so bring
+        # back, what came before it).
         await self.pool.execute(
-            "WITH gone AS (DELETE FROM summaries WHERE conversation = $1)"
+            "WITH mark AS (SELECT coalesce(max(id), 0) AS last FROM messages"
+            " WHERE conversation = $1),"
+            " cleared AS (INSERT INTO summaries (conversation, summary, covers_up_to,"
+            " starts_after, updated_at) SELECT $1, '', last, last, $2 FROM mark"
+            " ON CONFLICT (conversation) DO UPDATE SET summary = '',"
+            " covers_up_to = excluded.covers_up_to, starts_after = excluded.starts_after,"
+            " updated_at = excluded.updated_at)"
             " INSERT INTO conversations (conversation, context_start, trim_noticed)"
-            " SELECT $1, coalesce(max(id), 0), false FROM messages WHERE conversation = $1"
+            " SELECT $1, last, false FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET"
             " context_start = excluded.context_start, trim_noticed = false",
-            str(conversation),
-        )
+            str(conversation), time.time(),
+        )  # fmt: skip
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         prefix = str(ConversationKey(platform, workspace, channel, ""))

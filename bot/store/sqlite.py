@@ -385,7 +385,15 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
             " context_start = excluded.context_start, trim_noticed = 0",
             (key, last),
         )
-        self.db.execute("DELETE FROM summaries WHERE conversation = ?", (key,))
+        # The summary is cleared and its marks moved to the reset: a later trim must not
+        # summarise (and so bring back) what came before it.
+        self.db.execute(
+            "INSERT INTO summaries (conversation, summary, covers_up_to, starts_after,"
+            " updated_at) VALUES (?, '', ?, ?, ?) ON CONFLICT(conversation) DO UPDATE SET"
+            " summary = '', covers_up_to = excluded.covers_up_to,"
+            " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
+            (key, last, last, time.time()),
+        )
         self.history_cache.drop(key)
 
     async def reset(self, conversation: ConversationKey) -> None:
