@@ -47,6 +47,7 @@ async def talk(engine: Engine, turns: int, start: int = 0) -> None:
 async def test_prompts_share_their_prefix_until_a_trim_which_drops_to_the_fraction(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.stop_at_max_tokens = True  # the summaries echo their input, cut here
     engine = make_engine(**SMALL)
     await talk(engine, 40)
     sent = chat_requests(fake_openai)
@@ -70,6 +71,7 @@ async def test_prompts_share_their_prefix_until_a_trim_which_drops_to_the_fracti
 async def test_the_summary_follows_the_system_prompt_grows_and_is_shown_and_reset(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.stop_at_max_tokens = True  # the summaries echo their input, cut here
     engine = make_engine(**SMALL)
     conversation = message("x").conversation
     await talk(engine, 20)
@@ -108,6 +110,7 @@ async def test_the_summary_follows_the_system_prompt_grows_and_is_shown_and_rese
 async def test_the_user_is_told_once_that_a_summary_is_kept(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.stop_at_max_tokens = True  # the summaries echo their input, cut here
     engine = make_engine(**SMALL)
     notices = []
     for number in range(30):
@@ -119,6 +122,7 @@ async def test_the_user_is_told_once_that_a_summary_is_kept(
 async def test_a_failing_summary_call_still_answers_and_is_tried_at_the_next_trim(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.stop_at_max_tokens = True  # the summaries echo their input, cut here
     engine = make_engine(**SMALL)
     conversation = message("x").conversation
     fake_openai.by_model[SUMMARIZER] = Status(400)
@@ -141,6 +145,7 @@ async def test_a_failing_summary_call_still_answers_and_is_tried_at_the_next_tri
 async def test_summary_enabled_false_trims_without_summaries(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
+    fake_openai.stop_at_max_tokens = True
     engine = make_engine(**{**SMALL, "summary_enabled": False})
     await talk(engine, 30)
     assert summary_requests(fake_openai) == []
@@ -152,6 +157,7 @@ async def test_cached_tokens_reach_usage_rows_usage_and_metrics(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
     # Turns long enough for the prompt to pass the 1,024 tokens a cache hit needs.
+    fake_openai.stop_at_max_tokens = True
     engine = make_engine(**{**SMALL, "context_tokens": 6000})
     for number in range(12):
         await collect(engine, message(f"long message {number} " + "lorem ipsum " * 120))
@@ -237,6 +243,7 @@ def test_a_user_sees_the_summary_in_the_terminal_chat(tmp_path: Path) -> None:
     )
     lines = "".join(f"line {n} about the kiwi harvest " + "word " * 20 + "\n" for n in range(20))
     with FakeOpenAI().run_in_thread() as fake:
+        fake.stop_at_max_tokens = True
         result = run_chat(fake, tmp_path, lines + "/summary\n/reset\n/summary\n",
                           PARLEY_CONFIG=str(config))  # fmt: skip
     assert result.returncode == 0, result.stderr

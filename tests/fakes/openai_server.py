@@ -203,6 +203,8 @@ class FakeOpenAI:
         self.default: Text | None = None
         # How usage counts tokens in text; bench/long_conversation.py sets a real tokenizer.
         self.count_tokens: Callable[[str], int] = _estimate_tokens
+        # Cut answers at max_completion_tokens (four characters a token), as a model stops.
+        self.stop_at_max_tokens = False
         # Requests for these models get this answer, every time (not consumed).
         self.by_model: dict[str, Response] = {}
         # The last prompt of each prompt_cache_key (None: requests without one).
@@ -328,7 +330,7 @@ class FakeOpenAI:
         if isinstance(response, Status):
             return _error(response)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(response, Text) and isinstance(limit, int):
+        if self.stop_at_max_tokens and isinstance(response, Text) and isinstance(limit, int):
             # A model stops at the token limit (about four characters a token here).
             response = replace(response, content=response.content[: limit * 4])
         if body.get("stream"):
