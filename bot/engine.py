@@ -492,7 +492,7 @@ class Engine:
         calls = [call.as_chat() for call in completion.tool_calls]
         prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
-            self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
+            self.metrics.count_tool_call(call.name, self.tools.names(), result.error_kind)
             content = self.safety.tool_result(result.content)  # secrets masked
             prompt.append({"role": "tool", "tool_call_id": call.id, "content": content})
         await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
