@@ -70,9 +70,13 @@ def format_table(rows: Sequence[dict[str, Any]], by: str, total_label: str = "TO
 
 def as_records(rows: Sequence[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     """The documented JSON shape: the group key named as --by, then the figures."""
-    figures = COLUMNS[:-1]  # the share is worked out, not summed
     return [
-        {by: row["key"], **{name: row[name] for name in figures}, "cached_share": cached_share(row)}
+        {
+            by: row["key"],
+            **{name: row[name] for name in COLUMNS[:-2]},
+            "cached_tokens": row.get("cached_tokens") or 0,
+            "cached_share": cached_share(row),  # worked out, not summed
+        }
         for row in rows
     ]
 
