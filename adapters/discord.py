@@ -465,7 +465,7 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user), attachments=discord_attachments(
+            platform_admin=_manages_guild(user), single_turn=True, attachments=discord_attachments(
                 _option_files(interaction), Route.BASE, self.settings.attachment_timeout_seconds
             ),
         )  # fmt: skip
