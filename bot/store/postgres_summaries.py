@@ -48,7 +48,7 @@ class SummaryQueries:
         self, conversation: ConversationKey, after_id: int, up_to_id: int, limit: int
     ) -> list[StoredMessage]:
         rows = await self.pool.fetch(
-            "SELECT id, role, content, tokens, group_id, author, tool_calls, tool_call_id"
+            "SELECT id, role, content, tokens, group_id, author, tool_calls, tool_call_id, parts"
             " FROM messages WHERE conversation = $1 AND id > $2 AND id <= $3"
             " ORDER BY id DESC LIMIT $4",
             str(conversation), after_id, up_to_id, limit,
