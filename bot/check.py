@@ -15,7 +15,7 @@ from bot.app import build_model_client
 from bot.config import ConfigError, Settings, secret
 from bot.discovery import discover
 from bot.probes import Item, probe_discord, probe_model, probe_slack
-from bot.startup import StartupError, port_problem
+from bot.startup import StartupError, model_setting_problem, port_problem
 from bot.store import open_store, parse_store_url
 
 SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
@@ -42,16 +42,22 @@ def probe_port(settings: Settings) -> Item:
     return Item("http port", problem is None, problem or f"{where} is free")
 
 
+async def _probe_model(settings: Settings) -> list[Item]:
+    if problem := model_setting_problem():
+        return [Item("model settings", False, problem)]
+    endpoint = await discover(settings)
+    model = build_model_client(settings, endpoint)
+    try:
+        return await probe_model(settings, endpoint, model)
+    finally:
+        await model.close()
+
+
 async def run_checks(settings: Settings) -> list[Item]:
     config = settings.config_path or "defaults"
     items = [Item("config", True, f"{config}: valid")]
     items.append(await probe_store(settings))
-    endpoint = await discover(settings)
-    model = build_model_client(settings, endpoint)
-    try:
-        items += await probe_model(settings, endpoint, model)
-    finally:
-        await model.close()
+    items += await _probe_model(settings)
     if any(secret(name) for name in SLACK_VARIABLES):
         items += await probe_slack()
     if secret("DISCORD_BOT_TOKEN"):

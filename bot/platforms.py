@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from bot.config import ConfigError, secret
 from bot.discovery import WAYS_IN_ONE_LINE
-from bot.startup import StartupError
+from bot.startup import StartupError, model_setting_problem
 
 ADAPTERS = ("slack", "discord", "web")
 # What to set for each platform, said the same way wherever Parley says it.
@@ -45,7 +45,9 @@ def slack_half_set() -> str:
 def availability() -> list[str]:
     """One line per adapter: ready, or what to set. No network calls (see `check`)."""
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
-    if base_url or secret("OPENAI_API_KEY"):
+    if problem := model_setting_problem():
+        model, chats = problem, "will not start until the model settings are fixed"
+    elif base_url or secret("OPENAI_API_KEY"):
         model = base_url or "OpenAI"
         chats = "ready"
     else:
