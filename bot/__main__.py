@@ -91,6 +91,11 @@ async def _chat(settings: Settings, user: str, channel: str) -> None:
     from adapters.console import chat
     from bot.app import open_engine
 
+    if sys.stdin is None:  # started with stdin closed (<&-): nothing to read messages from
+        raise StartupError(
+            "chat reads messages from standard input, which is closed: run it in a "
+            "terminal, or pipe the messages in (one a line)"
+        )
     async with open_engine(settings) as engine:
         # No --user: the person running Parley is at the terminal, and is its admin.
         owner = not user
