@@ -1,0 +1,69 @@
+"""More start-up faults a new user meets, each one line naming the setting, exit 2, no
+traceback; and model settings that cannot work are said at start, not on every message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.test_first_run import ROOT, assert_one_line_fault, environment, items, parley
+
+
+def test_chat_with_stdin_closed_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "chat"], env=environment(tmp_path, OPENAI_API_KEY="k"),
+        cwd=ROOT, stdin=None, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    assert_one_line_fault(result, "standard input", "closed")
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"OPENAI_API_KEY": "sk-abc\ndef"}, ("OPENAI_API_KEY", "line break", "copy the key")),
+        ({"OPENAI_API_KEY": "sk-abc def"}, ("OPENAI_API_KEY", "space", "copy the key")),
+        ({"OPENAI_API_KEY": "“sk-abc”"}, ("OPENAI_API_KEY", "not plain ASCII")),
+        ({"OPENAI_BASE_URL": "localhost:11434"}, ("OPENAI_BASE_URL", "http://localhost")),
+    ],
+)
+def test_model_settings_that_cannot_work_are_one_line_at_start(
+    tmp_path: Path, variables: dict[str, str], words: tuple[str, ...]
+) -> None:
+    env = environment(tmp_path, **variables)
+    assert_one_line_fault(parley(env, "chat", stdin="hi\n"), *words)
+    if "OPENAI_BASE_URL" in variables:  # run meets them as chat does: once is enough
+        assert_one_line_fault(parley(env, "run", "web"), *words)
+    checked = parley(env, "check", "--format", "json")
+    assert checked.returncode == 1
+    assert items(checked.stdout)["model settings"]["ok"] is False
+    assert "ready" not in parley(env).stdout  # the status page
+
+
+def test_a_base_url_without_v1_names_openai_base_url_not_the_model(tmp_path: Path) -> None:
+    with FakeOpenAI().run_in_thread() as fake:
+        env = environment(tmp_path, OPENAI_BASE_URL=fake.base_url.removesuffix("/v1"))
+        chatted = parley(env, "chat", stdin="hi\n")
+        checked = parley(env, "check", "--format", "json")
+    assert "OPENAI_BASE_URL (it usually ends in /v1)" in chatted.stdout
+    assert "PARLEY_MODEL" not in chatted.stdout
+    assert items(checked.stdout)["model endpoint"]["ok"] is False
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_bytes("[model]\nname = 'x'\n".encode("utf-16"))  # as Notepad may save it
+    result = parley(environment(tmp_path), "run", "--config", str(config))
+    assert_one_line_fault(result, str(config), "UTF-8")
+
+
+def test_a_web_host_that_is_not_this_machine_says_how_to_fix_it(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[web]\nhost = "parley-no-such-host.invalid"\n')
+    result = parley(environment(tmp_path), "run", "web", "--config", str(config))
+    assert_one_line_fault(result, "web.host", "set web.host", "127.0.0.1")
