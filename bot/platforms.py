@@ -70,7 +70,7 @@ def choose_adapters(names: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown adapter {', '.join(unknown)}: use slack, discord or web")
     if "slack" in chosen and not slack_ready():
-        raise ConfigError(f"Slack: {MISSING['slack']}")
+        raise ConfigError(f"Slack: {slack_half_set() or MISSING['slack']}")
     if "discord" in chosen and not discord_ready():
         raise ConfigError(f"Discord: {MISSING['discord']}")
     if chosen:

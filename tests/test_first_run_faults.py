@@ -67,3 +67,8 @@ def test_a_web_host_that_is_not_this_machine_says_how_to_fix_it(tmp_path: Path) 
     config.write_text('[web]\nhost = "parley-no-such-host.invalid"\n')
     result = parley(environment(tmp_path), "run", "web", "--config", str(config))
     assert_one_line_fault(result, "web.host", "set web.host", "127.0.0.1")
+
+
+def test_run_slack_with_only_the_app_token_names_the_missing_bot_token(tmp_path: Path) -> None:
+    result = parley(environment(tmp_path, SLACK_APP_TOKEN="xapp-1"), "run", "slack")
+    assert_one_line_fault(result, "Slack", "SLACK_BOT_TOKEN is not: set it")
