@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
 from bot.platforms import MISSING, availability, choose_adapters
-from bot.startup import StartupError
+from bot.startup import StartupError, port_problem, sqlite_problem
+from bot.store.url import parse_store_url
 
 log = logging.getLogger("parley")
 
@@ -79,9 +80,21 @@ def _settings(arguments: argparse.Namespace) -> Settings:
     return load_settings(getattr(arguments, "config", None), overrides=overrides)
 
 
-def _status() -> int:
+def _local_faults(arguments: argparse.Namespace) -> tuple[str, str]:
+    """What stops the chats (config, database) and the web chat (port), found without
+    network calls: the status page must not call a chat ready that cannot start."""
+    try:
+        settings = _settings(arguments)
+        address = parse_store_url(settings.db_path)
+    except ConfigError as error:
+        return str(error), ""
+    database = sqlite_problem(address.target) if address.kind == "sqlite" else None
+    return database or "", port_problem(settings.web_host, settings.port) or ""
+
+
+def _status(arguments: argparse.Namespace) -> int:
     print("Parley: one LLM bot for Slack and Discord.\n")
-    for line in availability():
+    for line in availability(*_local_faults(arguments)):
         print(line)
     print("\nCommands: run [slack] [discord] [web], chat, check, usage, limits, audit. See --help.")
     return 0
@@ -129,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if arguments.command is None:
         load_environment_file()  # so tokens kept in .env count as set
-        return _status()
+        return _status(arguments)
     try:
         if arguments.command == "check":
             from bot.check import check_command

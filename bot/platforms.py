@@ -42,8 +42,9 @@ def slack_half_set() -> str:
     return ""
 
 
-def availability() -> list[str]:
-    """One line per adapter: ready, or what to set. No network calls (see `check`)."""
+def availability(blocked: str = "", web_blocked: str = "") -> list[str]:
+    """One line per adapter: ready, or what to set. No network calls (see `check`).
+    `blocked`: a fault that stops both chats (the database); `web_blocked`: the port."""
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
     if problem := model_setting_problem():
         model, chats = problem, "will not start until the model settings are fixed"
@@ -53,10 +54,12 @@ def availability() -> list[str]:
     else:
         model = WAYS_IN_ONE_LINE
         chats = "starts, but answers only once a model endpoint is set"
+    web_blocked = blocked or web_blocked
     return [
         f"Model endpoint: {model}",
-        f"Console chat: {chats} (python -m bot chat)",
-        f"Web chat: {chats} (python -m bot run web)",
+        f"Console chat: {f'cannot start: {blocked}' if blocked else chats} (python -m bot chat)",
+        f"Web chat: {f'cannot start: {web_blocked}' if web_blocked else chats} "
+        "(python -m bot run web)",
         "Slack: " + ("ready (python -m bot run slack)" if slack_ready() else MISSING["slack"]),
         "Discord: "
         + ("ready (python -m bot run discord)" if discord_ready() else MISSING["discord"]),

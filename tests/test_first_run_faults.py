@@ -4,6 +4,7 @@ traceback; and model settings that cannot work are said at start, not on every m
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,15 @@ def test_a_web_host_that_is_not_this_machine_says_how_to_fix_it(tmp_path: Path) 
 def test_run_slack_with_only_the_app_token_names_the_missing_bot_token(tmp_path: Path) -> None:
     result = parley(environment(tmp_path, SLACK_APP_TOKEN="xapp-1"), "run", "slack")
     assert_one_line_fault(result, "Slack", "SLACK_BOT_TOKEN is not: set it")
+
+
+def test_status_does_not_call_a_chat_ready_that_cannot_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = parley(environment(tmp_path, OPENAI_API_KEY="k", PORT=port)).stdout
+    assert "Console chat: ready" in busy
+    assert f"Web chat: cannot start: PORT {port} is already in use" in busy
+    folder = parley(environment(tmp_path, OPENAI_API_KEY="k", PARLEY_DB=str(tmp_path))).stdout
+    assert "Console chat: cannot start: PARLEY_DB" in folder and ": ready" not in folder
