@@ -17,6 +17,7 @@ from bot.discovery import discover
 from bot.probes import Item, probe_discord, probe_model, probe_slack
 from bot.startup import StartupError, model_setting_problem, port_problem
 from bot.store import open_store, parse_store_url
+from bot.usage import Prices
 
 SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
 
@@ -82,6 +83,7 @@ def check_command(load: Callable[[], Settings], form: str) -> int:
     """An invalid config is the first item that fails, in the format asked for."""
     try:
         settings = load()
+        Prices.load(settings.prices_path)  # usage.prices_path is part of the config
     except ConfigError as error:
         print(render([Item("config", False, str(error))], form), flush=True)
         return 1

@@ -85,3 +85,14 @@ def test_status_does_not_call_a_chat_ready_that_cannot_start(tmp_path: Path) -> 
     assert f"Web chat: cannot start: PORT {port} is already in use" in busy
     folder = parley(environment(tmp_path, OPENAI_API_KEY="k", PARLEY_DB=str(tmp_path))).stdout
     assert "Console chat: cannot start: PARLEY_DB" in folder and ": ready" not in folder
+
+
+def test_check_json_stays_parseable_with_a_broken_prices_file(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text("[gpt-4o-mini]\ninput =\n")
+    config = tmp_path / "parley.toml"
+    config.write_text(f'[usage]\nprices_path = "{prices}"\n')
+    result = parley(environment(tmp_path), "check", "--format", "json", "--config", str(config))
+    assert result.returncode == 1, result.stderr
+    assert items(result.stdout)["config"]["ok"] is False
+    assert str(prices) in str(items(result.stdout)["config"]["detail"])
