@@ -88,6 +88,8 @@ def _status_kind(error: openai.APIStatusError) -> str:
         # an error that names the model; a wrong path (a base URL without /v1) gets a
         # bare "Not Found" page or an "Invalid URL" error instead.
         return "model_missing" if "model" in str(error.body).lower() else "wrong_url"
+    if status == 405:  # POST refused: the URL is some web page, not the chat API
+        return "wrong_url"
     if status >= 500:
         return "unavailable"
     return "bad_request"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Status
 from tests.test_first_run import ROOT, assert_one_line_fault, environment, items, parley
 
 
@@ -96,3 +96,12 @@ def test_check_json_stays_parseable_with_a_broken_prices_file(tmp_path: Path) ->
     assert result.returncode == 1, result.stderr
     assert items(result.stdout)["config"]["ok"] is False
     assert str(prices) in str(items(result.stdout)["config"]["detail"])
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_url_that_is_not_the_chat_api_names_openai_base_url(tmp_path: Path, status: int) -> None:
+    with FakeOpenAI().run_in_thread() as fake:  # a web server that is no chat API
+        fake.script(Status(status, {"detail": "Not Found" if status == 404 else "Not Allowed"}))
+        chatted = parley(environment(tmp_path, OPENAI_BASE_URL=fake.base_url), "chat", stdin="hi\n")
+    assert "check OPENAI_BASE_URL (it usually ends in /v1)" in chatted.stdout, chatted.stdout
+    assert "/reset" not in chatted.stdout and "PARLEY_MODEL" not in chatted.stdout
