@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
 from bot.platforms import MISSING, availability, choose_adapters
-from bot.startup import StartupError, port_problem, sqlite_problem
+from bot.startup import StartupError, port_problem, sqlite_problem, token_problem
 from bot.store.url import parse_store_url
 
 log = logging.getLogger("parley")
@@ -119,6 +119,8 @@ async def _run(settings: Settings, names: Sequence[str]) -> None:
     from bot.runner import run_adapters
 
     chosen = choose_adapters(names)
+    for problem in filter(None, map(token_problem, chosen)):
+        raise StartupError(problem)
     if not names and chosen == ["web"]:
         print(
             "No Slack or Discord token is set, so Parley starts its local web chat at "

@@ -129,3 +129,18 @@ def model_setting_problem() -> str | None:
     if flaw:
         return f"OPENAI_API_KEY has {flaw}: copy the key again, exactly"
     return None
+
+
+PLATFORM_SECRETS = {
+    "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"),
+    "discord": ("DISCORD_BOT_TOKEN",),
+}
+
+
+def token_problem(platform: str) -> str | None:
+    """A platform token pasted with a space, line break or odd character, or None."""
+    for name in PLATFORM_SECRETS.get(platform, ()):
+        flaw = _secret_flaw(os.environ.get(name, "").strip())
+        if flaw:
+            return f"{name} has {flaw}: copy it again, exactly"
+    return None

@@ -105,3 +105,22 @@ def test_a_url_that_is_not_the_chat_api_names_openai_base_url(tmp_path: Path, st
         chatted = parley(environment(tmp_path, OPENAI_BASE_URL=fake.base_url), "chat", stdin="hi\n")
     assert "check OPENAI_BASE_URL (it usually ends in /v1)" in chatted.stdout, chatted.stdout
     assert "/reset" not in chatted.stdout and "PARLEY_MODEL" not in chatted.stdout
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        ({"DISCORD_BOT_TOKEN": "abc\ndef"}, "DISCORD_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1 2", "SLACK_SIGNING_SECRET": "s"}, "SLACK_BOT_TOKEN"),
+    ],
+)
+def test_a_platform_token_pasted_badly_is_one_line(
+    tmp_path: Path, variables: dict[str, str], name: str
+) -> None:
+    nowhere = {  # never the real platforms: a refused port, and no login retries
+        "PARLEY_DISCORD_API_URL": "http://127.0.0.1:9/api/v10",
+        "PARLEY_SLACK_API_URL": "http://127.0.0.1:9/api/",
+        "PARLEY_DISCORD_LOGIN_RETRY_SECONDS": "0",
+    }
+    env = environment(tmp_path, OPENAI_API_KEY="k", **nowhere, **variables)
+    assert_one_line_fault(parley(env, "run"), name, "copy it again")
