@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bot.app import build_model_client
 from bot.config import ConfigError, Settings, secret
@@ -54,9 +55,15 @@ async def _probe_model(settings: Settings) -> list[Item]:
         await model.close()
 
 
+def _config_item(settings: Settings) -> Item:
+    # Run from another folder, config/parley.toml is not there: say so, not "valid".
+    if settings.config_path and Path(settings.config_path).is_file():
+        return Item("config", True, f"{settings.config_path}: valid")
+    return Item("config", True, "no config file here, defaults used")
+
+
 async def run_checks(settings: Settings) -> list[Item]:
-    config = settings.config_path or "defaults"
-    items = [Item("config", True, f"{config}: valid")]
+    items = [_config_item(settings)]
     items.append(await probe_store(settings))
     items += await _probe_model(settings)
     if any(secret(name) for name in SLACK_VARIABLES):

@@ -124,3 +124,13 @@ def test_a_platform_token_pasted_badly_is_one_line(
     }
     env = environment(tmp_path, OPENAI_API_KEY="k", **nowhere, **variables)
     assert_one_line_fault(parley(env, "run"), name, "copy it again")
+
+
+def test_check_run_from_another_folder_does_not_call_a_missing_config_valid(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "check", "--format", "json"], env=environment(tmp_path),
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert items(result.stdout)["config"]["detail"] == "no config file here, defaults used"
