@@ -134,3 +134,9 @@ def test_check_run_from_another_folder_does_not_call_a_missing_config_valid(
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert items(result.stdout)["config"]["detail"] == "no config file here, defaults used"
+
+
+def test_no_model_and_no_local_server_says_where_it_looked(tmp_path: Path) -> None:
+    env = environment(tmp_path, PARLEY_LOCAL_MODEL_URLS="http://127.0.0.1:9/v1")
+    result = parley(env, "chat", stdin="hi\n")
+    assert "No local server answered at http://127.0.0.1:9/v1." in result.stderr
