@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -165,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # a traceback only when asked for: -v
         if verbose:
             raise

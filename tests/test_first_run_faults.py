@@ -140,3 +140,20 @@ def test_no_model_and_no_local_server_says_where_it_looked(tmp_path: Path) -> No
     env = environment(tmp_path, PARLEY_LOCAL_MODEL_URLS="http://127.0.0.1:9/v1")
     result = parley(env, "chat", stdin="hi\n")
     assert "No local server answered at http://127.0.0.1:9/v1." in result.stderr
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    with FakeOpenAI().run_in_thread() as fake:
+        env = environment(tmp_path, OPENAI_BASE_URL=fake.base_url)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "chat"], env=env, cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdin and process.stdout and process.stderr
+        process.stdin.write("hello\n" * 2000)
+        process.stdin.close()
+        assert process.stdout.readline() == "parley> echo: hello\n"
+        process.stdout.close()  # as `| head -1` does
+        errors = process.stderr.read()
+        process.wait(timeout=60)
+    assert "Parley stopped" not in errors and "Traceback" not in errors, errors
