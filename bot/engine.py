@@ -234,9 +234,9 @@ class Engine:
             raise
         finally:
             if abandoned and not turn.ended:
-                await self.store.release_turn(turn.id)
+                await self.store.release_turn(turn.id, self.turns.owner)
             elif not turn.ended:
-                await self.store.end_turn(turn.id)
+                await self.store.end_turn(turn.id, self.turns.owner)
             self.turns.ended(message.conversation)
 
     async def _answer_stale(self, stale: StaleTurn, recoverer: Recoverer) -> None:
@@ -245,13 +245,13 @@ class Engine:
             message = Message.from_payload(stale.payload)
         except ValueError as error:
             log.error("turn %s cannot be recovered (%s); dropped", stale.id, error)
-            await self.store.end_turn(stale.id)
+            await self.store.end_turn(stale.id, self.turns.owner)
             return
         age = self.clock() - stale.created_at
         if age > self.settings.recovery_max_age:
             log.warning("%s: a message %.0f s old was never answered", message.conversation, age)
             lost = LOST.format(minutes=_ago(age))
-            await self.store.end_turn(stale.id)
+            await self.store.end_turn(stale.id, self.turns.owner)
             await recoverer(message, _one(ReplyEvent(ReplyKind.ERROR, lost)))
             return
         log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
@@ -457,8 +457,9 @@ class Engine:
                 # turn are stored together or not at all.
                 record = self._usage_record(message, model, prompt, completion, status, started)
                 answer = _final_answer(completion, status)
+                ending = turn.id if answer else None
                 await self.store.finish_call(
-                    record, message.conversation, answer, turn.id if answer else None
+                    record, message.conversation, answer, ending, self.turns.owner
                 )
                 turn.ended = answer is not None
 

@@ -171,13 +171,14 @@ class PostgresStore(UsageQueries, AuditQueries):
             now + lease_seconds, owner,
         )  # fmt: skip
 
-    async def end_turn(self, turn_id: int) -> None:
-        await self.pool.execute("DELETE FROM turns WHERE id = $1", turn_id)
+    async def end_turn(self, turn_id: int, owner: str) -> None:
+        await self.pool.execute("DELETE FROM turns WHERE id = $1 AND owner = $2", turn_id, owner)
 
-    async def release_turn(self, turn_id: int) -> None:
+    async def release_turn(self, turn_id: int, owner: str) -> None:
         await self.pool.execute(
-            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1", turn_id
-        )
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1 AND owner = $2",
+            turn_id, owner,
+        )  # fmt: skip
 
     async def claim_stale_turns(
         self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
@@ -241,8 +242,9 @@ class PostgresStore(UsageQueries, AuditQueries):
         conversation: ConversationKey,
         answer: Answer | None,
         turn_id: int | None,
+        owner: str = "",
     ) -> None:
-        await self._finish(record, str(conversation), answer, turn_id)
+        await self._finish(record, str(conversation), answer, turn_id, owner)
 
     async def append_tool_round(
         self, conversation: ConversationKey, call: ToolCall, results: list[ToolResult]

@@ -1,0 +1,95 @@
+"""Attacks on "answered exactly once, in order, never dropped", on both real stores:
+replicas recovering the same turn at once, a process that stalls past its lease and
+then carries on, clocks that disagree between machines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.messages import ConversationKey
+from bot.store import Answer, Store, UsageRecord, open_store
+
+KEY = ConversationKey("slack", "w", "c", "t")
+
+
+def usage() -> UsageRecord:
+    return UsageRecord("slack", "w", "c", "slack:u", "m", 10, 5, 0, 0, 0.0, 3.0, "ok", 1000.0)
+
+
+@pytest.fixture
+async def replica(store_url: str) -> AsyncIterator[Store]:
+    """A second process's connection to the same database."""
+    opened = await open_store(store_url)
+    yield opened
+    await opened.close()
+
+
+async def test_two_replicas_recovering_at_once_take_each_stale_turn_once(
+    store: Store, replica: Store
+) -> None:
+    for number in range(12):
+        turn = await store.begin_turn((f"ev:{number}",), KEY, "dead", 0.0, "{}")
+        assert turn is not None
+    claims = await asyncio.gather(
+        *(
+            (store if n % 2 else replica).claim_stale_turns(f"r{n}", 30.0, ("slack",), 5)
+            for n in range(8)
+        )
+    )
+    taken = [turn.id for claim in claims for turn in claim]
+    assert len(taken) == 12 and len(set(taken)) == 12
+
+
+async def test_a_turn_is_recovered_only_where_its_platform_runs(store: Store) -> None:
+    turn = await store.begin_turn(("ev:d",), KEY, "dead", 0.0, "{}")
+    assert turn is not None
+    assert await store.claim_stale_turns("web-only", 30.0, ("web", "discord"), 5) == []
+    [taken] = await store.claim_stale_turns("slack-here", 30.0, ("slack",), 5)
+    assert taken.id == turn.id
+
+
+async def test_a_process_that_stalled_past_its_lease_does_not_answer_a_taken_turn_again(
+    store: Store, replica: Store
+) -> None:
+    turn = await store.begin_turn(("ev:s",), KEY, "stalled", 0.05, "{}")
+    later = await store.begin_turn(("ev:s2",), KEY, "stalled", 60.0, "{}")
+    assert turn is not None and later is not None
+    await asyncio.sleep(0.1)  # the process froze: its lease ran out
+    [taken] = await replica.claim_stale_turns("rescuer", 60.0, ("slack",), 5)
+    assert taken.id == turn.id
+    # The stalled process carries on and finishes its (now second) answer.
+    await store.finish_call(usage(), KEY, Answer("the stalled answer", 3), turn.id, "stalled")
+    # It must neither store a second answer nor end the rescuer's turn under it:
+    # the conversation's next message still waits for the rescuer.
+    assert (await replica.recent(KEY, 10)).messages == []
+    assert not await replica.is_first_turn(KEY, later.id)
+    # Stopping now, it lets go of its turns: not of the one the rescuer holds, which
+    # a third process would then answer once more.
+    await store.release_turn(turn.id, "stalled")
+    await store.end_turn(turn.id, "stalled")
+    assert await store.claim_stale_turns("third", 60.0, ("slack",), 5) == []
+    await replica.finish_call(usage(), KEY, Answer("the rescued answer", 3), turn.id, "rescuer")
+    assert [m.content for m in (await replica.recent(KEY, 10)).messages] == ["the rescued answer"]
+    assert await replica.is_first_turn(KEY, later.id)
+
+
+@pytest.mark.parametrize("skew", [+60.0, -60.0])
+async def test_a_replica_whose_clock_is_off_neither_steals_live_turns_nor_jumps_the_queue(
+    store_url: str, store: Store, replica: Store, skew: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.kind == "sqlite":
+        pytest.skip("a SQLite file is shared only by processes of one machine: one clock")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)  # the first replica's clock
+    held = await store.begin_turn(("ev:c1",), KEY, "live", 30.0, "{}")
+    assert held is not None
+    await store.renew_turns("live", 30.0)
+    monkeypatch.setattr(time, "time", real)  # the second replica's clock is right
+    waiting = await replica.begin_turn(("ev:c2",), KEY, "other", 30.0, "{}")
+    assert waiting is not None and not waiting.first
+    assert not await replica.is_first_turn(KEY, waiting.id)
+    assert await replica.claim_stale_turns("other", 30.0, ("slack",), 5) == []
