@@ -89,6 +89,11 @@ class TurnKeeper:
         self.recoverers[platform] = recoverer
         self.start()
 
+    def stop_recovering(self) -> None:
+        """Take over no more stale turns (this process is stopping); leases of the turns
+        held are still renewed while their answers finish."""
+        self.recoverers.clear()
+
     def start(self) -> None:
         if self._maintaining is None or self._maintaining.done():
             self._maintaining = asyncio.create_task(self._maintain(), name="turns")
@@ -119,7 +124,8 @@ class TurnKeeper:
         )
         for turn in stale:
             recoverer = self.recoverers.get(turn.platform)
-            if recoverer is None:
+            if recoverer is None:  # stopped recovering meanwhile: for the next process
+                await self.store.release_turn(turn.id, self.owner)
                 continue
             task = asyncio.create_task(self.answer_stale(turn, recoverer))
             self._recovering.add(task)
