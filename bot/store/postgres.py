@@ -314,6 +314,11 @@ class PostgresStore(UsageQueries, AuditQueries):
                 "DELETE FROM conversations WHERE conversation >= $1 AND conversation < $2",
                 prefix, prefix + "\uffff",
             )  # fmt: skip
+            # Questions not answered yet go too: forgotten, they are never answered.
+            await connection.execute(
+                "DELETE FROM turns WHERE conversation >= $1 AND conversation < $2",
+                prefix, prefix + "\uffff",
+            )  # fmt: skip
             return _count(status)
 
         return await self._transaction(forget)

@@ -408,6 +408,12 @@ class SqliteStore(UsageTables, AuditTables):
             "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
             (prefix, prefix + "\uffff"),
         )
+        # Questions of the channel not answered yet go too: forgotten, they are never
+        # answered (nor their text kept) by a process taking over their turns.
+        self.db.execute(
+            "DELETE FROM turns WHERE conversation >= ? AND conversation < ?",
+            (prefix, prefix + "\uffff"),
+        )
         self.history_cache.clear()
         # SQLite reuses the ids of deleted newest rows: move the mark back so those
         # ids, when reused, are indexed like any new message.
