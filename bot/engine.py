@@ -266,10 +266,18 @@ class Engine:
         turn = Turn(stale.id, first=False)
         await self.turns.wait(message.conversation, turn)
         yield ReplyEvent(ReplyKind.NOTICE, SORRY)
-        run = self._run_turn(message, turn, timing, admitted=stale.admitted)
+        # A /reset since the question was stored left it out of the conversation: it is
+        # stored again, after the reset, and answered in the fresh conversation.
+        admitted = stale.admitted and await self._in_context(message)
+        run = self._run_turn(message, turn, timing, admitted=admitted)
         async with aclosing(run) as events:
             async for event in events:
                 yield event
+
+    async def _in_context(self, message: Message) -> bool:
+        stored = self.safety.stored_text(message.text)
+        window = await self.store.recent(message.conversation, self.settings.history_messages)
+        return any(m.role == "user" and m.content == stored for m in window.messages)
 
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool

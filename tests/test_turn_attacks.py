@@ -147,7 +147,7 @@ async def test_a_question_recovered_after_reset_is_answered_in_the_fresh_convers
     engine: Engine,
 ) -> None:
     asked = await left_behind(engine, "what is a kiwi?", "ev:r")
-    assert final_text(await collect(engine, message("/reset"))).startswith("")
+    await collect(engine, message("/reset"))
     [events] = await recovered(engine)
     assert final_text(events) == "echo: what is a kiwi?"
     history = (await engine.store.recent(asked.conversation, 10)).messages
