@@ -63,6 +63,15 @@ class TurnKeeper:
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""
+        if turn.first and conversation.platform in self.recoverers:
+            # An older turn whose process died no longer counts once its lease ran out,
+            # but it is still to be answered: take it over now, so that it goes first,
+            # rather than whenever the next look for stale turns comes.
+            try:
+                await self._recover()
+            except Exception:  # the next look (the maintenance loop's) may succeed
+                log.exception("looking for stale turns failed")
+            turn.first = await self.store.is_first_turn(conversation, turn.id)
         if turn.first:
             return
         while not await self.store.is_first_turn(conversation, turn.id):
