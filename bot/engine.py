@@ -257,8 +257,15 @@ class Engine:
         log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
         timing = Timing()
         events = self._guarded(self._recovered(message, stale, timing), message, timing)
-        async with aclosing(events) as answer:
-            await recoverer(message, answer)
+        try:
+            async with aclosing(events) as answer:
+                await recoverer(message, answer)
+        except Exception:
+            log.exception("%s: delivering a recovered answer failed", message.conversation)
+        finally:
+            # Not ended (the platform refused it before the answer began): let go of it,
+            # to be tried again, rather than hold it, and its conversation, for ever.
+            await self.store.release_turn(stale.id, self.turns.owner)
 
     async def _recovered(
         self, message: Message, stale: StaleTurn, timing: Timing

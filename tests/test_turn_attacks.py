@@ -238,3 +238,22 @@ async def test_an_answer_stored_but_never_posted_is_delivered_after_a_crash(
         assert await engine.store.claim_stale_turns("restarted", 30.0, ("test",), 5) != []
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_recovered_answer_the_platform_refused_does_not_block_the_conversation(
+    engine: Engine,
+) -> None:
+    await left_behind(engine, "first", "ev:b1")
+    attempts: list[str] = []
+
+    async def refused(_: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        async for event in events:
+            attempts.append(event.text)
+            raise ConnectionError("the platform is down")
+
+    engine.recover_for("test", refused)
+    await eventually(lambda: attempts, within=WAIT)
+    # The turn is let go of (to be tried again until recovery.max_age), not held by
+    # this process for ever with every later message of the conversation behind it.
+    answer = await asyncio.wait_for(collect(engine, message("second")), WAIT)
+    assert final_text(answer) == "echo: second"
