@@ -63,17 +63,23 @@ class TurnKeeper:
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""
-        if turn.first and conversation.platform in self.recoverers:
-            # An older turn whose process died no longer counts once its lease ran out,
-            # but it is still to be answered: take it over now, so that it goes first,
-            # rather than whenever the next look for stale turns comes.
-            try:
-                await self._recover()
-            except Exception:  # the next look (the maintenance loop's) may succeed
-                log.exception("looking for stale turns failed")
-            turn.first = await self.store.is_first_turn(conversation, turn.id)
-        if turn.first:
-            return
+        if not turn.first:
+            await self._until_first(conversation, turn)
+        # An older turn whose process died no longer counts once its lease ran out, but
+        # it is still to be answered: take it over now, so that it goes first, rather
+        # than whenever the next look for stale turns comes. (Once: a turn the platform
+        # keeps refusing is let go of again and must not hold this one for ever.)
+        if conversation.platform in self.recoverers and await self._took_over():
+            await self._until_first(conversation, turn)
+
+    async def _took_over(self) -> bool:
+        try:
+            return await self._recover() > 0
+        except Exception:  # the next look (the maintenance loop's) may succeed
+            log.exception("looking for stale turns failed")
+            return False
+
+    async def _until_first(self, conversation: ConversationKey, turn: Turn) -> None:
         while not await self.store.is_first_turn(conversation, turn.id):
             # A turn of this process wakes us as it ends; another replica's is seen by
             # looking again, which is all a database without notifications allows.
@@ -125,9 +131,10 @@ class TurnKeeper:
                 log.exception("keeping this process's turns failed")
             await asyncio.sleep(every)
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> int:
+        """Take over stale turns of the platforms answered here; how many."""
         if not self.recoverers:
-            return
+            return 0
         stale = await self.store.claim_stale_turns(
             self.owner, self.settings.lease_seconds, tuple(self.recoverers), RECOVER_AT_ONCE
         )
@@ -139,3 +146,4 @@ class TurnKeeper:
             task = asyncio.create_task(self.answer_stale(turn, recoverer))
             self._recovering.add(task)
             task.add_done_callback(self._recovering.discard)
+        return len(stale)

@@ -257,3 +257,41 @@ async def test_a_recovered_answer_the_platform_refused_does_not_block_the_conver
     # this process for ever with every later message of the conversation behind it.
     answer = await asyncio.wait_for(collect(engine, message("second")), WAIT)
     assert final_text(answer) == "echo: second"
+
+
+async def test_a_message_behind_a_live_turn_and_a_dead_one_waits_for_both(
+    store_url: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    settings = settings_for_tests(tmp_path, lease_seconds=30.0, db_path=store_url)
+    model = ModelClient(
+        api_key="test", base_url=fake_openai.base_url, timeout_seconds=5.0, max_attempts=1,
+        retry_max_wait_seconds=0.05,
+    )  # fmt: skip
+    store = await open_store(store_url)
+    engine = Engine(settings, store, model)
+    seen: list[str] = []
+
+    async def deliver(_: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        seen.append(final_text([event async for event in events]))
+
+    try:
+        engine.recover_for("test", deliver)
+        await asyncio.sleep(0.2)  # its first look found nothing stale
+        conversation = message("").conversation
+        live = await store.begin_turn(("ev:l0",), conversation, "another-replica", 30.0, "{}")
+        assert live is not None
+        await left_behind(engine, "first question", "ev:l1")  # its process just died
+        second = asyncio.create_task(collect(engine, message("second question")))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # behind the other replica's live turn
+        await store.end_turn(live.id, "another-replica")
+        assert final_text(await second) == "echo: second question"
+        assert seen == ["echo: first question"]
+        history = (await store.recent(conversation, 10)).messages
+        assert [m.content for m in history] == [
+            "first question", "echo: first question", "second question", "echo: second question"
+        ]  # fmt: skip
+    finally:
+        await engine.close()
+        await model.close()
+        await store.close()
