@@ -1,7 +1,8 @@
 """The usage dashboard at GET /admin, behind PARLEY_ADMIN_TOKEN.
 
-Never served without the token: with PARLEY_ADMIN_TOKEN unset /admin is 404, as if it
-did not exist. The token comes as "Authorization: Bearer <token>" (scripts) or once as
+Never served without the token: with PARLEY_ADMIN_TOKEN unset /admin is a 404 page saying
+how to turn it on, and nothing more.
+The token comes as "Authorization: Bearer <token>" (scripts) or once as
 ?token= (browsers), which leaves an HttpOnly cookie. The page is rendered on the server
 with inline SVG charts and one stylesheet served from here: it works offline, runs no
 script at all, and every figure or name in it is escaped.
@@ -45,6 +46,10 @@ SIGN_IN = (
     "Parley admin: send Authorization: Bearer <PARLEY_ADMIN_TOKEN>, "
     "or open /admin?token=<PARLEY_ADMIN_TOKEN> once in this browser."
 )
+DASHBOARD_OFF = (
+    "The usage dashboard is off. To turn it on, set PARLEY_ADMIN_TOKEN to a long random "
+    "secret, restart Parley, then open /admin?token=<PARLEY_ADMIN_TOKEN> once."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +81,8 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 async def dashboard(request: web.Request) -> web.StreamResponse:
     token = secret("PARLEY_ADMIN_TOKEN")
-    if not token:
-        raise web.HTTPNotFound()
+    if not token:  # off; say how to turn it on (nothing else is revealed)
+        return plain(DASHBOARD_OFF, 404)
     if request.app.get(LOOPBACK_ONLY, False) and not local_host(request):
         return plain(WRONG_HOST, 403)  # see web_auth: DNS rebinding
     refusal = _refuse(request, token)
@@ -158,6 +163,7 @@ def _document(period: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>Parley usage</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/admin/admin.css"></head><body>'
         f"<header><h1>Parley usage, last {html.escape(period)}</h1>{_period_form(period)}"
         f"</header><main>{body}</main></body></html>"

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from bot.money import usd
+
 if TYPE_CHECKING:
     from PIL.ImageDraw import ImageDraw
     from PIL.ImageFont import FreeTypeFont, ImageFont
@@ -104,9 +106,7 @@ def format_tokens(value: float) -> str:
 
 
 def format_cost(value: float) -> str:
-    if value == 0:
-        return "$0"
-    return f"${value:.2f}" if value >= 1 else f"${value:.4g}"
+    return usd(value)
 
 
 def nice_ceiling(value: float) -> float:

@@ -76,7 +76,9 @@ async def _usage(store: Store, arguments: argparse.Namespace) -> int:
     elif arguments.format == "csv":
         print(format_csv(rows, arguments.by), end="")
     elif rows:
-        print(format_table(rows, arguments.by).strip("`\n"))
+        # With --top the total is of the rows shown, not of all usage: say so.
+        label = f"TOTAL (top {len(rows)} shown)" if arguments.top > 0 else "TOTAL"
+        print(format_table(rows, arguments.by, label).strip("`\n"))
     else:
         print(f"No usage in the last {arguments.since}.")
     return 0

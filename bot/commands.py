@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 FORGET_CONFIRM_SECONDS = 120.0
 NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
+# Said to a refused user: how to become an admin (no ids, no figures).
+BECOME_ADMIN = (
+    " Whoever runs this Parley can make you an admin: PARLEY_ADMINS=platform:your-user-id."
+)
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
@@ -132,7 +136,8 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
         return ReplyEvent(ReplyKind.FINAL, f"Unknown command /{name}. Try /help.", private=True)
     handler, admin_only = entry
     if admin_only and not is_admin(context.settings, message):
-        return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
+        refusal = NOT_ADMIN.format(name=name) + BECOME_ADMIN
+        return ReplyEvent(ReplyKind.ERROR, refusal, private=True)
     try:
         answer = await run_audited(context, message, name, arguments, handler)
     except CommandError as error:

@@ -71,7 +71,8 @@ class Settings:
     # "platform:workspace" ids whose own admins (Discord Manage Server, Slack workspace
     # admins, the web dashboard's token holder) are Parley admins. Anyone can create a
     # Discord server and invite a public bot, so no workspace is trusted by default.
-    platform_admin_workspaces: tuple[str, ...] = ("web:local",)
+    # console:local: whoever runs the terminal chat runs Parley (unless --user is given).
+    platform_admin_workspaces: tuple[str, ...] = ("web:local", "console:local")
     # None: every registered tool (built-ins, plugins and MCP servers' tools).
     tools: tuple[str, ...] | None = None
     # "platform:workspace:channel" -> the tools that channel gets instead of `tools`
@@ -106,6 +107,10 @@ class Settings:
     discord_shard_ids: tuple[int, ...] = ()
     web_host: str = "127.0.0.1"
     port: int = 3000
+    # No OPENAI_API_KEY nor OPENAI_BASE_URL: look for a local server (bot/discovery.py).
+    discover_local_models: bool = True
+    # Discord: how long to keep retrying a login while its API cannot be reached.
+    discord_login_retry_seconds: float = 60.0
     # The HTTP server's defences against slow and numerous clients (bot/http_guard.py).
     header_timeout_seconds: float = 20.0
     body_timeout_seconds: float = 30.0
@@ -138,6 +143,13 @@ _positive_int = _number(int, above_zero=True)
 _non_negative_int = _number(int, above_zero=False)
 _positive_float = _number(float, above_zero=True)
 _non_negative_float = _number(float, above_zero=False)
+
+
+def _port(value: Any) -> int:
+    number = _positive_int(value)
+    if number > 65535:
+        raise ValueError
+    return int(number)
 
 
 def _boolean(value: Any) -> bool:
@@ -341,7 +353,14 @@ OPTIONS: dict[str, _Option] = {
         "PARLEY_DISCORD_SHARD_IDS",
     ),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
-    "web.port": _Option("port", _positive_int, "a port number", "PORT"),
+    "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),
+    "model.discover_local": _Option("discover_local_models", _boolean, "true or false"),
+    "discord.login_retry_seconds": _Option(
+        "discord_login_retry_seconds",
+        _non_negative_float,
+        "seconds >= 0",
+        "PARLEY_DISCORD_LOGIN_RETRY_SECONDS",
+    ),
     "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
     "web.body_timeout_seconds": _Option("body_timeout_seconds", _positive_float, "seconds > 0"),
     "web.max_connections": _Option("max_connections", _positive_int, "a whole number > 0"),

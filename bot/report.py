@@ -8,18 +8,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from bot.money import plain, usd
+
 COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors")
 
 
 def _cost(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:.2f}" if value >= 10 else f"${value:.6f}".rstrip("0").rstrip(".")
+    return usd(value)
 
 
-def total_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def total_row(rows: Sequence[dict[str, Any]], label: str = "TOTAL") -> dict[str, Any]:
     """The sum of every group; the cost is unknown if any group's cost is."""
-    total: dict[str, Any] = {"key": "TOTAL"}
+    total: dict[str, Any] = {"key": label}
     for name in ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors"):
         total[name] = sum(row[name] for row in rows)
     costs = [row["cost_usd"] for row in rows]
@@ -27,10 +27,11 @@ def total_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def format_table(rows: Sequence[dict[str, Any]], by: str) -> str:
-    """A fixed-width table with a TOTAL line; cost shows 'unknown' where a price is missing."""
+def format_table(rows: Sequence[dict[str, Any]], by: str, total_label: str = "TOTAL") -> str:
+    """A fixed-width table with a TOTAL line; cost shows 'unknown' where a price is missing.
+    total_label says what the total covers when the rows are not all (--top)."""
     header = (by, "requests", "prompt", "completion", "total", "cost", "errors")
-    rows = [*rows, total_row(rows)] if len(rows) > 1 else list(rows)
+    rows = [*rows, total_row(rows, total_label)] if len(rows) > 1 else list(rows)
     lines = [header] + [
         (
             str(row["key"]),
@@ -65,5 +66,6 @@ def format_csv(rows: Sequence[dict[str, Any]], by: str) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[by, *COLUMNS], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(as_records(rows, by))
+    # Full precision without an exponent: a spreadsheet reads 8.19e-05 as text in places.
+    writer.writerows({**row, "cost_usd": plain(row["cost_usd"])} for row in as_records(rows, by))
     return buffer.getvalue()

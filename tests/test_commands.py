@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from bot.messages import ReplyKind
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI, Text
@@ -43,7 +44,7 @@ async def test_non_admins_are_refused_and_see_no_figures(
     [reply] = await collect(engine, message(command, user="mallory"))
     name = command.split()[0][1:]
     assert reply.kind is ReplyKind.ERROR
-    assert reply.text == f"Sorry, only Parley admins can use /{name}."
+    assert reply.text == f"Sorry, only Parley admins can use /{name}." + BECOME_ADMIN
     assert reply.private
     assert not any(ch.isdigit() for ch in reply.text)
 
