@@ -248,15 +248,15 @@ class Engine:
             await self.store.end_turn(stale.id, self.turns.owner)
             return
         age = self.clock() - stale.created_at
+        events: AsyncGenerator[ReplyEvent, None]
         if age > self.settings.recovery_max_age:
             log.warning("%s: a message %.0f s old was never answered", message.conversation, age)
-            lost = LOST.format(minutes=_ago(age))
             await self.store.end_turn(stale.id, self.turns.owner)
-            await recoverer(message, _one(ReplyEvent(ReplyKind.ERROR, lost)))
-            return
-        log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
-        timing = Timing()
-        events = self._guarded(self._recovered(message, stale, timing), message, timing)
+            events = _one(ReplyEvent(ReplyKind.ERROR, LOST.format(minutes=_ago(age))))
+        else:
+            log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
+            timing = Timing()
+            events = self._guarded(self._recovered(message, stale, timing), message, timing)
         try:
             async with aclosing(events) as answer:
                 await recoverer(message, answer)
@@ -579,7 +579,7 @@ class Engine:
         return ToolContext(message.conversation, message.user_key, search_here, search_from_thread)
 
 
-async def _one(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+async def _one(event: ReplyEvent) -> AsyncGenerator[ReplyEvent, None]:
     yield event
 
 

@@ -109,7 +109,10 @@ async def test_a_replica_whose_clock_is_off_neither_steals_live_turns_nor_jumps_
 async def engine(store: Store, fake_openai: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
     settings = settings_for_tests(tmp_path, lease_seconds=0.3, admins=frozenset({"test:root"}))
     model = ModelClient(
-        api_key="test", base_url=fake_openai.base_url, timeout_seconds=5.0, max_attempts=1,
+        api_key="test",
+        base_url=fake_openai.base_url,
+        timeout_seconds=5.0,
+        max_attempts=1,
         retry_max_wait_seconds=0.05,
     )
     built = Engine(settings, store, model)
@@ -295,3 +298,22 @@ async def test_a_message_behind_a_live_turn_and_a_dead_one_waits_for_both(
         await engine.close()
         await model.close()
         await store.close()
+
+
+async def test_a_lost_answer_note_the_platform_refuses_is_logged_not_an_orphan_traceback(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    await left_behind(engine, "long ago", "ev:lost")
+    later = time.time() + 3600
+    engine.clock = lambda: later  # type: ignore[method-assign]
+    tried: list[str] = []
+
+    async def refused(_: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        async for event in events:
+            tried.append(event.text)
+            raise ConnectionError("the platform is down")
+
+    engine.recover_for("test", refused)
+    await eventually(lambda: tried, within=WAIT)
+    await eventually(lambda: "delivering a recovered answer failed" in caplog.text, within=WAIT)
+    assert "lost the answer" in tried[0] and len(tried) == 1  # told once, not retried
