@@ -21,7 +21,7 @@ from bot.usage import parse_period
 def add_commands(commands: Any) -> None:
     usage = commands.add_parser("usage", help="usage report")
     usage.add_argument("--since", default="7d", help="period: 30m, 12h, 7d, 4w (default 7d)")
-    usage.add_argument("--by", default="user", choices=["user", "channel", "model", "day"])
+    usage.add_argument("--by", default="user", choices=["user", "channel", "model", "day", "kind"])
     usage.add_argument("--format", default="table", choices=["table", "json", "csv"])
     usage.add_argument("--top", type=int, default=0, help="only the N biggest groups")
     limits = commands.add_parser("limits", help="show and set per-user limits")
