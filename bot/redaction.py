@@ -53,8 +53,10 @@ SECRET_MASK = "[secret removed]"
 # The unfinished word at the end of a streamed piece that may still grow into a secret
 # (or a "Bearer" with its token to come): only such a word is held back, so streamed
 # text is rarely delayed at all.
+# A secret starts at a word boundary anywhere in that word ("token=sk-...", "<xoxb-...>"),
+# so the earliest such start is searched for, not only the word's first letter.
 _SECRET_START = re.compile(
-    r"(?:s|sk|sk-\S*|x|xo|xox\S*|xa|xap|xapp\S*|[MNO]\S*|A|AK|AKI|AKIA\S*|AS|ASI|ASIA\S*"
+    r"\b(?:s|sk|sk-\S*|x|xo|xox\S*|xa|xap|xapp\S*|[MNO]\S*|A|AK|AKI|AKIA\S*|AS|ASI|ASIA\S*"
     r"|(?i:b|be|bea|bear|beare|bearer)(?:\s+\S*)?)\Z"
 )
 # A streamed word longer than this is shown (masked) without waiting for its end.
@@ -149,15 +151,13 @@ class SecretStream:
     def feed(self, piece: str) -> str:
         text = self.held + piece
         cut = _last_boundary(text)
-        if cut < len(text) and not _SECRET_START.match(text, cut):
-            cut = len(text)  # the unfinished word cannot become a secret: show it now
-        if cut == 0 and len(text) < HOLD_LIMIT:
-            self.held = text
-            return ""
-        if cut == 0:
-            cut = len(text)
+        if cut < len(text):
+            # Hold back from where a secret may be starting; a word longer than
+            # HOLD_LIMIT is shown (masked) up to its last HOLD_LIMIT characters.
+            start = _SECRET_START.search(text, max(cut, len(text) - HOLD_LIMIT))
+            cut = start.start() if start else len(text)
         self.held = text[cut:]
-        return mask_secrets(text[:cut])
+        return mask_secrets(text[:cut]) if cut else ""
 
     def flush(self) -> str:
         """The end of the stream: what was held back, masked."""
