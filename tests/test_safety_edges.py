@@ -4,12 +4,15 @@ scan quadratic, ids that looked like card numbers, paths around redaction."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bot.redaction import SECRET_MASK, SecretStream, mask_secrets
+from bot.regex_check import nested_repetition
 
 SCAN_SECONDS = 120
 GLUED = [
@@ -50,3 +53,28 @@ def test_the_built_in_patterns_scan_a_megabyte_of_hostile_input_in_one_pass(unit
     # could not be waited for; a process can).
     done = subprocess.run([sys.executable, "-c", SCAN, unit], timeout=SCAN_SECONDS, check=False)
     assert done.returncode == 0
+
+
+@pytest.mark.parametrize("section", ["moderation", "redaction"])
+def test_a_pattern_that_can_backtrack_for_ever_is_refused_at_start_in_one_line(
+    tmp_path: Path, section: str
+) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text(
+        f'[{section}]\nenabled = true\npatterns = ["EMP-\\\\d{{5}}", "(\\\\w+\\\\s?)*$"]\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config), "chat"],
+        input="hello\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PARLEY_DB": str(tmp_path / "p.db")}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Configuration error: {section}.patterns: '(\\\\w+\\\\s?)*$' repeats")
+
+
+def test_patterns_with_a_required_separator_or_written_possessively_are_accepted() -> None:
+    for pattern in (r"(?:\.[a-z0-9-]+)*", r"EMP-\d{5}", r"(a++)+$", r"(?>\w+\s?)*$", r"(\d{3})+"):
+        assert not nested_repetition(pattern), pattern
+    for pattern in (r"(a+)+$", r"(.*)*x", r"(?:\d+[,.]?)+x", r"((ab)*)+"):
+        assert nested_repetition(pattern), pattern
