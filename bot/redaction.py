@@ -136,8 +136,21 @@ def redact_prompt(
         content = message.get("content")
         if message.get("role") != "system" and isinstance(content, str) and content:
             message = {**message, "content": redactor.redact(content)}
+        if message.get("tool_calls"):  # arguments stored before redaction was turned on
+            message = {
+                **message,
+                "tool_calls": [_redact_call(c, redactor) for c in message["tool_calls"]],
+            }
         redacted.append(message)
     return redacted
+
+
+def _redact_call(call: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        return call
+    return {**call, "function": {**function, "arguments": redactor.redact(arguments)}}
 
 
 class SecretStream:

@@ -4,6 +4,7 @@ scan quadratic, ids that looked like card numbers, paths around redaction."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import pytest
 
 from bot.redaction import SECRET_MASK, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
+from tests.conftest import EngineFactory, collect, message
+from tests.fakes.openai_server import FakeOpenAI
+from tests.test_safety import CARD, EMAIL
 
 SCAN_SECONDS = 120
 GLUED = [
@@ -78,3 +82,21 @@ def test_patterns_with_a_required_separator_or_written_possessively_are_accepted
         assert not nested_repetition(pattern), pattern
     for pattern in (r"(a+)+$", r"(.*)*x", r"(?:\d+[,.]?)+x", r"((ab)*)+"):
         assert nested_repetition(pattern), pattern
+
+
+async def test_tool_arguments_from_before_redaction_was_on_do_not_reach_the_model(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    key = message("x").conversation
+    arguments = json.dumps({"to": EMAIL, "card": CARD})
+    calls = [{"id": "c1", "type": "function", "function": {"name": "mail", "arguments": arguments}}]
+    before = make_engine()  # redaction off: the model saw the address and wrote it back
+    await before.store.append(key, "user", f"mail {EMAIL}", 3)
+    await before.store.append_tool_round(key, ("", 5, calls), [("sent", 1, "c1")])
+    await before.store.append(key, "assistant", "Sent.", 1)
+    engine = make_engine(redaction_enabled=True)
+    await collect(engine, message("and again?"))
+    sent = json.dumps(fake_openai.requests[-1]["messages"])
+    assert EMAIL not in sent and CARD not in sent
+    [call] = fake_openai.requests[-1]["messages"][2]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"to": "[EMAIL_1]", "card": "[CARD_1]"}
