@@ -21,7 +21,27 @@ def add_command(commands: Any) -> None:
     audit.add_argument("--user", default="", help="only rows this user did or was the target of")
     audit.add_argument("--action", default="", help="only this action, or a prefix: moderation")
     audit.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    audit.add_argument("--limit", type=int, default=AUDIT_PAGE, help="at most this many rows")
+    audit.add_argument("--limit", type=row_count, default=AUDIT_PAGE, help="at most this many rows")
+
+
+# A row count from the command line: a database integer (an int past 2**63 made the
+# query raise), and at least one row.
+MAX_ROWS = 1_000_000
+
+
+def row_count(text: str, least: int = 1) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not least <= number <= MAX_ROWS:
+        raise argparse.ArgumentTypeError(f"{text} is not between {least} and {MAX_ROWS:,}")
+    return number
+
+
+def row_count_or_all(text: str) -> int:
+    """--top: 0 means every row."""
+    return row_count(text, least=0)
 
 
 async def run_audit(store: Store, arguments: argparse.Namespace) -> int:
@@ -30,9 +50,7 @@ async def run_audit(store: Store, arguments: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
-    entries = await store.audit_entries(
-        since, arguments.user, arguments.action, max(1, arguments.limit)
-    )
+    entries = await store.audit_entries(since, arguments.user, arguments.action, arguments.limit)
     if arguments.format == "json":
         print(format_json(entries))
     elif arguments.format == "csv":

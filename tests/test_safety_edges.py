@@ -17,6 +17,7 @@ from bot.regex_check import nested_repetition
 from tests.conftest import EngineFactory, collect, message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_safety import CARD, EMAIL
+from tests.test_usage_cli import cli
 
 SCAN_SECONDS = 120
 GLUED = [
@@ -100,3 +101,33 @@ async def test_tool_arguments_from_before_redaction_was_on_do_not_reach_the_mode
     assert EMAIL not in sent and CARD not in sent
     [call] = fake_openai.requests[-1]["messages"][2]["tool_calls"]
     assert json.loads(call["function"]["arguments"]) == {"to": "[EMAIL_1]", "card": "[CARD_1]"}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("audit", "--limit", "99999999999999999999"),
+        ("audit", "--limit", "0"),
+        ("usage", "--top", "99999999999999999999"),
+    ],
+)
+def test_an_out_of_range_row_count_is_refused_by_name_without_a_traceback(
+    tmp_path: Path, arguments: tuple[str, ...]
+) -> None:
+    done = cli(tmp_path / "parley.db", *arguments)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"python -m bot {arguments[0]}: error: ")
+    assert arguments[1] in done.stderr.splitlines()[-1]
+
+
+async def test_only_admin_commands_that_change_something_are_audited(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(admins=("test:root",))
+    for command in ("/forget confirm", "/moderation maybe", "/moderation off now"):
+        await collect(engine, message(command, user="root"))
+    assert await engine.store.audit_entries(0) == []
+    await collect(engine, message("/forget", user="root"))
+    await collect(engine, message("/forget confirm", user="root"))
+    [forget] = await engine.store.audit_entries(0)
+    assert forget.action == "forget" and forget.after.startswith("Deleted ")
