@@ -127,7 +127,7 @@ class Safety:
         unchecked = verdict.source == "unavailable"
         action = "moderation.unavailable" if unchecked else "moderation.flagged"
         await self.audit.by_message(
-            message, action, verdict.reason, excerpt(message.text), "refused"
+            message, action, verdict.reason, excerpt(self.stored_text(message.text)), "refused"
         )
         return ReplyEvent(ReplyKind.ERROR, UNCHECKED if unchecked else FLAGGED, private=True)
 

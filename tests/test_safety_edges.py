@@ -131,3 +131,16 @@ async def test_only_admin_commands_that_change_something_are_audited(
     await collect(engine, message("/forget confirm", user="root"))
     [forget] = await engine.store.audit_entries(0)
     assert forget.action == "forget" and forget.after.startswith("Deleted ")
+
+
+async def test_a_flagged_message_is_audited_as_history_would_keep_it(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(
+        moderation_enabled=True, moderation_provider="patterns", moderation_patterns=("zeus",),
+        redaction_enabled=True, redaction_store_original=False,
+    )  # fmt: skip
+    await collect(engine, message(f"zeus: mail {EMAIL} card {CARD}"))
+    [entry] = await engine.store.audit_entries(0)
+    assert entry.action == "moderation.flagged"
+    assert entry.before == "zeus: mail [EMAIL_1] card [CARD_1]"
