@@ -19,8 +19,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# 13 to 19 digits, optionally grouped by spaces or dashes.
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# 13 to 19 digits, whole or grouped as cards print them (4-4-4-4..., Amex 4-6-5), led by
+# a card network's digit (2-6). Any digits in any grouping matched Discord and tweet ids
+# (19 digits from 1), millisecond times and pairs of dates whenever they passed Luhn.
+CARD = re.compile(
+    r"(?<![\d-])[2-6](?:\d{12,18}|\d{3}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,4})?"
+    r"|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\d-])"
+)
+CARD_DIGITS = range(13, 20)
 # An optional +country code, then at least 7 digits in groups (with an optional
 # bracketed area code): "+1 (555) 010-4477", "+44 20 7946 0958", "555-010-4477".
 # Groups are separated by spaces or dashes (dots would take IP addresses), and the
@@ -112,7 +118,9 @@ class Redactor:
 
     def _card(self, match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
-        return self._placeholder("CARD", digits) if luhn_valid(digits) else match.group(0)
+        if len(digits) in CARD_DIGITS and luhn_valid(digits):
+            return self._placeholder("CARD", digits)
+        return match.group(0)
 
     def _phone(self, match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))

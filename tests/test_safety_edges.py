@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.redaction import SECRET_MASK, SecretStream, mask_secrets
+from bot.redaction import SECRET_MASK, Redactor, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
 from tests.conftest import EngineFactory, collect, message
 from tests.fakes.openai_server import FakeOpenAI
@@ -144,3 +144,25 @@ async def test_a_flagged_message_is_audited_as_history_would_keep_it(
     [entry] = await engine.store.audit_entries(0)
     assert entry.action == "moderation.flagged"
     assert entry.before == "zeus: mail [EMAIL_1] card [CARD_1]"
+
+
+# Each passes the Luhn check: only its shape tells it is not a card.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ask <@1051234567890123456> about it",  # a Discord mention (snowflake id)
+        "see https://x.com/a/status/1051234567890123456",  # a tweet id
+        "logged at 1764547200006 ms",  # a time in milliseconds
+        "from 2026-12-01 2026-12-03",  # two dates
+    ],
+)
+def test_ids_times_and_dates_that_pass_luhn_are_not_cards(text: str) -> None:
+    assert Redactor().redact(text) == text
+
+
+@pytest.mark.parametrize(
+    "card",
+    ["4111 1111 1111 1111", "4111111111111111", "5555-5555-5555-4444", "3782 822463 10005"],
+)
+def test_cards_as_people_write_them_are_still_redacted(card: str) -> None:
+    assert Redactor().redact(f"pay with {card} today") == "pay with [CARD_1] today"
