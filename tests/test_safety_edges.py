@@ -166,3 +166,18 @@ def test_ids_times_and_dates_that_pass_luhn_are_not_cards(text: str) -> None:
 )
 def test_cards_as_people_write_them_are_still_redacted(card: str) -> None:
     assert Redactor().redact(f"pay with {card} today") == "pay with [CARD_1] today"
+
+
+def test_a_budget_with_an_unpriced_model_says_so_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    prices = Path(__file__).parent.parent / "config" / "prices.toml"
+    config.write_text(f'[budget]\ndaily_usd = 5\n[usage]\nprices_path = "{prices}"\n')
+    for model, warned in (("llama3-local", True), ("gpt-4o-mini", False)):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "--config", str(config), "--model", model, "chat"],
+            input="", capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PARLEY_DB": str(tmp_path / "p.db")},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        line = f"budget: {model} has no price in {prices}, so its spend does not count"
+        assert (line in done.stderr) is warned, done.stderr
