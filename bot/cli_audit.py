@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 from typing import Any
@@ -64,5 +65,14 @@ async def run_audit(store: Store, arguments: argparse.Namespace) -> int:
 
 async def audit_cli_action(store: Store, action: str, target: str, before: str, after: str) -> None:
     """One row for an admin action taken with the CLI, by the login that ran it."""
-    actor = f"cli:{getpass.getuser()}"
+    actor = f"cli:{_login()}"
     await AuditLog(store, time.time).record(actor, ("cli", "", ""), action, target, before, after)
+
+
+def _login() -> str:
+    """Who ran the command. A container's user may have no name (an arbitrary uid, no
+    LOGNAME): getuser() then raises, after the change was made but before its row."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

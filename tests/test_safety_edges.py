@@ -4,6 +4,7 @@ scan quadratic, ids that looked like card numbers, paths around redaction."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli_audit import audit_cli_action
 from bot.redaction import SECRET_MASK, Redactor, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
+from bot.store import Store
 from tests.conftest import EngineFactory, collect, message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_safety import CARD, EMAIL
@@ -181,3 +184,15 @@ def test_a_budget_with_an_unpriced_model_says_so_at_start(tmp_path: Path) -> Non
         assert done.returncode == 0, done.stderr
         line = f"budget: {model} has no price in {prices}, so its spend does not count"
         assert (line in done.stderr) is warned, done.stderr
+
+
+async def test_a_cli_change_by_a_user_without_a_name_is_still_audited(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_name() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")  # what 3.11 raises
+
+    monkeypatch.setattr(getpass, "getuser", no_name)
+    await audit_cli_action(store, "block", "slack:U1", "before", "after")
+    [entry] = await store.audit_entries(0)
+    assert entry.actor == f"cli:uid {os.getuid()}" and entry.action == "block"
