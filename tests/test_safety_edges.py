@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from bot.redaction import SECRET_MASK, Redactor, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
 from bot.store import Store
 from tests.conftest import EngineFactory, collect, message
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.test_safety import CARD, EMAIL
 from tests.test_usage_cli import cli
 
@@ -213,3 +214,30 @@ async def test_a_flagged_formula_is_inert_in_the_audit_csv(
     assert row["action"] == "moderation.flagged" and row["before"] == "'" + planted
     as_json = json.loads(cli(tmp_path / "parley.db", "audit", "--format", "json").stdout)
     assert as_json[0]["before"] == planted  # JSON carries the text as it was
+
+
+async def test_processes_running_different_adapters_each_alert_the_admins_they_reach(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """The Procfile runs slack and discord as two processes on one database: an alert
+    claimed by one must still reach the other platform's admins, once."""
+    settings: dict[str, Any] = {"admins": ("slack:UA", "discord:DA"), "budget_daily_usd": 0.01}
+    fake_openai.default = Text("an answer", prompt_tokens=20_000, completion_tokens=0)
+    sent: list[tuple[str, str]] = []
+    discord_process, slack_process = make_engine(**settings), make_engine(**settings)
+    for engine, platform in ((discord_process, "discord"), (slack_process, "slack")):
+
+        async def send(user: str, text: str, platform: str = platform) -> bool:
+            sent.append((f"{platform}:{user}", text.split(":")[0]))
+            return True
+
+        engine.safety.alerts.register(platform, send)
+    for number in range(4):  # $0.009 after three: the fourth alerts the warning
+        await collect(discord_process, message(f"q{number}", platform="discord"))
+    assert sent == [("discord:DA", "Parley budget warning")]
+    for _ in range(2):  # $0.012: the cap, seen first by the Slack process
+        await collect(slack_process, message("hi", platform="slack"))
+        await collect(discord_process, message("hi", platform="discord"))
+    assert sent[1:] == [("slack:UA", "Parley budget cap"), ("discord:DA", "Parley budget cap")]
+    actions = [entry.action for entry in await slack_process.store.audit_entries(0)]
+    assert actions == ["budget.cap", "budget.warning"]
