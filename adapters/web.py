@@ -46,14 +46,16 @@ from adapters.web_auth import (
     token_matches,
 )
 from adapters.web_limits import WebChatLimits
+from adapters.web_markdown import render
+from adapters.web_recovery import RecoveredAnswers
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
-from bot.messages import ConversationKey, Message, ReplyEvent
+from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css", "favicon.svg": "image/svg+xml"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
 BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
@@ -72,6 +74,10 @@ class WebAdapter:
         self.settings = settings
         self.token = token  # "" = no token needed (bound to loopback, none set)
         self.sockets: set[web.WebSocketResponse] = set()
+        # The open pages of each browser session, by conversation id: where an answer
+        # recovered after a restart is shown as it streams.
+        self.pages: dict[str, set[web.WebSocketResponse]] = {}
+        self.recovered = RecoveredAnswers()
         self.running = False
         self.in_flight = InFlight()
         self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
@@ -85,6 +91,7 @@ class WebAdapter:
         app.router.add_get("/", self.page)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/static/{name}", self.asset)
+        app.router.add_get("/favicon.ico", self.favicon)  # what browsers ask for unbidden
         add_admin_routes(app)
         redact_access_log()
 
@@ -102,11 +109,15 @@ class WebAdapter:
         return self.running
 
     async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
-        """A web chat message claimed and never answered (a restart, or the page closed
-        mid-answer): answer it into the history, which the page shows when it connects
-        again."""
-        async for _ in events:
-            pass
+        """A web chat message claimed and never answered (a restart): answer it into the
+        history, streaming it to the session's pages open now; a page that connects
+        later finds it in the history."""
+        frames = (event_frame(event) async for event in events)
+        await self.recovered.stream(message.channel, frames, self._to_pages)
+
+    async def _to_pages(self, identity: str, frame: dict[str, object]) -> None:
+        for socket in list(self.pages.get(identity, ())):
+            await _send(socket, frame)
 
     # --- the page and its files ---------------------------------------------------
 
@@ -138,6 +149,11 @@ class WebAdapter:
         # Without a token, reaching the chat is the only credential; a rebinding page
         # reaches it too, but under its own host name.
         return bool(self.token) or local_host(request)
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.assets["favicon.svg"], content_type="image/svg+xml")
+        secure_headers(response, cache=True)
+        return response
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -188,7 +204,27 @@ class WebAdapter:
         self, socket: web.WebSocketResponse, session: str, address: str, admin: bool
     ) -> None:
         identity = session_identity(session)
-        await _send(socket, await self._history(identity))
+        for _ in range(3):  # a recovered answer finishing meanwhile: read it again
+            finished = self.recovered.finished
+            await _send(socket, await self._history(identity))
+            if self.recovered.finished == finished:
+                break
+        # Join before catching up: a recovered frame sent meanwhile is not lost.
+        catch_up = self.recovered.so_far(identity)
+        pages = self.pages.setdefault(identity, set())
+        pages.add(socket)
+        for frame in catch_up:
+            await _send(socket, frame)
+        try:
+            await self._read_frames(socket, identity, address, admin)
+        finally:
+            pages.discard(socket)
+            if not pages:
+                self.pages.pop(identity, None)
+
+    async def _read_frames(
+        self, socket: web.WebSocketResponse, identity: str, address: str, admin: bool
+    ) -> None:
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue
@@ -223,7 +259,11 @@ class WebAdapter:
     async def _history(self, identity: str) -> dict[str, object]:
         key = ConversationKey("web", "local", identity)
         pairs = await self.engine.transcript(key, HISTORY_LIMIT)
-        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in pairs]}
+        messages = [
+            {"role": role, "text": text, **({"html": render(text)} if role != "user" else {})}
+            for role, text in pairs
+        ]
+        return {"type": "history", "messages": messages}
 
     async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:
         # Run to the end even if the page went away: the answer is still stored, so a
@@ -243,6 +283,8 @@ def event_frame(event: ReplyEvent) -> dict[str, object]:
     frame: dict[str, object] = {
         "type": event.kind.value, "text": event.text, "private": event.private,
     }  # fmt: skip
+    if event.kind is ReplyKind.FINAL:  # rendered once, when the answer is complete
+        frame["html"] = render(event.text)
     if event.image is not None:
         frame["image"] = base64.b64encode(event.image).decode("ascii")
         frame["image_name"] = event.image_name or "image.png"

@@ -30,6 +30,7 @@ from bot.messages import ConversationKey
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_audit import AuditQueries
 from bot.store.postgres_schema import migrate
+from bot.store.postgres_summaries import SummaryQueries
 from bot.store.postgres_usage import UsageQueries
 from bot.store.records import (
     DEDUPE_KEEP_SECONDS,
@@ -95,12 +96,14 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries, AuditQueries):
+class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
         self.pool = pool
         self.description = f"PostgreSQL at {shown}"
+
+    _message = staticmethod(_row_to_message)
 
     async def _transaction(self, work: Callable[[Connection], Awaitable[R]]) -> R:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -165,15 +168,19 @@ class PostgresStore(UsageQueries, AuditQueries):
     async def renew_turns(self, owner: str, lease_seconds: float) -> None:
         now = time.time()
         await self.pool.execute(
-            "UPDATE turns SET lease_until = $1 WHERE owner = $2 AND lease_until > $3",
-            now + lease_seconds, owner, now,
+            # Past leases too: a turn still ours was taken by no one (taking it changes
+            # its owner), and a slow database may have kept us from renewing in time.
+            "UPDATE turns SET lease_until = $1 WHERE owner = $2",
+            now + lease_seconds, owner,
         )  # fmt: skip
 
     async def end_turn(self, turn_id: int) -> None:
         await self.pool.execute("DELETE FROM turns WHERE id = $1", turn_id)
 
     async def release_turn(self, turn_id: int) -> None:
-        await self.pool.execute("UPDATE turns SET lease_until = 0 WHERE id = $1", turn_id)
+        await self.pool.execute(
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1", turn_id
+        )
 
     async def claim_stale_turns(
         self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
@@ -184,7 +191,8 @@ class PostgresStore(UsageQueries, AuditQueries):
         # SKIP LOCKED: two replicas looking at once take different turns, never one twice.
         rows = await self.pool.fetch(
             "UPDATE turns SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM turns"
-            " WHERE lease_until < $3 AND platform = ANY($4::text[]) ORDER BY id LIMIT $5"
+            " WHERE lease_until < $3 AND owner <> $1 AND platform = ANY($4::text[])"
+            " ORDER BY id LIMIT $5"
             " FOR UPDATE SKIP LOCKED)"
             " RETURNING id, platform, conversation, payload, created_at, admitted",
             owner, now + lease_seconds, now, list(platforms), limit,
@@ -287,13 +295,23 @@ class PostgresStore(UsageQueries, AuditQueries):
         return int(count)
 
     async def reset(self, conversation: ConversationKey) -> None:
+        # One statement, so one transaction: the reset mark, and the summary cleared with
+        # its marks moved to the reset (a later trim must not summarise, and so bring
+        # back, what came before it).
         await self.pool.execute(
-            "INSERT INTO conversations (conversation, context_start, trim_noticed)"
-            " SELECT $1, coalesce(max(id), 0), false FROM messages WHERE conversation = $1"
+            "WITH mark AS (SELECT coalesce(max(id), 0) AS last FROM messages"
+            " WHERE conversation = $1),"
+            " cleared AS (INSERT INTO summaries (conversation, summary, covers_up_to,"
+            " starts_after, updated_at) SELECT $1, '', last, last, $2 FROM mark"
+            " ON CONFLICT (conversation) DO UPDATE SET summary = '',"
+            " covers_up_to = excluded.covers_up_to, starts_after = excluded.starts_after,"
+            " updated_at = excluded.updated_at)"
+            " INSERT INTO conversations (conversation, context_start, trim_noticed)"
+            " SELECT $1, last, false FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET"
             " context_start = excluded.context_start, trim_noticed = false",
-            str(conversation),
-        )
+            str(conversation), time.time(),
+        )  # fmt: skip
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         prefix = str(ConversationKey(platform, workspace, channel, ""))
@@ -307,6 +325,7 @@ class PostgresStore(UsageQueries, AuditQueries):
                 "DELETE FROM conversations WHERE conversation >= $1 AND conversation < $2",
                 prefix, prefix + "\uffff",
             )  # fmt: skip
+            await self._drop_summaries(connection, prefix, prefix + "\uffff")
             return _count(status)
 
         return await self._transaction(forget)
@@ -366,5 +385,6 @@ class PostgresStore(UsageQueries, AuditQueries):
                 "DELETE FROM deliveries WHERE seen_at < $1", now - DEDUPE_KEEP_SECONDS
             )
             await self._prune_admissions(connection, now)
+            await connection.execute("DELETE FROM response_cache WHERE expires_at <= $1", now)
 
         await self._transaction(prune_both)

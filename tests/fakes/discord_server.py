@@ -95,6 +95,9 @@ class FakeDiscord:
         self.guild_ids = list(guild_ids)
         self.calls: list[RestCall] = []
         self.faults: list[Fault] = []
+        # GATEWAY_MESSAGE_CONTENT_LIMITED: the Message Content intent of an unverified bot.
+        self.application_flags = 1 << 19
+        self.refuse_intents = False
         self.messages: dict[int, MessagePayload] = {}
         self.channels: dict[int, JSON] = {}
         self.thread_create_events = thread_create_events
@@ -311,6 +314,10 @@ class FakeDiscord:
             await self.dispatch("RESUMED", {})
 
     async def _ready(self, identify: JSON) -> None:
+        if self.refuse_intents:  # what Discord does when Message Content is not enabled
+            assert self.gateway.socket is not None
+            await self.gateway.socket.close(code=4014, message=b"Disallowed intent(s).")
+            return
         session = f"session-{next(self._counter)}"
         resume_url = self._resume_gateway_url or self.gateway_url
         shard = identify.get("shard", [0, 1])
@@ -361,7 +368,7 @@ class FakeDiscord:
         return wire.me()
 
     async def _application(self, **_: Any) -> JSON:
-        return wire.application()
+        return {**wire.application(), "flags": self.application_flags}
 
     async def _gateway_bot(self, **_: Any) -> JSON:
         # Discord's own gateway: a client pointed at a proxy must not follow it.
@@ -432,7 +439,9 @@ class FakeDiscord:
             message["message_reference"], message["type"] = body["message_reference"], 19
         self.messages[int(message["id"])] = message
         # Discord echoes the bot's own messages on the gateway; the bot must ignore them.
-        await self.dispatch("MESSAGE_CREATE", dict(message))
+        # A bot between gateway sessions (restarting) posts all the same, unechoed.
+        if self.gateway.socket is not None and not self.gateway.socket.closed:
+            await self.dispatch("MESSAGE_CREATE", dict(message))
         return dict(message)
 
     async def _edit_message(
