@@ -134,16 +134,20 @@ def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
 
 
 def redact_prompt(
-    messages: Sequence[dict[str, Any]], extra: Sequence[re.Pattern[str]]
+    messages: Sequence[dict[str, Any]], extra: Sequence[re.Pattern[str]], summary_heading: str = ""
 ) -> list[dict[str, Any]]:
     """A copy of the prompt with private data replaced; the system prompt (the admins'
-    own text) is left as it is."""
+    own text) is left as it is, but not a conversation summary appended to it after
+    `summary_heading` (it may have been written before redaction was turned on)."""
     redactor = Redactor(extra)
     redacted: list[dict[str, Any]] = []
     for message in messages:
         content = message.get("content")
         if message.get("role") != "system" and isinstance(content, str) and content:
             message = {**message, "content": redactor.redact(content)}
+        elif summary_heading and isinstance(content, str) and summary_heading in content:
+            own, _, summary = content.partition(summary_heading)
+            message = {**message, "content": own + summary_heading + redactor.redact(summary)}
         if message.get("tool_calls"):  # arguments stored before redaction was turned on
             message = {
                 **message,

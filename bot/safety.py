@@ -26,6 +26,7 @@ from bot.llm import Completion, ModelClient
 from bot.messages import Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.moderation import Moderator, Verdict
+from bot.prompting import SUMMARY_HEADING
 from bot.redaction import (
     Redactor,
     SecretStream,
@@ -144,7 +145,7 @@ class Safety:
         """What is sent to the model: private data replaced by placeholders."""
         if not self.settings.redaction_enabled:
             return prompt
-        return redact_prompt(prompt, self.redaction)
+        return redact_prompt(prompt, self.redaction, SUMMARY_HEADING)
 
     # -- after the model -------------------------------------------------------------
 

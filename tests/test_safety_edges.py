@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from bot.cli_audit import audit_cli_action
+from bot.prompting import SUMMARY_HEADING
 from bot.redaction import SECRET_MASK, Redactor, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
-from bot.store import Store
+from bot.store import ConversationSummary, Store
 from tests.conftest import EngineFactory, collect, message
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.test_safety import CARD, EMAIL
@@ -241,3 +242,18 @@ async def test_processes_running_different_adapters_each_alert_the_admins_they_r
     assert sent[1:] == [("slack:UA", "Parley budget cap"), ("discord:DA", "Parley budget cap")]
     actions = [entry.action for entry in await slack_process.store.audit_entries(0)]
     assert actions == ["budget.cap", "budget.warning"]
+
+
+async def test_a_summary_written_before_redaction_was_on_does_not_reach_the_model(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(redaction_enabled=True, system_prompt="Write to ops@example.org.")
+    summary = f"Alice ({EMAIL}) asked to charge card {CARD}."
+    key = message("x").conversation
+    await engine.store.save_summary(key, ConversationSummary(summary, 0, 0, 0.0))
+    await collect(engine, message("and then?"))
+    system = fake_openai.requests[-1]["messages"][0]["content"]
+    assert EMAIL not in system and CARD not in system
+    assert system == "Write to ops@example.org." + SUMMARY_HEADING + (
+        "Alice ([EMAIL_1]) asked to charge card [CARD_1]."
+    )  # the admins' own text is left as it is
