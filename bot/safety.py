@@ -155,6 +155,10 @@ class Safety:
     def tool_result(self, text: str) -> str:
         return mask_secrets(text) if self.settings.redaction_mask_secrets else text
 
+    def masked(self, text: str) -> str:
+        """Model output that is stored and shown outside an answer (a summary)."""
+        return self.tool_result(text)
+
     async def review(self, message: Message, completion: Completion) -> Completion:
         """The finished answer as it may be shown and stored."""
         if self.settings.redaction_mask_secrets:

@@ -21,9 +21,10 @@ from bot.prompting import SUMMARY_HEADING
 from bot.redaction import SECRET_MASK, Redactor, SecretStream, mask_secrets
 from bot.regex_check import nested_repetition
 from bot.store import ConversationSummary, Store
-from tests.conftest import EngineFactory, collect, message
+from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI, Text
-from tests.test_safety import CARD, EMAIL
+from tests.test_long_conversations import SMALL, talk
+from tests.test_safety import CARD, EMAIL, OPENAI_KEY
 from tests.test_usage_cli import cli
 
 SCAN_SECONDS = 120
@@ -257,3 +258,17 @@ async def test_a_summary_written_before_redaction_was_on_does_not_reach_the_mode
     assert system == "Write to ops@example.org." + SUMMARY_HEADING + (
         "Alice ([EMAIL_1]) asked to charge card [CARD_1]."
     )  # the admins' own text is left as it is
+
+
+async def test_a_secret_the_summary_repeats_is_masked_before_it_is_kept_or_shown(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.stop_at_max_tokens = True  # the fake's summary echoes its input
+    engine = make_engine(**SMALL)
+    await collect(engine, message(f"my key is {OPENAI_KEY} keep it"))
+    await talk(engine, 20)
+    summary = await engine.store.summary(message("x").conversation)
+    assert summary is not None and SECRET_MASK in summary.text
+    assert OPENAI_KEY not in summary.text
+    shown = final_text(await collect(engine, message("/summary")))
+    assert SECRET_MASK in shown and OPENAI_KEY not in shown
