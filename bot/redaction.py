@@ -1,10 +1,10 @@
 """Keeping private data away from the model provider, and secrets away from everyone.
 
 Redaction ([redaction] enabled): e-mail addresses, phone numbers, payment card numbers
-(only digit runs that pass the Luhn check, so order numbers and timestamps stay) and
-custom regular expressions become placeholders such as [EMAIL_1] in what is sent to
-the model. The same value gets the same placeholder within one request, so the model
-can still tell two addresses apart.
+(only card-shaped digit runs that pass the Luhn check, so order numbers, ids and
+timestamps stay) and custom regular expressions become placeholders such as [EMAIL_1]
+in what is sent to the model. The same value gets the same placeholder within one
+request, so the model can still tell two addresses apart.
 
 Secret masking ([redaction] mask_secrets, on by default): API keys and tokens in the
 shapes OpenAI, Slack, Discord, AWS and bearer tokens have are masked in model output
