@@ -460,7 +460,7 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user),
+            platform_admin=_manages_guild(user), single_turn=True,
         )  # fmt: skip
 
     # -- answering ----------------------------------------------------------------------

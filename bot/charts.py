@@ -40,6 +40,7 @@ class DayUsage:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     errors: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -95,6 +96,7 @@ def _day_from_row(day: str, row: Mapping[str, Any]) -> DayUsage:
         int(row.get("completion_tokens") or 0),
         None if cost is None else float(cost),
         int(row.get("errors") or 0),
+        int(row.get("cached_tokens") or 0),
     )
 
 

@@ -34,9 +34,10 @@ BECOME_ADMIN = (
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
+/summary: what I keep of this conversation's older messages
 /usage [period]: your own usage and what is left of your limits today
 Admins only:
-/usage [period] [user|channel|model|day]: everyone's usage and cost, e.g. /usage 7d user
+/usage [period] [user|channel|model|day|kind]: everyone's usage, cached input and cost
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
 /limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
 /block <user>, /unblock <user>
@@ -85,7 +86,7 @@ def command_name(text: str) -> str:
 
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
 _PERIOD = re.compile(r"^\d+[mhdw]$", re.IGNORECASE)
-_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
+_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|kind|chart)$", re.IGNORECASE)
 
 
 def mention_command(text: str) -> str | None:
@@ -103,7 +104,7 @@ def mention_command(text: str) -> str | None:
         return "/help"
     name, arguments = words[0].lower(), words[1:]
     recognised = (
-        (name in ("help", "reset", "forget") and not arguments)
+        (name in ("help", "reset", "forget", "summary") and not arguments)
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
         or (name == "audit" and len(arguments) <= 1 and all(_PERIOD.match(w) for w in arguments))
@@ -173,14 +174,15 @@ async def _usage(
         return await _usage_chart(context, arguments[1:])
     period, by = "7d", "user"
     for argument in arguments:
-        if argument.lower() in ("user", "channel", "model", "day"):
+        if argument.lower() in ("user", "channel", "model", "day", "kind"):
             by = argument.lower()
         else:
             period = argument
     try:
         seconds = parse_period(period)
     except ValueError as error:
-        raise CommandError(f"{error}. Usage: /usage [period] [user|channel|model|day]") from None
+        usage = "Usage: /usage [period] [user|channel|model|day|kind]"
+        raise CommandError(f"{error}. {usage}") from None
     since = context.clock() - seconds
     rows = await context.store.usage_report(since, by, limit=20)
     if not rows:

@@ -19,6 +19,8 @@ from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 
+from bot.regex_check import nested_repetition
+
 DEFAULT_CONFIG_PATH = Path("config/parley.toml")
 SECRET_NAMES = (
     "OPENAI_API_KEY",
@@ -42,6 +44,14 @@ class Settings:
     context_tokens: int = 8000
     reply_tokens: int = 1000
     history_messages: int = 100
+    # Long conversations (bot/prompting.py, bot/summaries.py): a trim drops history to
+    # this fraction of the budget; a rolling summary keeps what was dropped.
+    prompt_cache_key: bool = True
+    trim_to: float = 0.6
+    summary_enabled: bool = True
+    summary_model: str = ""  # "": the channel's model
+    summary_tokens: int = 600
+    response_cache_seconds: float = 0.0  # 0: no response cache
     # Each wait for bytes from the model endpoint (connecting, each read of a stream).
     timeout_seconds: float = 60.0
     # Each attempt's wait for the first token, and the whole call's time, retries and
@@ -224,6 +234,10 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+class _Unsafe(ValueError):
+    """A value that parses but must not be used; the text says why."""
+
+
 def _regexes(value: Any) -> tuple[str, ...]:
     patterns = _string_list(value)
     for pattern in patterns:
@@ -231,6 +245,11 @@ def _regexes(value: Any) -> tuple[str, ...]:
             re.compile(pattern)
         except re.error:
             raise ValueError from None
+        if nested_repetition(pattern):
+            raise _Unsafe(
+                f"{pattern!r} repeats a repetition, which can take exponential time on a "
+                "near miss; write it possessively, e.g. (a++)+ or (?>a+)+, or bound it"
+            )
     return patterns
 
 
@@ -310,6 +329,14 @@ OPTIONS: dict[str, _Option] = {
         "max_concurrent_calls", _positive_int, "a whole number > 0"
     ),
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
+    "model.prompt_cache_key": _Option("prompt_cache_key", _boolean, "true or false"),
+    "context.trim_to": _Option("trim_to", _fraction, "a fraction > 0 and <= 1, e.g. 0.6"),
+    "summary.enabled": _Option("summary_enabled", _boolean, "true or false"),
+    "summary.model": _Option("summary_model", _text, "a model name"),
+    "summary.max_tokens": _Option("summary_tokens", _positive_int, "a whole number > 0"),
+    "response_cache.ttl_seconds": _Option(
+        "response_cache_seconds", _non_negative_float, "seconds >= 0 (0: off)"
+    ),
     "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
     "recovery.max_age": _Option("recovery_max_age", _positive_float, "seconds > 0"),
@@ -412,6 +439,8 @@ def _parse(name: str, value: Any, source: str) -> Any:
     option = OPTIONS[name]
     try:
         return option.parse(value)
+    except _Unsafe as error:
+        raise ConfigError(f"{name}: {error} (from {source})") from None
     except (TypeError, ValueError):
         raise ConfigError(
             f"{name} must be {option.expected}, got {value!r} (from {source})"

@@ -23,18 +23,20 @@ from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
+from bot.prompting import PromptBuilder
 from bot.ratelimit import Limiter
+from bot.response_cache import CACHED_NOTICE, ResponseCache
 from bot.safety import Safety, Screened
-from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
+from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
-from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
+from bot.summaries import Summarizer
+from bot.tokens import count_message, count_text
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
 
 log = logging.getLogger(__name__)
 
-TRIM_NOTICE = "(Only the most recent messages fit in my context; older ones were left out.)"
 EMPTY_MESSAGE = "Your message is empty: tell me what you would like to know."
 TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Please shorten it."
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
@@ -100,12 +102,6 @@ class Accepted:
     turn: Turn | None
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    messages: list[dict[str, Any]]
-    trimmed: bool  # older history was left out and the user was not told yet
-
-
 class Engine:
     def __init__(
         self,
@@ -127,10 +123,13 @@ class Engine:
         self.commands = CommandContext(store, settings, clock)
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
-        self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
         # Moderation, redaction, spend caps and the audit log (bot/safety.py).
         self.safety = Safety(settings, store, model, self.metrics, clock)
+        summarizer = Summarizer(settings, store, model, self.prices, self.metrics,
+                                self.model_calls, self.safety, clock)  # fmt: skip
+        self.prompts = PromptBuilder(settings, store, summarizer, clock)
+        self.answers = ResponseCache(settings, store, clock)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -234,9 +233,9 @@ class Engine:
             raise
         finally:
             if abandoned and not turn.ended:
-                await self.store.release_turn(turn.id)
+                await self.store.release_turn(turn.id, self.turns.owner)
             elif not turn.ended:
-                await self.store.end_turn(turn.id)
+                await self.store.end_turn(turn.id, self.turns.owner)
             self.turns.ended(message.conversation)
 
     async def _answer_stale(self, stale: StaleTurn, recoverer: Recoverer) -> None:
@@ -245,20 +244,27 @@ class Engine:
             message = Message.from_payload(stale.payload)
         except ValueError as error:
             log.error("turn %s cannot be recovered (%s); dropped", stale.id, error)
-            await self.store.end_turn(stale.id)
+            await self.store.end_turn(stale.id, self.turns.owner)
             return
         age = self.clock() - stale.created_at
+        events: AsyncGenerator[ReplyEvent, None]
         if age > self.settings.recovery_max_age:
             log.warning("%s: a message %.0f s old was never answered", message.conversation, age)
-            lost = LOST.format(minutes=_ago(age))
-            await self.store.end_turn(stale.id)
-            await recoverer(message, _one(ReplyEvent(ReplyKind.ERROR, lost)))
-            return
-        log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
-        timing = Timing()
-        events = self._guarded(self._recovered(message, stale, timing), message, timing)
-        async with aclosing(events) as answer:
-            await recoverer(message, answer)
+            await self.store.end_turn(stale.id, self.turns.owner)
+            events = _one(ReplyEvent(ReplyKind.ERROR, LOST.format(minutes=_ago(age))))
+        else:
+            log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
+            timing = Timing()
+            events = self._guarded(self._recovered(message, stale, timing), message, timing)
+        try:
+            async with aclosing(events) as answer:
+                await recoverer(message, answer)
+        except Exception:
+            log.exception("%s: delivering a recovered answer failed", message.conversation)
+        finally:
+            # Not ended (the platform refused it before the answer began): let go of it,
+            # to be tried again, rather than hold it, and its conversation, for ever.
+            await self.store.release_turn(stale.id, self.turns.owner)
 
     async def _recovered(
         self, message: Message, stale: StaleTurn, timing: Timing
@@ -266,10 +272,18 @@ class Engine:
         turn = Turn(stale.id, first=False)
         await self.turns.wait(message.conversation, turn)
         yield ReplyEvent(ReplyKind.NOTICE, SORRY)
-        run = self._run_turn(message, turn, timing, admitted=stale.admitted)
+        # A /reset since the question was stored left it out of the conversation: it is
+        # stored again, after the reset, and answered in the fresh conversation.
+        admitted = stale.admitted and await self._in_context(message)
+        run = self._run_turn(message, turn, timing, admitted=admitted)
         async with aclosing(run) as events:
             async for event in events:
                 yield event
+
+    async def _in_context(self, message: Message) -> bool:
+        stored = self.safety.stored_text(message.text)
+        window = await self.store.recent(message.conversation, self.settings.history_messages)
+        return any(m.role == "user" and m.content == stored for m in window.messages)
 
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
@@ -335,49 +349,27 @@ class Engine:
     def _enabled_tools(self, message: Message) -> tuple[str, ...] | None:
         return self.settings.tool_channels.get(message.channel_id, self.settings.tools)
 
-    def _schema_tokens(self, schemas: list[dict[str, Any]]) -> int:
-        """Tokens the tool definitions take in the prompt, counted once per tool set."""
-        if not schemas:
-            return 0
-        key = tuple(schema["function"]["name"] for schema in schemas)
-        if key not in self._schema_token_cache:
-            self._schema_token_cache[key] = count_text(json.dumps(schemas))
-        return self._schema_token_cache[key]
-
-    async def build_prompt(
-        self, key: ConversationKey, system_prompt: str, tools_tokens: int
-    ) -> Prompt:
-        """The system prompt, then the newest whole history groups that fit the budget."""
-        budget = (
-            self.settings.context_tokens
-            - self.settings.reply_tokens
-            - count_recurring(system_prompt)
-            - tools_tokens
-        )
-        window = await self.store.recent(key, self.settings.history_messages)
-        history = _drop_unanswered_calls(window.messages)
-        fit = newest_that_fit(history, budget)
-        kept = _drop_orphans(history[len(history) - fit :])
-        messages = [{"role": "system", "content": system_prompt}, *[m.as_chat() for m in kept]]
-        trimmed = window.dropped_older or len(kept) < len(window.messages)
-        return Prompt(messages, trimmed and not window.trim_noticed)
-
     async def _answer(
         self, message: Message, turn: Turn, timing: Timing, screened: Screened
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
         model = screened.model or model  # the budget's fallback model
         schemas = self.tools.schemas(self._enabled_tools(message))
-        prompt = await self.build_prompt(
-            message.conversation, system_prompt, self._schema_tokens(schemas)
-        )
+        prompt = await self.prompts.build(message, model, system_prompt, schemas)
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return
-        if prompt.trimmed and await self.store.claim_trim_notice(message.conversation):
-            yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
+        if prompt.notice and await self.store.claim_trim_notice(message.conversation):
+            yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
         if screened.notice:
             yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
+        cache_key = self.answers.key(message, model, system_prompt, prompt, schemas)
+        asked = len(prompt.messages)
+        if (cached := await self.answers.lookup(cache_key)) is not None:
+            await self.answers.answer_from_cache(message, model, cached, turn, self.turns.owner)
+            yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
+            yield ReplyEvent(ReplyKind.FINAL, cached)
+            return
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
@@ -391,7 +383,10 @@ class Engine:
             if completion is None:
                 return
             if not completion.tool_calls:
-                yield self._finish(completion)
+                final = self._finish(completion)
+                if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
+                    await self.answers.keep(cache_key, message, final.text)
+                yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
                 async for event in events:
@@ -429,6 +424,7 @@ class Engine:
             stream = self.model.stream(
                 model, self.safety.outgoing(prompt), tools=schemas,
                 max_tokens=self.settings.reply_tokens,
+                extra_body=self.prompts.extra_body(message.conversation),
             )  # fmt: skip
             masker = self.safety.stream_masker()
             try:
@@ -457,8 +453,9 @@ class Engine:
                 # turn are stored together or not at all.
                 record = self._usage_record(message, model, prompt, completion, status, started)
                 answer = _final_answer(completion, status)
+                ending = turn.id if answer else None
                 await self.store.finish_call(
-                    record, message.conversation, answer, turn.id if answer else None
+                    record, message.conversation, answer, ending, self.turns.owner
                 )
                 turn.ended = answer is not None
 
@@ -479,7 +476,7 @@ class Engine:
             self.last_model_success = self.clock()
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
-        self._count_call(status, usage, cost, elapsed)
+        self.metrics.count_call(status, usage, cost, elapsed)
         self.safety.spent(message, cost)
         return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
@@ -492,19 +489,6 @@ class Engine:
                 status,
                 self.clock(),
         )  # fmt: skip
-
-    def _count_call(
-        self, status: str, usage: Usage | None, cost: float | None, elapsed: float
-    ) -> None:
-        metrics = self.metrics
-        metrics.count_model_call(status)
-        metrics.model_seconds.observe(elapsed)
-        if usage:
-            metrics.prompt_tokens.inc(usage.prompt_tokens)
-            metrics.completion_tokens.inc(usage.completion_tokens)
-            metrics.cached_tokens.inc(usage.cached_tokens)
-        if cost:
-            metrics.cost.inc(cost)
 
     async def _run_tools(
         self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
@@ -563,7 +547,7 @@ class Engine:
         return ToolContext(message.conversation, message.user_key, search_here, search_from_thread)
 
 
-async def _one(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+async def _one(event: ReplyEvent) -> AsyncGenerator[ReplyEvent, None]:
     yield event
 
 
@@ -578,30 +562,6 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
         return None
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
-
-
-def _drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:
-    """Leave out tool calls that lack a result (history written before calls and
-    results were stored together); the API rejects them."""
-    answered = {m.tool_call_id for m in messages if m.role == "tool"}
-    broken = {
-        m.group_id
-        for m in messages
-        if m.tool_calls and any(call.get("id") not in answered for call in m.tool_calls)
-    }
-    return [m for m in messages if m.group_id not in broken] if broken else messages
-
-
-def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
-    """Start the history at a user message.
-
-    A tool result whose call was cut off is rejected by the API, and the chat
-    templates of many local models (Mistral's, for one) require user first.
-    """
-    start = 0
-    while start < len(messages) and messages[start].role != "user":
-        start += 1
-    return messages[start:]
 
 
 def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:

@@ -337,11 +337,13 @@ class ModelClient:
         *,
         tools: Sequence[dict[str, Any]] = (),
         max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[Delta | Completion, None]:
-        """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
+        """Yield Delta for each piece of text, then one Completion. Raises ModelError.
+        `extra_body`: fields beside the standard ones (prompt_cache_key)."""
         if not self.configured:  # no key and no base URL: fail at once, and say why
             raise ModelError("no_key", "neither OPENAI_API_KEY nor OPENAI_BASE_URL is set")
-        body = _encoded(_request_body(model, messages, tools, max_tokens))
+        body = _encoded({**_request_body(model, messages, tools, max_tokens), **(extra_body or {})})
         deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.worth_retrying),

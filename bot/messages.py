@@ -49,6 +49,8 @@ class Message:
     # What the adapter needs to answer this message later, in another process if need
     # be (after a crash): channel and thread ids, never secrets or tokens.
     route: Mapping[str, str] = field(default_factory=dict)
+    # A question asked on its own (Discord's /ask): the response cache may answer it.
+    single_turn: bool = False
 
     def to_payload(self) -> str:
         """The message as the store keeps it until it is answered."""

@@ -33,6 +33,7 @@ from bot.store.records import (
 )
 from bot.store.sqlite_audit import AuditTables
 from bot.store.sqlite_schema import MIGRATIONS
+from bot.store.sqlite_summaries import SummaryTables
 from bot.store.sqlite_usage import UsageTables
 
 # How long a write keeps trying for the lock another process holds, in all.
@@ -85,7 +86,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-class SqliteStore(UsageTables, AuditTables):
+class SqliteStore(UsageTables, AuditTables, SummaryTables):
     kind = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
@@ -215,12 +216,16 @@ class SqliteStore(UsageTables, AuditTables):
             (now + lease_seconds, owner),
         )
 
-    async def end_turn(self, turn_id: int) -> None:
-        await self._write(self.db.execute, "DELETE FROM turns WHERE id = ?", (turn_id,))
-
-    async def release_turn(self, turn_id: int) -> None:
+    async def end_turn(self, turn_id: int, owner: str) -> None:
         await self._write(
-            self.db.execute, "UPDATE turns SET lease_until = 0, owner = '' WHERE id = ?", (turn_id,)
+            self.db.execute, "DELETE FROM turns WHERE id = ? AND owner = ?", (turn_id, owner)
+        )
+
+    async def release_turn(self, turn_id: int, owner: str) -> None:
+        await self._write(
+            self.db.execute,
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = ? AND owner = ?",
+            (turn_id, owner),
         )
 
     def _claim_stale(
@@ -307,13 +312,17 @@ class SqliteStore(UsageTables, AuditTables):
         )  # fmt: skip
 
     def _finish_call(
-        self, record: UsageRecord, key: str, answer: Answer | None, turn_id: int | None
-    ) -> None:
+        self, record: UsageRecord, key: str, answer: Answer | None, turn_id: int | None,
+        owner: str,
+    ) -> None:  # fmt: skip
         self._record_usage(record)
+        if turn_id is not None:
+            ended = self.db.execute(
+                "DELETE FROM turns WHERE id = ? AND owner = ?", (turn_id, owner)
+            ).rowcount
+            answer = answer if ended else None  # taken over: the other process answers
         if answer is not None:
             self._append(key, "assistant", answer.text, answer.tokens)
-        if turn_id is not None:
-            self.db.execute("DELETE FROM turns WHERE id = ?", (turn_id,))
 
     async def finish_call(
         self,
@@ -321,8 +330,9 @@ class SqliteStore(UsageTables, AuditTables):
         conversation: ConversationKey,
         answer: Answer | None,
         turn_id: int | None,
+        owner: str,
     ) -> None:
-        await self._write(self._finish_call, record, str(conversation), answer, turn_id)
+        await self._write(self._finish_call, record, str(conversation), answer, turn_id, owner)
 
     def _append_tool_round(self, key: str, call: ToolCall, results: list[ToolResult]) -> None:
         content, tokens, tool_calls = call
@@ -354,12 +364,15 @@ class SqliteStore(UsageTables, AuditTables):
             (key,),
         ).fetchone()
         start, noticed = (int(row[0]), bool(row[1])) if row else (0, False)
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND id > ?"
-            " ORDER BY id DESC LIMIT ?",
-            (key, start, count),
-        ).fetchall()
-        return [_row_to_message(row) for row in reversed(rows)], noticed
+        messages = self._messages(
+            "WHERE conversation = ? AND id > ? ORDER BY id DESC LIMIT ?", (key, start, count)
+        )
+        return messages, noticed
+
+    def _messages(self, sql: str, parameters: tuple[Any, ...]) -> list[StoredMessage]:
+        """Messages selected newest first by `sql` (a WHERE clause on), oldest first."""
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM messages {sql}", parameters).fetchall()
+        return [_row_to_message(row) for row in reversed(rows)]
 
     async def has_history(self, conversation: ConversationKey) -> bool:
         row = self.db.execute(
@@ -383,6 +396,15 @@ class SqliteStore(UsageTables, AuditTables):
             " context_start = excluded.context_start, trim_noticed = 0",
             (key, last),
         )
+        # The summary is cleared and its marks moved to the reset: a later trim must not
+        # summarise (and so bring back) what came before it.
+        self.db.execute(
+            "INSERT INTO summaries (conversation, summary, covers_up_to, starts_after,"
+            " updated_at) VALUES (?, '', ?, ?, ?) ON CONFLICT(conversation) DO UPDATE SET"
+            " summary = '', covers_up_to = excluded.covers_up_to,"
+            " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
+            (key, last, last, time.time()),
+        )
         self.history_cache.drop(key)
 
     async def reset(self, conversation: ConversationKey) -> None:
@@ -397,6 +419,13 @@ class SqliteStore(UsageTables, AuditTables):
         )
         self.db.execute(
             "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
+            (prefix, prefix + "\uffff"),
+        )
+        self._drop_summaries(prefix, prefix + "\uffff")
+        # Questions of the channel not answered yet go too: forgotten, they are never
+        # answered (nor their text kept) by a process taking over their turns.
+        self.db.execute(
+            "DELETE FROM turns WHERE conversation >= ? AND conversation < ?",
             (prefix, prefix + "\uffff"),
         )
         self.history_cache.clear()
@@ -487,5 +516,6 @@ class SqliteStore(UsageTables, AuditTables):
             cutoff = now - DEDUPE_KEEP_SECONDS
             self.db.execute("DELETE FROM deliveries WHERE seen_at < ?", (cutoff,))
             self._prune_admissions(now)
+            self._prune_answers(now)
 
         await self._write(prune_both)
