@@ -12,6 +12,7 @@ from bot.config import Settings, secret
 from bot.discovery import Endpoint, describe, discover
 from bot.engine import Engine
 from bot.llm import ModelClient
+from bot.startup import StartupError, model_setting_problem
 from bot.store import open_store
 from bot.tools.builtins import register_builtins
 from bot.tools.fetch import register_fetch
@@ -47,6 +48,8 @@ def build_registry(settings: Settings) -> Registry:
 @asynccontextmanager
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     """An engine with its store, model client, tools and MCP servers; closed on exit."""
+    if problem := model_setting_problem():
+        raise StartupError(problem)
     endpoint = await discover(settings)
     # The first thing Parley tells you about: which model, or how to set one.
     print(describe(endpoint), file=sys.stderr, flush=True)
@@ -59,9 +62,9 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with AsyncExitStack() as stack:
             if settings.mcp_servers:
                 await stack.enter_async_context(_mcp_servers(registry, settings))
-            engine = Engine(
-                settings, store, model, tools=registry, prices=Prices.load(settings.prices_path)
-            )
+            prices = Prices.load(settings.prices_path)
+            _warn_unpriced(settings, prices)
+            engine = Engine(settings, store, model, tools=registry, prices=prices)
             try:
                 yield engine
             finally:
@@ -69,6 +72,19 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     finally:
         await model.close()
         await store.close()
+
+
+def _warn_unpriced(settings: Settings, prices: Prices) -> None:
+    """A model without a price costs nothing as far as [budget] can tell: say so."""
+    s = settings
+    if not (s.budget_daily_usd or s.budget_monthly_usd or s.budget_workspaces):
+        return
+    for model in dict.fromkeys(m for m in (s.model, s.budget_fallback_model) if m):
+        if model not in prices.prices:
+            log.warning(
+                "budget: %s has no price in %s, so its spend does not count toward the caps",
+                model, s.prices_path,
+            )  # fmt: skip
 
 
 @asynccontextmanager
