@@ -96,7 +96,24 @@ class Settings:
     web_rpm_total: int = 600
     # Proxies whose X-Forwarded-For names the client (addresses or networks).
     trusted_proxies: tuple[str, ...] = ()
+    # Access lists (bot/access.py): ids as python -m bot access names them. Empty allow
+    # lists let everyone in; admins pass every list.
+    access_allow_users: tuple[str, ...] = ()
+    access_block_users: tuple[str, ...] = ()
+    access_allow_channels: tuple[str, ...] = ()
+    access_block_channels: tuple[str, ...] = ()
+    access_allow_roles: tuple[str, ...] = ()
+    access_block_roles: tuple[str, ...] = ()
+    access_dms: bool = True
+    access_refusal: str = "once"  # or "silent"
+    # Replied-to Discord messages carried into the prompt, counting up the chain.
+    discord_reply_chain_depth: int = 5
+    summarize_max_messages: int = 200
+    # How often the config file is checked for changes (bot/live_config.py); 0: never.
+    reload_poll_seconds: float = 2.0
     config_path: str = ""
+    # The command line's overrides, applied again when the config file is re-read.
+    cli_overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], Any]:
@@ -154,6 +171,29 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+def _ids(parts: int, example: str) -> Callable[[Any], tuple[str, ...]]:
+    """A list of ids made of `parts` non-empty pieces joined by ":"."""
+
+    def parse(value: Any) -> tuple[str, ...]:
+        ids = _string_list(value)
+        for item in ids:
+            pieces = item.split(":")
+            if len(pieces) != parts or not all(pieces):
+                raise ValueError(f"{item!r} is not like {example}")
+        return ids
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError
+        return str(value)
+
+    return parse
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     networks = _string_list(value)
     for network in networks:
@@ -239,6 +279,33 @@ OPTIONS: dict[str, _Option] = {
         "a list of distinct shard numbers, e.g. [0, 1]",
         "PARLEY_DISCORD_SHARD_IDS",
     ),
+    "access.allow_users": _Option(
+        "access_allow_users", _ids(2, "slack:U123"), "platform:user ids"
+    ),
+    "access.block_users": _Option(
+        "access_block_users", _ids(2, "slack:U123"), "platform:user ids"
+    ),
+    "access.allow_channels": _Option(
+        "access_allow_channels", _ids(3, "slack:T1:C2"), "platform:workspace:channel ids"
+    ),
+    "access.block_channels": _Option(
+        "access_block_channels", _ids(3, "slack:T1:C2"), "platform:workspace:channel ids"
+    ),
+    "access.allow_roles": _Option(
+        "access_allow_roles", _ids(3, "discord:1:2"), "discord:guild:role ids"
+    ),
+    "access.block_roles": _Option(
+        "access_block_roles", _ids(3, "discord:1:2"), "discord:guild:role ids"
+    ),
+    "access.dms": _Option("access_dms", _boolean, "true or false"),
+    "access.refusal": _Option("access_refusal", _one_of("once", "silent"), '"once" or "silent"'),
+    "discord.reply_chain_depth": _Option(
+        "discord_reply_chain_depth", _non_negative_int, "a whole number >= 0"
+    ),
+    "summarize.max_messages": _Option(
+        "summarize_max_messages", _positive_int, "a whole number > 0"
+    ),
+    "reload.poll_seconds": _Option("reload_poll_seconds", _non_negative_float, "seconds >= 0"),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _positive_int, "a port number", "PORT"),
     "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
@@ -355,7 +422,8 @@ def load_settings(
         values[OPTIONS[name].attribute] = _parse(name, value, "the command line")
     known = {f.name for f in fields(Settings)}
     assert set(values) <= known
-    return _validate(replace(Settings(), config_path=str(path), **values))
+    cli = tuple((overrides or {}).items())
+    return _validate(replace(Settings(), config_path=str(path), cli_overrides=cli, **values))
 
 
 def secret(name: str) -> str:

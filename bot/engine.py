@@ -18,6 +18,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import bot.access_commands  # noqa: F401  (registers /access)
+from bot.access import AccessControl
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage
@@ -128,6 +130,7 @@ class Engine:
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
+        self.access = AccessControl(store, lambda: self.settings, is_admin, self.metrics)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -204,7 +207,8 @@ class Engine:
             log.info("duplicate delivery ignored: %s", message.dedupe_keys)
             return
         if accepted.turn is None:
-            yield await self._answer_directly(message, self._invalid(message))
+            if (direct := await self._answer_directly(message, self._invalid(message))) is not None:
+                yield direct
             return
         # One message of a conversation at a time, in the order of their turns, in
         # this process and across replicas.
@@ -271,21 +275,26 @@ class Engine:
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
-        refusal = None if admitted else await self._admit(message, turn)
-        if refusal is not None:
-            yield refusal
-            return
+        if not admitted:
+            # Access lists first: a message Parley does not answer is not counted.
+            verdict = await self.access.check(message)
+            refusal = await self._admit(message, turn) if verdict.allowed else verdict.notice
+            if refusal is not None:
+                yield refusal
+            if refusal is not None or not verdict.allowed:
+                return
         # aclosing: a reply closed early must close the generators it runs now, so
         # their finally blocks (the usage row, the turn) run at once.
         async with aclosing(self._answer(message, turn, timing)) as events:
             async for event in events:
                 yield event
 
-    async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent:
+    async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent | None:
         """The reply to a message the model never sees: a complaint or a command."""
         if problem:
             return ReplyEvent(ReplyKind.ERROR, problem)
-        return await run_command(self.commands, message)
+        verdict = await self.access.check(message)
+        return await run_command(self.commands, message) if verdict.allowed else verdict.notice
 
     async def _admit(self, message: Message, turn: Turn) -> ReplyEvent | None:
         """Check the limits and store the message, in one transaction: a refused

@@ -49,6 +49,12 @@ class Message:
     # What the adapter needs to answer this message later, in another process if need
     # be (after a crash): channel and thread ids, never secrets or tokens.
     route: Mapping[str, str] = field(default_factory=dict)
+    # What access lists check (bot/access.py), where the platform has it: the user's
+    # role ids (Discord), the channel's category, a thread's parent channel, a DM.
+    roles: tuple[str, ...] = ()
+    category: str = ""
+    parent_channel: str = ""
+    is_direct: bool = False
 
     def to_payload(self) -> str:
         """The message as the store keeps it until it is answered."""
@@ -62,6 +68,7 @@ class Message:
         try:
             fields: Any = json.loads(payload)
             fields["dedupe_keys"] = tuple(fields["dedupe_keys"])
+            fields["roles"] = tuple(fields.get("roles", ()))
             return cls(**fields)
         except (TypeError, KeyError, json.JSONDecodeError) as error:
             raise ValueError(f"not a stored message: {error}") from None

@@ -38,6 +38,10 @@ class Metrics:
         self.refusals = Counter(
             "parley_rate_limit_refusals", "Requests refused by a limit", ["limit"], registry=r
         )
+        self.access_refusals = Counter(
+            "parley_access_refusals", "Messages not answered by the access lists", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self.tool_calls = Counter(
             "parley_tool_calls", "Tool calls by tool and outcome", ["tool", "status"], registry=r
         )

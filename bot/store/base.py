@@ -163,6 +163,24 @@ class Store(Protocol):
         ...
 
     async def refusal_counts(self, since: float) -> dict[str, int]: ...
+
+    # -- access lists (bot/access.py) ----------------------------------------------------
+
+    async def access_entries(self) -> list[tuple[str, str, str]]:
+        """Every (list, kind, target) admins added: ("block", "user", "slack:U1")."""
+        ...
+
+    async def set_access(self, list_name: str, kind: str, target: str) -> None:
+        """Put a target on the allow or block list (moving it off the other)."""
+        ...
+
+    async def remove_access(self, kind: str, target: str) -> bool:
+        """False if the target was on no list in the database."""
+        ...
+
+    async def claim_access_notice(self, key: str) -> bool:
+        """True the first time, across processes: say why Parley stays quiet once."""
+        ...
     async def prune(self, now: float) -> None:
         """Drop delivery keys past redelivery and admissions past the rate window."""
         ...

@@ -27,6 +27,7 @@ from asyncpg.pool import PoolConnectionProxy
 from bot.config import ConfigError
 from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
+from bot.store.access_tables import PostgresAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_schema import migrate
 from bot.store.postgres_usage import UsageQueries
@@ -94,7 +95,7 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries):
+class PostgresStore(UsageQueries, PostgresAccess):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:

@@ -22,6 +22,7 @@ from sqlite_utils import Database
 
 from bot.history import HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
+from bot.store.access_tables import SqliteAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.records import (
     DEDUPE_KEEP_SECONDS,
@@ -84,7 +85,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-class SqliteStore(UsageTables):
+class SqliteStore(UsageTables, SqliteAccess):
     kind = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
