@@ -393,6 +393,7 @@ class SlackAdapter:
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
             dedupe_keys=incoming.dedupe_keys, platform_admin=admin, route=route,
+            is_direct=incoming.is_direct,
         )  # fmt: skip
 
     async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
@@ -474,7 +475,7 @@ class SlackAdapter:
         return Message(
             platform="slack", workspace=team, channel=command.get("channel_id", ""), user=user,
             text="/" + (command.get("text", "").strip().lstrip("/") or "help"),
-            platform_admin=info.admin,
+            platform_admin=info.admin, is_direct=command.get("channel_id", "").startswith("D"),
             dedupe_keys=dedupe_keys(("slack:command:", command.get("trigger_id", ""))),
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
 from bot.http import make_app, start_server
+from bot.live_config import LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         for adapter in adapters:
             adapter.add_routes(app)
         runner = await start_server(app, settings.web_host, settings.port)
+        live = LiveSettings(engine)  # config/parley.toml re-read when it changes
+        live.start()
         log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
         try:
             for adapter in adapters:
@@ -64,5 +67,6 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
             await _until_terminated()
         finally:
             # Together: each finishes its answers in progress within the grace period.
+            await live.stop()
             await asyncio.gather(*(adapter.stop() for adapter in adapters))
             await runner.cleanup()
