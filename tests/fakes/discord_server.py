@@ -96,6 +96,8 @@ class FakeDiscord:
         self.calls: list[RestCall] = []
         self.faults: list[Fault] = []
         self.messages: dict[int, MessagePayload] = {}
+        # What people said (send_message), apart from the bot's own in `messages`.
+        self.said: dict[int, MessagePayload] = {}
         self.channels: dict[int, JSON] = {}
         self.thread_create_events = thread_create_events
         self.gateway = _Gateway()
@@ -120,6 +122,8 @@ class FakeDiscord:
                 ("POST", r"/channels/(\d+)/messages/(\d+)/threads", self._thread_from_message),
                 ("POST", r"/channels/(\d+)/threads", self._thread),
                 ("GET", r"/channels/(\d+)", self._get_channel),
+                ("GET", r"/channels/(\d+)/messages/(\d+)", self._get_message),
+                ("GET", r"/channels/(\d+)/messages", self._history),
             )
         ]  # fmt: skip
         # Original interaction responses by token: created by a deferral.
@@ -207,7 +211,11 @@ class FakeDiscord:
         channel_id: int = CHANNEL_ID,
         guild_id: int | None = GUILD_ID,
         mentions: Sequence[int] = (),
+        reply_to: MessagePayload | None = None,
+        referenced: bool = True,
     ) -> MessagePayload:
+        """A person's message; `reply_to`: as a reply to that one (`referenced`: the
+        gateway sends the replied-to message along, as Discord usually does)."""
         author_payload = wire.user(author)
         payload = wire.message_payload(self.new_id(), channel_id, guild_id, author_payload, content)
         if guild_id is not None:
@@ -215,10 +223,19 @@ class FakeDiscord:
         payload["mentions"] = [
             {**wire.user(uid), "member": wire.member(uid, with_user=False)} for uid in mentions
         ]
+        if reply_to is not None:
+            payload["type"] = 19
+            payload["message_reference"] = {
+                "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                **({"guild_id": str(guild_id)} if guild_id else {}),
+            }  # fmt: skip
+            if referenced:
+                payload["referenced_message"] = dict(reply_to)
         return payload
 
     async def send_message(self, content: str, **options: Any) -> MessagePayload:
         payload = self.message(content, **options)
+        self.said[int(payload["id"])] = payload
         await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
@@ -456,6 +473,31 @@ class FakeDiscord:
         if self.thread_create_events:
             await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread
+
+    def _everything(self, channel_id: str) -> list[MessagePayload]:
+        """People's and the bot's messages in a channel, oldest first (ids are in time
+        order)."""
+        found = [m for m in [*self.said.values(), *self.messages.values()]
+                 if m["channel_id"] == channel_id]  # fmt: skip
+        return sorted(found, key=lambda m: int(m["id"]))
+
+    async def _get_message(self, channel_id: str, message_id: str, **_: Any) -> JSON:
+        for message in self._everything(channel_id):
+            if message["id"] == message_id:
+                return dict(message)
+        raise _Error(404, "Unknown Message", 10008)
+
+    async def _history(self, channel_id: str, *, query: dict[str, str], **_: Any) -> list[JSON]:
+        """GET /channels/{id}/messages: newest first, as Discord answers (limit, before,
+        after)."""
+        found = self._everything(channel_id)
+        if "before" in query:
+            found = [m for m in found if int(m["id"]) < int(query["before"])]
+        if "after" in query:
+            found = [m for m in found if int(m["id"]) > int(query["after"])]
+        limit = min(int(query.get("limit", 50)), 100)
+        newest = found[::-1][:limit]
+        return [dict(m) for m in newest]
 
     async def _get_channel(self, channel_id: str, **_: Any) -> JSON:
         channel = self.channels.get(int(channel_id))
