@@ -43,7 +43,7 @@ from aiohttp import web
 from adapters.common import InFlight
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
-from adapters.discord_context import ReplyChains, access_fields
+from adapters.discord_context import DiscordHistory, ReplyChains, access_fields
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
 from adapters.discord_reply import (
     EDIT_INTERVAL_SECONDS,
@@ -155,6 +155,7 @@ class DiscordAdapter:
         self._threads: dict[int, discord.Thread | None] = {}
         self._hinted: dict[int, None] = {}  # message ids answered with COMMAND_HINT
         self.chains = ReplyChains()
+        engine.summaries.register(PLATFORM, DiscordHistory(lambda: self.client))
 
     # -- the Adapter protocol -----------------------------------------------------------
 

@@ -88,11 +88,16 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def reset(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("reset"))
 
+    @app_commands.command(name="summarize", description="Catch up: a summary of this channel")
+    @app_commands.describe(last="How much: a number of messages (50) or a period (24h)")
+    async def summarize(interaction: Interaction, last: str | None = None) -> None:
+        await handlers.command(interaction, command_line("summarize", last))
+
     @app_commands.command(name="help", description="What Parley's commands do")
     async def help_(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("help"))
 
-    return [ask, chat, reset, help_]
+    return [ask, chat, reset, summarize, help_]
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import discord
 
 from adapters.discord_reply import SendErrors, describe_error
+from bot.messages import Message
+from bot.summarize import Said, Span, SummaryError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ CHAIN_CACHE_SIZE = 2048
 QUOTE_CHARS = 1500  # of each replied-to message
 HEADER = "[The message below replies to these earlier messages, oldest first]"
 FOOTER = "[The message]"
+UNREADABLE = "I could not read this channel's history just now; please try again."
+USER_CANNOT_READ = "You cannot read this channel's history, so I will not summarise it for you."
+BOT_CANNOT_READ = "I cannot read this channel's history: I need Read Message History here."
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +152,50 @@ class ReplyChains:
                 return whole
             chain.pop(0)
         return text
+
+
+class DiscordHistory:
+    """/summarize on Discord: the channel's or thread's newest messages, read only when
+    both the asking member and Parley may read the channel's history."""
+
+    def __init__(self, client: Callable[[], discord.Client | None]) -> None:
+        self.client = client
+
+    async def read_history(self, message: Message, span: Span) -> list[Said]:
+        client = self.client()
+        if client is None:
+            raise SummaryError(UNREADABLE)
+        channel = await self._readable_channel(client, message)
+        said: list[Said] = []
+        try:
+            async for item in channel.history(limit=span.count):
+                if span.since is not None and item.created_at.timestamp() < span.since:
+                    break
+                if item.content or item.attachments:  # not a "thinking…" placeholder
+                    text = item.content or "(an attachment)"
+                    said.append(Said(item.author.display_name, text))
+        except (*SendErrors, discord.InvalidData) as error:
+            log.warning("reading history of %s failed: %s", channel.id, describe_error(error))
+            raise SummaryError(UNREADABLE) from None
+        return said[::-1]
+
+    async def _readable_channel(self, client: discord.Client, message: Message) -> Any:
+        channel_id = int(message.thread or message.channel)
+        try:
+            channel = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
+            if message.workspace == "dm" or not isinstance(
+                channel, discord.abc.GuildChannel | discord.Thread
+            ):
+                return channel  # a DM: both are in it
+            guild = channel.guild
+            member = guild.get_member(int(message.user)) or await guild.fetch_member(
+                int(message.user)
+            )
+        except (*SendErrors, discord.InvalidData, ValueError) as error:
+            log.warning("cannot check who reads %s: %s", channel_id, describe_error(error))
+            raise SummaryError(UNREADABLE) from None
+        if not channel.permissions_for(member).read_message_history:
+            raise SummaryError(USER_CANNOT_READ)
+        if not channel.permissions_for(guild.me).read_message_history:
+            raise SummaryError(BOT_CANNOT_READ)
+        return channel

@@ -47,6 +47,7 @@ from adapters.slack_format import (
     error_code,
     to_mrkdwn,
 )
+from adapters.slack_history import SHORTCUT_ID, SlackHistory, shortcut_incoming
 from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Accepted, Engine
@@ -72,6 +73,7 @@ BAD_TOKEN_ERRORS = frozenset(
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     admin: bool
+    name: str = ""  # the display name, for /summarize
 
 
 class UserDirectory:
@@ -111,7 +113,9 @@ class UserDirectory:
         # only admins of the workspace the message came from count.
         own_team = data.get("team_id", team) == team
         admin = own_team and bool(data.get("is_admin") or data.get("is_owner"))
-        return UserInfo(admin)
+        profile = data.get("profile") or {}
+        name = profile.get("display_name") or data.get("real_name") or data.get("name") or ""
+        return UserInfo(admin, str(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,8 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.event("assistant_thread_started")(self._on_assistant_thread)
         self.app.command(COMMAND)(self._on_command)
+        self.app.shortcut(SHORTCUT_ID)(self._on_shortcut)
+        self.engine.summaries.register("slack", SlackHistory(self))
 
     # -- the runner's Adapter protocol ---------------------------------------------
 
@@ -441,6 +447,15 @@ class SlackAdapter:
                 )  # fmt: skip
 
         return send
+
+    async def _on_shortcut(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any]) -> None:
+        """The "Summarize thread" message shortcut: answered in the message's thread."""
+        await ack()
+        incoming = shortcut_incoming(body)
+        if incoming is None:
+            log.warning("slack: ignored a malformed %s shortcut", SHORTCUT_ID)
+            return
+        self._spawn(self._answer(incoming))
 
     # -- /parley ---------------------------------------------------------------------
 

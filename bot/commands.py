@@ -29,6 +29,7 @@ NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
+/summarize [50|24h]: catch up on this thread or channel (last N messages or period)
 Admins only:
 /usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
@@ -36,7 +37,8 @@ Admins only:
 /block <user>, /unblock <user>
 /forget: delete this channel's stored history (asks to confirm)
 /system [text|reset]: show or set this channel's system prompt
-/model [name|reset]: show or set this channel's model"""
+/model [name|reset]: show or set this channel's model
+/access show | /access allow|block|remove channel|user|role <id>: who Parley answers where"""
 
 
 class CommandError(Exception):
@@ -76,6 +78,7 @@ def command_name(text: str) -> str:
 
 
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
+_SUMMARY_WORDS = re.compile(r"^(\d+|\d+[mhdw])$", re.IGNORECASE)
 _USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
 
 
@@ -97,6 +100,12 @@ def mention_command(text: str) -> str | None:
         (name in ("help", "reset", "forget") and not arguments)
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
+        or (
+            name == "summarize"
+            and len(arguments) <= 1
+            and all(_SUMMARY_WORDS.match(word) for word in arguments)
+        )
+        or (name == "access" and arguments[:1] in (["show"], ["allow"], ["block"], ["remove"]))
         or (name == "limits" and (not arguments or arguments[0].lower() in ("show", "set")))
         or (
             name in ("block", "unblock")

@@ -28,6 +28,7 @@ from bot.metrics import Metrics
 from bot.ratelimit import Limiter
 from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
 from bot.store.records import StaleTurn
+from bot.summarize import Summaries, SummaryError, is_summary
 from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
@@ -131,6 +132,7 @@ class Engine:
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
         self.access = AccessControl(store, lambda: self.settings, is_admin, self.metrics)
+        self.summaries = Summaries(store, lambda: self.settings, clock)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -163,7 +165,7 @@ class Engine:
         answered, across replicas, is then the order in which they were acknowledged.
         """
         problem = self._invalid(message)
-        if problem or is_command(message.text):
+        if problem or (is_command(message.text) and not is_summary(message.text)):
             # Duplicates first: a redelivered bad message gets one complaint.
             claimed = await self.store.claim_delivery(message.dedupe_keys)
             return Accepted(None) if claimed else None
@@ -370,10 +372,19 @@ class Engine:
         self, message: Message, turn: Turn, timing: Timing
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
-        schemas = self.tools.schemas(self._enabled_tools(message))
-        prompt = await self.build_prompt(
-            message.conversation, system_prompt, self._schema_tokens(schemas)
-        )
+        summary = is_summary(message.text)  # /summarize: a prompt of its own, no tools
+        schemas = [] if summary else self.tools.schemas(self._enabled_tools(message))
+        try:
+            prompt = (
+                Prompt(await self.summaries.prompt(message, system_prompt), trimmed=False)
+                if summary
+                else await self.build_prompt(
+                    message.conversation, system_prompt, self._schema_tokens(schemas)
+                )
+            )
+        except SummaryError as error:
+            yield ReplyEvent(ReplyKind.ERROR, str(error))
+            return
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return

@@ -124,6 +124,7 @@ class FakeDiscord:
                 ("GET", r"/channels/(\d+)", self._get_channel),
                 ("GET", r"/channels/(\d+)/messages/(\d+)", self._get_message),
                 ("GET", r"/channels/(\d+)/messages", self._history),
+                ("GET", r"/guilds/(\d+)/members/(\d+)", self._member),
             )
         ]  # fmt: skip
         # Original interaction responses by token: created by a deferral.
@@ -476,9 +477,10 @@ class FakeDiscord:
 
     def _everything(self, channel_id: str) -> list[MessagePayload]:
         """People's and the bot's messages in a channel, oldest first (ids are in time
-        order)."""
+        order), as GET /channels/{id}/messages shows them."""
+        # Ephemeral messages are the asker's alone: never in a channel's history.
         found = [m for m in [*self.said.values(), *self.messages.values()]
-                 if m["channel_id"] == channel_id]  # fmt: skip
+                 if m["channel_id"] == channel_id and not m["flags"] & EPHEMERAL]  # fmt: skip
         return sorted(found, key=lambda m: int(m["id"]))
 
     async def _get_message(self, channel_id: str, message_id: str, **_: Any) -> JSON:
@@ -498,6 +500,11 @@ class FakeDiscord:
         limit = min(int(query.get("limit", 50)), 100)
         newest = found[::-1][:limit]
         return [dict(m) for m in newest]
+
+    async def _member(self, guild_id: str, user_id: str, **_: Any) -> JSON:
+        if int(user_id) not in wire.NAMES:
+            raise _Error(404, "Unknown Member", 10007)
+        return dict(wire.member(int(user_id)))
 
     async def _get_channel(self, channel_id: str, **_: Any) -> JSON:
         channel = self.channels.get(int(channel_id))
