@@ -157,7 +157,20 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def forget(interaction: Interaction, confirm: bool = False) -> None:
         await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
 
-    return [block, unblock, forget]
+    @app_commands.command(name="access", description="Admins: who Parley answers where")
+    @app_commands.describe(
+        action="show, or allow/block/remove an id", kind="What the id names",
+        target="A channel (or 'here'), user or role id, e.g. discord:<guild>:<role>",
+    )  # fmt: skip
+    async def access(
+        interaction: Interaction,
+        action: Literal["show", "allow", "block", "remove"] = "show",
+        kind: Literal["channel", "user", "role"] | None = None,
+        target: str | None = None,
+    ) -> None:
+        await handlers.command(interaction, command_line("access", action, kind, target))
+
+    return [block, unblock, forget, access]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

@@ -147,7 +147,9 @@ class AccessControl:
         key = f"{message.channel_id}|{denial.subject}"
         if not await self.store.claim_access_notice(key):
             return Verdict(False)
-        return Verdict(False, ReplyEvent(ReplyKind.ERROR, denial.text))
+        # About one person: shown to them alone where the platform can.
+        private = denial.reason in ("user", "role", "dms")
+        return Verdict(False, ReplyEvent(ReplyKind.ERROR, denial.text, private=private))
 
 
 def parse_target(kind: str, text: str) -> str:
