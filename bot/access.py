@@ -130,13 +130,25 @@ class AccessControl:
         self.settings = settings  # a getter: live settings change under us
         self.is_admin = is_admin
         self.metrics = metrics
+        # The lists last built, by the settings and database version they came from.
+        self._built: tuple[Settings, tuple[int, float], Lists] | None = None
+
+    async def lists(self, settings: Settings) -> Lists:
+        """The lists in force: one small query per message, the entries re-read only
+        when the database's version of them changed (in any process)."""
+        version = await self.store.access_version()
+        built = self._built
+        if built is not None and built[0] is settings and built[1] == version:
+            return built[2]
+        lists = Lists.build(settings, await self.store.access_entries())
+        self._built = (settings, version, lists)
+        return lists
 
     async def check(self, message: Message) -> Verdict:
         settings = self.settings()
         if self.is_admin(settings, message):
             return ALLOWED
-        lists = Lists.build(settings, await self.store.access_entries())
-        denial = judge(lists, settings, message)
+        denial = judge(await self.lists(settings), settings, message)
         if denial is None:
             return ALLOWED
         self.metrics.access_refusals.labels(denial.reason).inc()

@@ -207,3 +207,16 @@ def test_message_payload_keeps_access_fields() -> None:
     original = Message("discord", "g", "c", "u", "hi", roles=("r1",), category="k",
                        parent_channel="p", is_direct=False)  # fmt: skip
     assert Message.from_payload(original.to_payload()) == original
+
+
+async def test_access_version_changes_with_every_change(store: Store) -> None:
+    seen = {await store.access_version()}
+    for change in (
+        store.set_access("allow", "user", "slack:U1"),
+        store.set_access("allow", "user", "slack:U2"),
+        store.set_access("block", "user", "slack:U1"),  # a move
+        store.remove_access("user", "slack:U2"),
+    ):
+        await change
+        seen.add(await store.access_version())
+    assert len(seen) == 5

@@ -18,6 +18,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 # (list, kind, target): ("block", "user", "slack:U123")
 AccessEntry = tuple[str, str, str]
+# Every change gets a created_at later than any before it, whatever the clocks of the
+# replicas say: (count, newest) then changes with every add, move and remove, and is a
+# version processes compare to know when to re-read the entries.
+_AFTER_NEWEST = "(SELECT coalesce(max(created_at), 0) + 0.001 FROM access)"
 
 
 class SqliteAccess:
@@ -30,10 +34,16 @@ class SqliteAccess:
         rows = self.db.execute("SELECT list, kind, target FROM access ORDER BY kind, target")
         return [(str(row[0]), str(row[1]), str(row[2])) for row in rows.fetchall()]
 
+    async def access_version(self) -> tuple[int, float]:
+        row = self.db.execute("SELECT count(*), coalesce(max(created_at), 0) FROM access")
+        count, newest = row.fetchone()
+        return int(count), float(newest)
+
     async def set_access(self, list_name: str, kind: str, target: str) -> None:
         await self._write(
             self.db.execute,
-            "INSERT INTO access (kind, target, list, created_at) VALUES (?, ?, ?, ?)"
+            "INSERT INTO access (kind, target, list, created_at) VALUES (?, ?, ?,"
+            f" max(?, {_AFTER_NEWEST}))"
             " ON CONFLICT(kind, target) DO UPDATE SET list = excluded.list,"
             " created_at = excluded.created_at",
             (kind, target, list_name, time.time()),
@@ -63,9 +73,15 @@ class PostgresAccess:
         )
         return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
 
+    async def access_version(self) -> tuple[int, float]:
+        row = await self.pool.fetchrow("SELECT count(*), coalesce(max(created_at), 0) FROM access")
+        assert row is not None
+        return int(row[0]), float(row[1])
+
     async def set_access(self, list_name: str, kind: str, target: str) -> None:
         await self.pool.execute(
-            "INSERT INTO access (kind, target, list, created_at) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO access (kind, target, list, created_at) VALUES ($1, $2, $3,"
+            f" greatest($4, {_AFTER_NEWEST}))"
             " ON CONFLICT (kind, target) DO UPDATE SET list = excluded.list,"
             " created_at = excluded.created_at",
             kind, target, list_name, time.time(),

@@ -170,6 +170,11 @@ class Store(Protocol):
         """Every (list, kind, target) admins added: ("block", "user", "slack:U1")."""
         ...
 
+    async def access_version(self) -> tuple[int, float]:
+        """(entries, newest change): changes whenever an entry is added, moved or
+        removed, so a process re-reads the entries only then."""
+        ...
+
     async def set_access(self, list_name: str, kind: str, target: str) -> None:
         """Put a target on the allow or block list (moving it off the other)."""
         ...
