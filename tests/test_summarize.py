@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from adapters.discord_context import USER_CANNOT_READ
 from bot.summarize import INSTRUCTION, NOTHING
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.discord_helpers import BotFactory, start_bot
 from tests.fakes import eventually
-from tests.fakes.discord_payloads import ADA_ID, ALICE_ID
+from tests.fakes.discord_payloads import ADA_ID, ALICE_ID, CHANNEL_ID
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.slack_helpers import Start, mention, start
 
@@ -151,3 +153,20 @@ async def test_discord_summarize_reads_the_channel_history(start_bot: BotFactory
         lambda: [m for m in bot.fake.originals.values() if m["content"] == "Lunch moved to 1pm."]
     )
     assert answered[0]["flags"] & (1 << 6)  # ephemeral: only the asker sees it
+
+
+async def test_discord_summarize_needs_the_asker_to_read_the_history(
+    start_bot: BotFactory,
+) -> None:
+    fake = FakeDiscord()
+    deny_history = {"id": str(ALICE_ID), "type": 1, "allow": "0", "deny": str(1 << 16)}
+    fake.channels[CHANNEL_ID]["permission_overwrites"] = [deny_history]
+    bot = await start_bot(fake=fake)
+    await bot.fake.send_message("secret plans", author=ADA_ID)
+    payload = await bot.fake.send_interaction("summarize")
+    edits = await eventually(
+        lambda: bot.fake.calls_to("PATCH", rf"/webhooks/\d+/{payload['token']}/.*")
+    )
+    assert USER_CANNOT_READ in str(edits[-1].body["content"])
+    assert bot.model.request_count == 0
+    assert not bot.fake.calls_to("GET", r"/channels/\d+/messages")

@@ -332,7 +332,10 @@ class FakeDiscord:
         shard = identify.get("shard", [0, 1])
         await self.dispatch("READY", wire.ready(session, resume_url, self.guild_ids, shard))
         for guild_id in self.guild_ids:
-            await self.dispatch("GUILD_CREATE", wire.guild(guild_id, self.channel_for(guild_id)))
+            guild = wire.guild(guild_id, self.channel_for(guild_id))
+            # The channel as the test left it (permission overwrites, say).
+            guild["channels"] = [self.channels[self.channel_for(guild_id)]]
+            await self.dispatch("GUILD_CREATE", guild)
 
     # -- REST -------------------------------------------------------------------------
 
