@@ -51,7 +51,7 @@ def _status() -> int:
     print("Parley: one LLM bot for Slack and Discord.\n")
     for line in availability():
         print(line)
-    print("\nCommands: run [slack] [discord] [web], chat, usage, limits. See --help.")
+    print("\nCommands: run [slack] [discord] [web], chat, usage, limits, access. See --help.")
     return 0
 
 
