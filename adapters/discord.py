@@ -316,7 +316,7 @@ class DiscordAdapter:
             PLATFORM, place.workspace, place.channel, str(message.author.id), text,
             thread=place.thread, dedupe_keys=(f"discord:msg:{message.id}",),
             platform_admin=_manages_guild(message.author),
-            **access_fields(message.author, message.channel),
+            **access_fields(message.author, message.channel, place.is_direct),
         )  # fmt: skip
 
     async def _place(self, channel: Any, guild: discord.Guild | None) -> Place | None:
@@ -457,7 +457,8 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user), **access_fields(user, interaction.channel),
+            platform_admin=_manages_guild(user),
+            **access_fields(user, interaction.channel, place.is_direct),
         )  # fmt: skip
 
     # -- answering ----------------------------------------------------------------------

@@ -42,9 +42,9 @@ class Quoted:
     replies_to: int | None  # the message this one replies to, in the same channel
 
 
-def access_fields(author: Any, channel: Any) -> dict[str, Any]:
+def access_fields(author: Any, channel: Any, direct: bool) -> dict[str, Any]:
     """Message fields the access lists check: roles, category, parent, DM."""
-    if channel is None or isinstance(channel, discord.DMChannel | discord.GroupChannel):
+    if direct:
         return {"is_direct": True}
     # The role ids as Discord sent them: Member.roles leaves out roles not cached.
     roles = tuple(str(role) for role in getattr(author, "_roles", ()))

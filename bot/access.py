@@ -152,7 +152,7 @@ class AccessControl:
         if denial is None:
             return ALLOWED
         self.metrics.access_refusals.labels(denial.reason).inc()
-        log.info("access: not answering %s in %s (%s)", message.user_key,
+        log.debug("access: not answering %s in %s (%s)", message.user_key,
                  message.channel_id, denial.reason)  # fmt: skip
         if settings.access_refusal == "silent":
             return Verdict(False)

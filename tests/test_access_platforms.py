@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.access import NOT_FOR_YOU, NOT_HERE
+from bot.access import NO_DMS, NOT_FOR_YOU, NOT_HERE
 from tests.discord_helpers import TRUSTED_GUILD, BotFactory, content, start_bot
 from tests.fakes import eventually
-from tests.fakes.discord_payloads import ADA_ID, ALICE_ID, CHANNEL_ID, GUILD_ID
+from tests.fakes.discord_payloads import ADA_ID, ALICE_ID, CHANNEL_ID, DM_CHANNEL_ID, GUILD_ID
 from tests.fakes.slack_server import TEAM_ID
 from tests.slack_helpers import Start, mention, start
 
@@ -52,3 +52,14 @@ async def test_discord_access_slash_command_changes_the_next_message(
     calls = await bot.replies_to(refused)
     assert NOT_FOR_YOU in content(calls[0])
     assert bot.model.request_count == 0
+
+
+async def test_discord_dms_off_refuses_a_dm_but_answers_in_channels(
+    start_bot: BotFactory,
+) -> None:
+    bot = await start_bot(access_dms=False)
+    await bot.fake.send_message("hello", channel_id=DM_CHANNEL_ID, guild_id=None)
+    assert NO_DMS in await bot.final_text(DM_CHANNEL_ID, contains=NO_DMS)
+    assert bot.model.request_count == 0
+    await bot.mention("hello")
+    await bot.final_text(contains="echo: hello")
