@@ -464,6 +464,7 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=8, help="answers per measurement")
     parser.add_argument("--platforms", default="slack,discord,web,console")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--modes", help="kinds of answer, comma-separated (default: all)")
     arguments = parser.parse_args()
     core, other = cores()
     if other is not None:
@@ -474,6 +475,8 @@ async def main() -> None:
     if arguments.quick:
         platforms = [p for p in platforms if p in ("slack", "discord")]
         modes, sizes, arguments.rounds, arguments.count = ["one piece", "100/s"], [10], 2, 5
+    if arguments.modes:
+        modes = arguments.modes.split(",")
     names = [*platforms]
     if not arguments.quick:
         names += [f"{p}-whole" for p in platforms if p in ("slack", "discord")]
