@@ -12,8 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.access import NOT_FOR_YOU
 from bot.config import load_settings
-from bot.live_config import merge
+from bot.live_config import LiveSettings, merge
+from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes import eventually
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_run import free_port
@@ -128,3 +130,25 @@ def test_settings_that_need_a_restart_are_kept(tmp_path: Path) -> None:
     config.write_text('[web]\nport = 5000\n[model]\nsystem_prompt = "new"\n')
     merged = merge(old, load_settings(str(config), environ={}))
     assert (merged.port, merged.system_prompt) == (4000, "new")
+
+
+async def test_reload_applies_access_lists_prompts_and_prices_to_a_running_engine(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('["gpt-4o-mini"]\ninput = 1.0\noutput = 2.0\n')
+    config = tmp_path / "parley.toml"
+    config.write_text(f'[usage]\nprices_path = "{prices}"\n')
+    engine = make_engine(config_path=str(config), prices_path=str(prices))
+    live = LiveSettings(engine)
+    config.write_text(
+        f'[usage]\nprices_path = "{prices}"\n[model]\nsystem_prompt = "Be terse."\n'
+        '[access]\nblock_users = ["test:mallory"]\n'
+    )
+    prices.write_text('["gpt-4o-mini"]\ninput = 100.0\noutput = 200.0\n')
+    assert live.reload() is True
+    assert final_text(await collect(engine, message("hi", user="mallory"))) == NOT_FOR_YOU
+    await collect(engine, message("hi"))
+    assert fake_openai.requests[-1]["messages"][0]["content"] == "Be terse."
+    assert engine.prices.prices["gpt-4o-mini"].input == 100.0
+    assert fake_openai.request_count == 1
