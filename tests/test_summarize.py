@@ -5,6 +5,7 @@ terminal and web chat (their own conversation)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from adapters.discord_context import USER_CANNOT_READ
@@ -16,6 +17,7 @@ from tests.fakes.discord_payloads import ADA_ID, ALICE_ID, CHANNEL_ID
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.slack_helpers import Start, mention, start
+from tests.test_console import run_chat
 
 __all__ = ["start", "start_bot"]  # the fixtures, for pytest to find here
 
@@ -170,3 +172,14 @@ async def test_discord_summarize_needs_the_asker_to_read_the_history(
     assert USER_CANNOT_READ in str(edits[-1].body["content"])
     assert bot.model.request_count == 0
     assert not bot.fake.calls_to("GET", r"/channels/\d+/messages")
+
+
+def test_terminal_summarize_over_its_own_conversation(tmp_path: Path) -> None:
+    with FakeOpenAI().run_in_thread() as fake:
+        fake.script(Text("Noted."), Text("You said the budget is 5k."))
+        result = run_chat(fake, tmp_path, "the budget is 5k\n/summarize\n", "--user", "ann")
+        asked = _asked(fake.requests[-1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].endswith("You said the budget is 5k.")
+    assert asked.splitlines() == ["User: the budget is 5k", "Parley: Noted."]
+    assert "Traceback" not in result.stderr
