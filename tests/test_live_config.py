@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,7 @@ requests_per_minute = {rpm}
 tokens_per_day = 0
 
 [reload]
-poll_seconds = 0.1
+poll_seconds = {poll}
 """
 
 
@@ -67,7 +68,7 @@ async def parley(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[tuple
         "OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": "test",
         "PARLEY_MODEL": "gpt-fake",
     }  # fmt: skip
-    (tmp_path / "parley.toml").write_text(CONFIG.format(rpm=1))
+    (tmp_path / "parley.toml").write_text(CONFIG.format(rpm=1, poll=0.1))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "web", env=env, cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -99,18 +100,34 @@ async def test_an_edit_changes_a_limit_without_restart_and_a_bad_edit_keeps_it(
         assert "limit of 1 requests per minute" in _said(await ask(socket, "two"))
 
         mark = len(running.log)
-        config.write_text(CONFIG.format(rpm=3))
+        config.write_text(CONFIG.format(rpm=3, poll=0.1))
         assert "requests_per_minute" in await running.logged("config: reloaded", mark)
         assert _said(await ask(socket, "three")) == "echo: three"
 
         mark = len(running.log)
-        config.write_text(CONFIG.format(rpm="-1"))
+        config.write_text(CONFIG.format(rpm="-1", poll=0.1))
         refused = await running.logged("edit refused", mark)
         assert "limits.requests_per_minute must be a whole number >= 0" in refused
         # Still 3 a minute: "one", "three", then one more, then refused.
         assert _said(await ask(socket, "four")) == "echo: four"
         assert "limit of 3 requests per minute" in _said(await ask(socket, "five"))
         await socket.close()
+
+
+async def test_sighup_rereads_at_once_when_polling_is_off(
+    parley: tuple[Running, str], tmp_path: Path
+) -> None:
+    running, _ = parley
+    config = tmp_path / "parley.toml"
+    mark = len(running.log)
+    config.write_text(CONFIG.format(rpm=1, poll=0))  # polling off from now on
+    await running.logged("config: reloaded", mark)
+    mark = len(running.log)
+    config.write_text(CONFIG.format(rpm=7, poll=0))
+    await asyncio.sleep(1.5)  # more than a poll would take: nothing happens
+    assert not any("config: reloaded" in line for line in running.log[mark:])
+    running.process.send_signal(signal.SIGHUP)
+    assert "requests_per_minute" in await running.logged("config: reloaded", mark)
 
 
 async def test_bad_toml_is_refused_and_named(parley: tuple[Running, str], tmp_path: Path) -> None:
