@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHORTCUT_ID = "summarize_thread"
+# Subtypes that are someone saying something (joins, topic changes... are not).
+SAID = frozenset({"", "file_share", "thread_broadcast", "bot_message", "me_message"})
 PAGE = 200  # messages per Web API call (Slack's recommended most)
 NOT_IN_CHANNEL = "I cannot read this channel: invite me first (/invite @Parley), then ask again."
 MISSING_SCOPE = "I am not allowed to read this conversation's history (a missing scope)."
@@ -54,7 +56,10 @@ class SlackHistory:
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
             log.warning("slack: reading history of %s failed: %s", message.channel, error)
             raise SummaryError(UNREACHABLE) from None
-        recent = [m for m in raw if span.since is None or _ts(m) >= span.since]
+        recent = [
+            m for m in raw
+            if m.get("subtype", "") in SAID and (span.since is None or _ts(m) >= span.since)
+        ]  # fmt: skip
         return [await self._said(message.workspace, m) for m in recent[-span.count :]]
 
     async def _thread(self, message: Message) -> list[Mapping[str, Any]]:

@@ -93,6 +93,8 @@ async def test_slack_summarize_outside_a_thread_reads_the_channel_period(start: 
     old = f"{time.time() - 3 * 86400:.6f}"
     h.slack.say("C1", "ancient news", user="U2", ts=old)
     h.slack.say("C1", "fresh news", user="U2", ts=f"{time.time() - 60:.6f}")
+    h.slack.say("C1", "<@U4> has joined the channel", user="U4",
+                ts=f"{time.time() - 30:.6f}", subtype="channel_join")  # fmt: skip
     await h.event(mention("summarize 24h"))
     history = h.slack.calls_to("conversations.history")[0].params
     assert history["channel"] == "C1" and float(history["oldest"]) > float(old)

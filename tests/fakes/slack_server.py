@@ -217,10 +217,11 @@ class FakeSlack:
         return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket"}
 
     def say(self, channel: str, text: str, *, user: str = "U1", ts: str = "",
-            thread_ts: str = "") -> JSON:  # fmt: skip
+            thread_ts: str = "", subtype: str = "") -> JSON:  # fmt: skip
         """A person's message in the channel's history (no event is sent for it)."""
         message = {"type": "message", "user": user, "text": text, "ts": ts or self._next_ts(),
-                   **({"thread_ts": thread_ts} if thread_ts else {})}  # fmt: skip
+                   **({"thread_ts": thread_ts} if thread_ts else {}),
+                   **({"subtype": subtype} if subtype else {})}  # fmt: skip
         self.history.append({**message, "channel": channel})
         return message
 
