@@ -42,6 +42,7 @@ class _Printer:
         self.out = out
         self.stream = stream
         self.streamed = False
+        self.shown: list[str] = []
 
     def _start(self) -> str:
         # An interactive status line ("… thinking…") is erased before what replaces it.
@@ -51,8 +52,14 @@ class _Printer:
         if event.kind is ReplyKind.DELTA and self.stream:
             self.out.write(self._start() + ("" if self.streamed else "parley> ") + event.text)
             self.streamed = True
+            self.shown.append(event.text)
+        elif event.kind is ReplyKind.FINAL and self.streamed:
+            # The final text replaces what streamed (a withheld answer, say): a terminal
+            # cannot take back lines, so a different final text is printed after it.
+            differs = "".join(self.shown).strip() != event.text.strip()
+            self.out.write(f"\nparley> {event.text}\n" if differs else "\n")
         elif event.kind is ReplyKind.FINAL:
-            self.out.write("\n" if self.streamed else f"{self._start()}parley> {event.text}\n")
+            self.out.write(f"{self._start()}parley> {event.text}\n")
             if event.image:
                 self.out.write(
                     f"(picture saved to {_save_picture(event.image, event.image_name)})\n"

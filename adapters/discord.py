@@ -40,7 +40,7 @@ import discord
 import yarl
 from aiohttp import web
 
-from adapters.common import InFlight
+from adapters.common import InFlight, neutralise_broadcasts
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
 from adapters.discord_context import DiscordHistory, ReplyChains, access_fields
@@ -196,6 +196,20 @@ class DiscordAdapter:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=1)
         self.live = False
+
+    async def send_direct(self, user: str, text: str) -> bool:
+        """A direct message to one user (admin alerts, bot/alerts.py)."""
+        if self.client is None or not user.isdigit():
+            return False
+        try:
+            channel = await self.client.create_dm(discord.Object(int(user)))
+            await channel.send(
+                neutralise_broadcasts(text)[:2000], allowed_mentions=discord.AllowedMentions.none()
+            )
+        except SendErrors as error:
+            log.warning("discord: direct message to %s failed: %s", user, describe_error(error))
+            return False
+        return True
 
     def connected(self) -> bool:
         return self.live and self.client is not None and not self.client.is_closed()

@@ -101,7 +101,7 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
-    @app_commands.command(name="usage", description="Admins: usage and cost")
+    @app_commands.command(name="usage", description="Your usage and limits (admins: everyone's)")
     @app_commands.describe(
         period="How far back, e.g. 24h, 7d, 30d", by="How to group (a table only)",
         chart="True: tokens and cost per day as a picture",
@@ -157,6 +157,22 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def forget(interaction: Interaction, confirm: bool = False) -> None:
         await handlers.command(interaction, command_line("forget", "confirm" if confirm else None))
 
+    @app_commands.command(name="audit", description="Admins: admin actions and moderation events")
+    @app_commands.describe(
+        period="How far back, e.g. 24h, 7d, 30d", action="Only this action, e.g. limits"
+    )
+    async def audit(
+        interaction: Interaction, period: str = "7d", action: str | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("audit", period, action))
+
+    @app_commands.command(name="moderation", description="Admins: moderation in this channel")
+    @app_commands.describe(state="off: exempt this channel; on: follow the configuration")
+    async def moderation(
+        interaction: Interaction, state: Literal["off", "on"] | None = None
+    ) -> None:
+        await handlers.command(interaction, command_line("moderation", state))
+
     @app_commands.command(name="access", description="Admins: who Parley answers where")
     @app_commands.describe(
         action="show, or allow/block/remove an id", kind="What the id names",
@@ -170,7 +186,7 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     ) -> None:
         await handlers.command(interaction, command_line("access", action, kind, target))
 
-    return [block, unblock, forget, access]
+    return [block, unblock, forget, audit, moderation, access]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

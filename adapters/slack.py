@@ -236,6 +236,17 @@ class SlackAdapter:
             await self.client.session.close()
             self.client.session = None
 
+    async def send_direct(self, user: str, text: str) -> bool:
+        """A direct message to one user (admin alerts, bot/alerts.py)."""
+        try:
+            opened = await self.client.conversations_open(users=user)
+            channel = cast(dict[str, Any], opened.get("channel") or {}).get("id", "")
+            await self.client.chat_postMessage(channel=channel, text=clean(text))
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
+            log.warning("slack: direct message to %s failed: %s", user, error_code(error))
+            return False
+        return True
+
     def connected(self) -> bool:
         if self.socket is None:
             return self.authenticated

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from adapters.web_audit import AUDIT_ROWS, audit_filters, audit_section
 from adapters.web_auth import (
     ADMIN_COOKIE,
     LOOPBACK_ONLY,
@@ -33,6 +34,7 @@ from bot.charts import DayUsage, daily_usage, format_cost, usage_svgs
 from bot.config import secret
 from bot.http import ENGINE_KEY
 from bot.store import Store
+from bot.store.audit_rows import AuditEntry
 from bot.usage import parse_period
 
 STYLESHEET = Path(__file__).parent / "static" / "admin.css"
@@ -53,6 +55,9 @@ class Dashboard:
     channels: list[dict[str, Any]]
     models: list[dict[str, Any]]
     refusals: dict[str, int]
+    audit: list[AuditEntry] = field(default_factory=list)
+    audit_user: str = ""
+    audit_action: str = ""
 
 
 def add_admin_routes(app: web.Application) -> None:
@@ -87,7 +92,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         return _page(render_problem(period, str(error)), 400)
     engine = request.app[ENGINE_KEY]
     now = engine.clock()
-    data = await gather(engine.store, period, now - seconds, now)
+    data = await gather(engine.store, period, now - seconds, now, *audit_filters(request.query))
     # Hundreds of bars and table rows are CPU work: off the loop, so chats keep flowing.
     return _page(await asyncio.to_thread(render, data), 200)
 
@@ -109,7 +114,9 @@ def _refuse(request: web.Request, token: str) -> web.Response | None:
     return response
 
 
-async def gather(store: Store, period: str, since: float, now: float) -> Dashboard:
+async def gather(
+    store: Store, period: str, since: float, now: float, user: str = "", action: str = ""
+) -> Dashboard:
     """Everything the page shows, through the store's read-only report methods."""
     return Dashboard(
         period,
@@ -118,6 +125,9 @@ async def gather(store: Store, period: str, since: float, now: float) -> Dashboa
         await store.usage_report(since, "channel", limit=TOP),
         await store.usage_report(since, "model", limit=TOP),
         await store.refusal_counts(since),
+        await store.audit_entries(since, user, action, AUDIT_ROWS),
+        user,
+        action,
     )
 
 
@@ -133,6 +143,7 @@ def render(data: Dashboard) -> str:
         _table_section("Models", "model", data.models),
         _refusal_section(data.refusals),
         _table_section("Per day", "day", [_day_row(day) for day in data.days]),
+        audit_section(data.audit, data.period, data.audit_user, data.audit_action),
     ]
     return _document(data.period, "".join(sections))
 

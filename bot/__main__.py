@@ -51,7 +51,10 @@ def _status() -> int:
     print("Parley: one LLM bot for Slack and Discord.\n")
     for line in availability():
         print(line)
-    print("\nCommands: run [slack] [discord] [web], chat, usage, limits, access. See --help.")
+    print(
+        "\nCommands: run [slack] [discord] [web], chat, usage, limits, audit, access."
+        " See --help."
+    )
     return 0
 
 

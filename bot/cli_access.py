@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from bot import access
+from bot.cli_audit import audit_cli_action
 from bot.config import Settings
 from bot.store import Store
 
@@ -33,8 +34,13 @@ async def run(store: Store, settings: Settings, arguments: argparse.Namespace) -
         print(await access.describe(store, settings))
         return 0
     try:
-        print(await access.change(store, settings, arguments.action, arguments.kind, arguments.id))
+        action, kind = arguments.action, arguments.kind
+        answer = await access.change(store, settings, action, kind, arguments.id)
     except ValueError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
+    # The same audit row as /access in chat (bot/audit_commands.py), by the login.
+    target = f"{arguments.kind} {arguments.id}"
+    await audit_cli_action(store, f"access.{arguments.action}", target, "", answer)
+    print(answer)
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import cli_access
+from bot.cli_audit import add_command, audit_cli_action, run_audit
 from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
 from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
@@ -34,6 +35,7 @@ def add_commands(commands: Any) -> None:
     set_.add_argument("value", help="a number, or 'default'")
     for name in ("block", "unblock"):
         actions.add_parser(name, help=f"{name} a user").add_argument("user")
+    add_command(commands)
     cli_access.add_command(commands)
     migrate = commands.add_parser("migrate", help="copy a SQLite database into PostgreSQL")
     migrate.add_argument("--from", dest="source", required=True, help="the SQLite file")
@@ -58,6 +60,8 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
         if arguments.command == "usage":
             return await _usage(store, arguments)
+        if arguments.command == "audit":
+            return await run_audit(store, arguments)
         if arguments.command == "access":
             return await cli_access.run(store, settings, arguments)
         return await _limits(store, settings, arguments)
@@ -106,6 +110,7 @@ async def _limits(store: Store, settings: Settings, arguments: argparse.Namespac
     user = _user(arguments.user)
     if user is None:
         return _fail(f"{arguments.user!r} must look like platform:user, e.g. slack:U123")
+    before = describe_limits(user, await store.user_limits(user, defaults))
     if arguments.action == "set":
         try:
             column, value = parse_limit(arguments.limit, arguments.value)
@@ -114,5 +119,12 @@ async def _limits(store: Store, settings: Settings, arguments: argparse.Namespac
         await store.set_user_limit(user, column, value)
     elif arguments.action in ("block", "unblock"):
         await store.set_user_limit(user, "blocked", 1 if arguments.action == "block" else 0)
-    print(describe_limits(user, await store.user_limits(user, defaults)))
+    after = describe_limits(user, await store.user_limits(user, defaults))
+    if arguments.action != "show":
+        action = f"limits.set.{arguments.limit}" if arguments.action == "set" else arguments.action
+        strip = f"{user}: "
+        await audit_cli_action(
+            store, action, user, before.removeprefix(strip), after.removeprefix(strip)
+        )
+    print(after)
     return 0

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot.audit_commands import audit_command, moderation_command, own_usage, run_audited
 from bot.charts import daily_usage, usage_png
 from bot.config import Settings
 from bot.messages import Message, ReplyEvent, ReplyKind
@@ -30,14 +31,17 @@ HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
 /summarize [50|24h]: catch up on this thread or channel (last N messages or period)
+/usage [period]: your own usage and what is left of your limits today
 Admins only:
-/usage [period] [user|channel|model|day]: usage and cost, e.g. /usage 7d user
+/usage [period] [user|channel|model|day]: everyone's usage and cost, e.g. /usage 7d user
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
 /limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
 /block <user>, /unblock <user>
 /forget: delete this channel's stored history (asks to confirm)
 /system [text|reset]: show or set this channel's system prompt
 /model [name|reset]: show or set this channel's model
+/audit [period] [action]: admin actions and moderation events, e.g. /audit 30d limits
+/moderation [off|on]: exempt this channel from moderation, or not
 /access show | /access allow|block|remove channel|user|role <id>: who Parley answers where"""
 
 
@@ -78,6 +82,7 @@ def command_name(text: str) -> str:
 
 
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
+_PERIOD = re.compile(r"^\d+[mhdw]$", re.IGNORECASE)
 _SUMMARY_WORDS = re.compile(r"^(\d+|\d+[mhdw])$", re.IGNORECASE)
 _USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
 
@@ -100,6 +105,7 @@ def mention_command(text: str) -> str | None:
         (name in ("help", "reset", "forget") and not arguments)
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
+        or (name == "audit" and len(arguments) <= 1 and all(_PERIOD.match(w) for w in arguments))
         or (
             name == "summarize"
             and len(arguments) <= 1
@@ -137,7 +143,7 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
     if admin_only and not is_admin(context.settings, message):
         return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
     try:
-        answer = await handler(context, message, arguments)
+        answer = await run_audited(context, message, name, arguments, handler)
     except CommandError as error:
         return ReplyEvent(ReplyKind.ERROR, str(error), private=True)
     except Exception:  # the delivery is already claimed: the user must hear something
@@ -159,10 +165,14 @@ async def _reset(context: CommandContext, message: Message, arguments: list[str]
     return "Conversation reset: I will not use the earlier messages from here on."
 
 
-@command("usage", admin=True)
+@command("usage", admin=False)
 async def _usage(
     context: CommandContext, message: Message, arguments: list[str]
 ) -> str | ReplyEvent:
+    if not is_admin(context.settings, message):  # their own figures, nobody else's
+        if arguments[:1] and arguments[0].lower() == "chart":  # a chart shows everyone
+            return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name="usage"), private=True)
+        return await own_usage(context, message, arguments)
     if arguments[:1] and arguments[0].lower() == "chart":
         return await _usage_chart(context, arguments[1:])
     period, by = "7d", "user"
@@ -182,7 +192,8 @@ async def _usage(
     refusals = await context.store.refusal_counts(since)
     refused = sum(refusals.values())
     header = f"Usage over the last {period}, by {by} (top 20):"
-    footer = f"Requests refused by limits: {refused}" if refused else ""
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(refusals.items()))
+    footer = f"Messages refused: {refused} ({kinds})" if refused else ""
     return "\n".join(part for part in (header, format_table(rows, by), footer) if part)
 
 
@@ -326,3 +337,7 @@ async def _system(context: CommandContext, message: Message, arguments: list[str
 @command("model", admin=True)
 async def _model(context: CommandContext, message: Message, arguments: list[str]) -> str:
     return await _channel_setting(context, message, arguments, "model", "model")
+
+
+command("audit", admin=True)(audit_command)
+command("moderation", admin=True)(moderation_command)

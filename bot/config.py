@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -79,6 +80,25 @@ class Settings:
     tool_timeout_seconds: float = 10.0
     max_tool_rounds: int = 5
     mcp_servers: tuple[Mapping[str, Any], ...] = field(default=())
+    # Safety and governance (bot/safety.py): every part off, or harmless, by default.
+    moderation_enabled: bool = False
+    moderation_provider: str = "openai"  # "openai", "patterns" or "both"
+    moderation_model: str = "omni-moderation-latest"
+    moderation_patterns: tuple[str, ...] = ()
+    moderation_check_answers: bool = False
+    moderation_on_failure: str = "closed"  # the endpoint failed: "open" lets it pass
+    moderation_thresholds: Mapping[str, float] = field(default_factory=dict)
+    redaction_enabled: bool = False
+    redaction_patterns: tuple[str, ...] = ()
+    redaction_store_original: bool = True
+    redaction_mask_secrets: bool = True
+    budget_daily_usd: float = 0.0
+    budget_monthly_usd: float = 0.0
+    budget_warn_at: float = 0.8
+    budget_fallback_model: str = ""
+    # "platform:workspace" -> {"daily_usd": x, "monthly_usd": y}
+    budget_workspaces: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    audit_retain_days: int = 0  # 0: audit rows are kept for ever
     slack_allow_bots: bool = False
     discord_sharded: bool = False
     # Several processes splitting the gateway: the shards in all, and this one's.
@@ -171,6 +191,8 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+
+
 def _ids(parts: int, example: str) -> Callable[[Any], tuple[str, ...]]:
     """A list of ids made of `parts` non-empty pieces joined by ":"."""
 
@@ -221,6 +243,84 @@ class _Option:
     env: str = ""
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError
+        return str(value)
+
+    return parse
+
+
+def _regexes(value: Any) -> tuple[str, ...]:
+    patterns = _string_list(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ValueError from None
+    return patterns
+
+
+def _fraction(value: Any) -> float:
+    number = _positive_float(value)
+    if number > 1:
+        raise ValueError
+    return float(number)
+
+
+def _thresholds(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ValueError
+    return {str(category): _fraction(score) for category, score in value.items()}
+
+
+def _workspace_budgets(value: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(value, dict):
+        raise ValueError
+    budgets: dict[str, dict[str, float]] = {}
+    for workspace, table in value.items():
+        platform, _, team = str(workspace).partition(":")
+        if not platform or not team or not isinstance(table, dict):
+            raise ValueError
+        if set(table) - {"daily_usd", "monthly_usd"}:
+            raise ValueError
+        budgets[str(workspace)] = {k: float(_non_negative_float(v)) for k, v in table.items()}
+    return budgets
+
+
+SAFETY_OPTIONS: dict[str, _Option] = {
+    "moderation.enabled": _Option("moderation_enabled", _boolean, "true or false"),
+    "moderation.provider": _Option(
+        "moderation_provider", _choice("openai", "patterns", "both"),
+        '"openai", "patterns" or "both"',
+    ),
+    "moderation.model": _Option("moderation_model", _text, "a moderation model name"),
+    "moderation.patterns": _Option(
+        "moderation_patterns", _regexes, "a list of words or regular expressions"
+    ),
+    "moderation.check_answers": _Option("moderation_check_answers", _boolean, "true or false"),
+    "moderation.on_failure": _Option(
+        "moderation_on_failure", _choice("open", "closed"), '"open" or "closed"'
+    ),
+    "moderation.thresholds": _Option(
+        "moderation_thresholds", _thresholds, 'a table of category = score, e.g. "hate" = 0.5'
+    ),
+    "redaction.enabled": _Option("redaction_enabled", _boolean, "true or false"),
+    "redaction.patterns": _Option("redaction_patterns", _regexes, "a list of regular expressions"),
+    "redaction.store_original": _Option("redaction_store_original", _boolean, "true or false"),
+    "redaction.mask_secrets": _Option("redaction_mask_secrets", _boolean, "true or false"),
+    "budget.daily_usd": _Option("budget_daily_usd", _non_negative_float, "dollars >= 0"),
+    "budget.monthly_usd": _Option("budget_monthly_usd", _non_negative_float, "dollars >= 0"),
+    "budget.warn_at": _Option("budget_warn_at", _fraction, "a fraction such as 0.8"),
+    "budget.fallback_model": _Option("budget_fallback_model", str, "a model name"),
+    "budget.workspaces": _Option(
+        "budget_workspaces", _workspace_budgets,
+        'tables [budget.workspaces."slack:T0123"] with daily_usd and/or monthly_usd',
+    ),
+    "audit.retain_days": _Option("audit_retain_days", _non_negative_int, "whole days >= 0"),
+}  # fmt: skip
+
 # section.key in the TOML file -> attribute, parser, what a good value looks like, env
 OPTIONS: dict[str, _Option] = {
     "model.name": _Option("model", _text, "a model name", "PARLEY_MODEL"),
@@ -268,6 +368,7 @@ OPTIONS: dict[str, _Option] = {
     "tools.timeout_seconds": _Option("tool_timeout_seconds", _positive_float, "seconds > 0"),
     "tools.max_rounds": _Option("max_tool_rounds", _positive_int, "a whole number > 0"),
     "tools.mcp_servers": _Option("mcp_servers", _table_list, "a list of [[tools.mcp_servers]]"),
+    **SAFETY_OPTIONS,
     "slack.allow_bots": _Option("slack_allow_bots", _boolean, "true or false"),
     "discord.sharded": _Option("discord_sharded", _boolean, "true or false"),
     "discord.shard_count": _Option(

@@ -26,6 +26,7 @@ from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.ratelimit import Limiter
+from bot.safety import Safety, Screened
 from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summarize import Summaries, SummaryError, is_summary
@@ -131,6 +132,8 @@ class Engine:
         self.last_model_success = 0.0
         self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
+        # Moderation, redaction, spend caps and the audit log (bot/safety.py).
+        self.safety = Safety(settings, store, model, self.metrics, clock)
         self.access = AccessControl(store, lambda: self.settings, is_admin, self.metrics)
         self.summaries = Summaries(store, lambda: self.settings, clock)
         self._last_prune = 0.0
@@ -278,16 +281,21 @@ class Engine:
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
         if not admitted:
-            # Access lists first: a message Parley does not answer is not counted.
+            # Access lists first: a message Parley does not answer is not moderated,
+            # counted or stored.
             verdict = await self.access.check(message)
-            refusal = await self._admit(message, turn) if verdict.allowed else verdict.notice
-            if refusal is not None:
-                yield refusal
-            if refusal is not None or not verdict.allowed:
+            if not verdict.allowed:
+                if verdict.notice is not None:
+                    yield verdict.notice
                 return
+        screened = await self.safety.screen(message, admitted)
+        refusal = screened.refusal or (None if admitted else await self._admit(message, turn))
+        if refusal is not None:
+            yield refusal
+            return
         # aclosing: a reply closed early must close the generators it runs now, so
         # their finally blocks (the usage row, the turn) run at once.
-        async with aclosing(self._answer(message, turn, timing)) as events:
+        async with aclosing(self._answer(message, turn, timing, screened)) as events:
             async for event in events:
                 yield event
 
@@ -305,8 +313,8 @@ class Engine:
         limits = self.limiter.limits_for(is_admin(self.settings, message))
         now = self.clock()
         verdict = await self.store.admit_message(
-            message.conversation, message.user_key, limits, now, message.text,
-            count_message(message.text), turn.id,
+            message.conversation, message.user_key, limits, now,
+            self.safety.stored_text(message.text), count_message(message.text), turn.id,
         )  # fmt: skip
         refusal = await self.limiter.refusal(message.user_key, verdict, now)
         if refusal is None:
@@ -321,6 +329,7 @@ class Engine:
         if now - self._last_prune > 3600:
             self._last_prune = now
             await self.store.prune(now)
+            await self.safety.prune()
 
     def _invalid(self, message: Message) -> str:
         text = message.text.strip()
@@ -369,9 +378,10 @@ class Engine:
         return Prompt(messages, trimmed and not window.trim_noticed)
 
     async def _answer(
-        self, message: Message, turn: Turn, timing: Timing
+        self, message: Message, turn: Turn, timing: Timing, screened: Screened
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
+        model = screened.model or model  # the budget's fallback model
         summary = is_summary(message.text)  # /summarize: a prompt of its own, no tools
         schemas = [] if summary else self.tools.schemas(self._enabled_tools(message))
         try:
@@ -390,6 +400,8 @@ class Engine:
             return
         if prompt.trimmed and await self.store.claim_trim_notice(message.conversation):
             yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
+        if screened.notice:
+            yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
@@ -439,19 +451,24 @@ class Engine:
             started = time.perf_counter()
             self.metrics.in_flight.inc()
             stream = self.model.stream(
-                model, prompt, tools=schemas, max_tokens=self.settings.reply_tokens
-            )
+                model, self.safety.outgoing(prompt), tools=schemas,
+                max_tokens=self.settings.reply_tokens,
+            )  # fmt: skip
+            masker = self.safety.stream_masker()
             try:
                 async with aclosing(_timed(stream, timing.add_model)) as items:
                     async for item in items:
                         if not streamed and completion is None:
                             self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                         if isinstance(item, Completion):
-                            completion, status = item, "ok"
-                            yield item
+                            if rest := masker.flush():  # the word held back, masked
+                                yield ReplyEvent(ReplyKind.DELTA, rest)
+                            completion, status = await self.safety.review(message, item), "ok"
+                            yield completion
                         else:
                             streamed.append(item.text)
-                            yield ReplyEvent(ReplyKind.DELTA, item.text)
+                            if shown := masker.feed(item.text):
+                                yield ReplyEvent(ReplyKind.DELTA, shown)
             except ModelError as error:
                 status = error.kind
                 log.warning("model call failed for %s: %s", message.conversation, error)
@@ -487,6 +504,7 @@ class Engine:
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
         self._count_call(status, usage, cost, elapsed)
+        self.safety.spent(message, cost)
         return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
                 usage.prompt_tokens if usage else 0,
@@ -531,7 +549,8 @@ class Engine:
         prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
             self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
-            prompt.append({"role": "tool", "tool_call_id": call.id, "content": result.content})
+            content = self.safety.tool_result(result.content)  # secrets masked
+            prompt.append({"role": "tool", "tool_call_id": call.id, "content": content})
         await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])
 
     async def _store_tool_round(self, key: ConversationKey, round_: list[dict[str, Any]]) -> None:

@@ -35,6 +35,14 @@ def create_adapter(name: str, engine: Engine, settings: Settings) -> Adapter:
     return adapter
 
 
+def connect_alerts(engine: Engine, adapters: Sequence[object]) -> None:
+    """Admins on a platform whose adapter can send direct messages get alerts there."""
+    for adapter in adapters:
+        direct = getattr(adapter, "send_direct", None)
+        if direct is not None:
+            engine.safety.alerts.register(getattr(adapter, "name", ""), direct)
+
+
 async def _until_terminated() -> None:
     """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit."""
     stop = asyncio.Event()
@@ -52,6 +60,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         app = make_app(engine, {adapter.name: adapter.connected for adapter in adapters})
         for adapter in adapters:
             adapter.add_routes(app)
+        connect_alerts(engine, adapters)
         runner = await start_server(app, settings.web_host, settings.port)
         live = LiveSettings(engine)  # config/parley.toml re-read when it changes
         live.start()

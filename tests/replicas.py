@@ -72,20 +72,23 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    count: int, database: str, folder: Path, **environment: str
+    count: int, database: str, folder: Path, config: str = "", **environment: str
 ) -> AsyncIterator[Cluster]:
-    """`count` replicas sharing `database`; extra environment applies to all."""
+    """`count` replicas sharing `database`; extra config sections and environment
+    apply to all."""
     async with FakeSlack() as slack, FakeOpenAI() as model:
         group = Cluster(slack, model)
-        config = folder / "replicas.toml"
-        # A short lease, so a killed replica's conversation moves on within a second.
-        config.write_text("[store]\nlease_seconds = 1.0\n")
+        # A short lease, so a killed replica's conversation moves on within seconds; not
+        # shorter: on a loaded CI machine a live replica missed renewing a 1 s lease, and
+        # another answered its turn again.
+        config_file = folder / "replicas.toml"
+        config_file.write_text("[store]\nlease_seconds = 3.0\n" + config)
         try:
             for number in range(count):
                 port = free_port()
                 env = {
                     "PATH": os.environ.get("PATH", ""), "HOME": str(folder),
-                    "PARLEY_CONFIG": str(config), "PARLEY_DB": database, "PORT": str(port),
+                    "PARLEY_CONFIG": str(config_file), "PARLEY_DB": database, "PORT": str(port),
                     "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
                     "PARLEY_SLACK_API_URL": slack.api_url, "OPENAI_API_KEY": "test",
                     "OPENAI_BASE_URL": model.base_url, "PARLEY_RATE_PER_MINUTE": "0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,6 +131,8 @@ async def test_access_changes_apply_to_the_next_message_in_every_process(
         assert said(await collect(two, message("x", user="eve", channel="c9"))) == [NOT_HERE]
         shown = final_text(await collect(two, message("/access show", **admin)))
         assert "allow channels: test:w1:c1" in shown
+        audited = final_text(await collect(two, message("/audit 1d access", **admin)))
+        assert "access.block" in audited and "access.allow" in audited
     finally:
         for engine in engines:
             await engine.close()
@@ -167,11 +170,15 @@ async def test_access_command_explains_a_bad_id(make_engine: EngineFactory) -> N
 
 
 def _cli(db: Path, *words: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return _bot(db, "access", *words, config=config)
+
+
+def _bot(db: Path, *words: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "PARLEY_DB": str(db), "HOME": str(db.parent)}
     if config is not None:
         env["PARLEY_CONFIG"] = str(config)
     return subprocess.run(
-        [sys.executable, "-m", "bot", "access", *words], env=env, cwd=ROOT,
+        [sys.executable, "-m", "bot", *words], env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -192,6 +199,9 @@ async def test_cli_changes_reach_a_running_engine(
     assert "block channels: test:w1:c1" in shown.stdout
     removed = _cli(db, "remove", "channel", "test:w1:c1")
     assert removed.returncode == 0
+    audit = _bot(db, "audit", "--action", "access", "--format", "json")
+    rows = json.loads(audit.stdout)
+    assert sorted(row["action"] for row in rows) == ["access.block", "access.remove"]
     assert final_text(await collect(engine, message("hi"))) == "echo: hi"
     assert fake_openai.request_count == 1
 

@@ -10,8 +10,8 @@ from tests.fakes.openai_server import FakeOpenAI, Text
 
 ADMIN = "test:root"
 ADMIN_COMMANDS = [
-    "/usage",
-    "/usage 30d model",
+    "/audit",
+    "/audit 30d limits",
     "/limits show",
     "/limits set bob rpm 5",
     "/block bob",
@@ -210,7 +210,7 @@ async def test_platform_admins_count_only_in_trusted_workspaces(
 ) -> None:
     engine = make_engine(platform_admin_workspaces=workspaces)
     [reply] = await collect(
-        engine, message("/usage", platform_admin=True, workspace=message_workspace)
+        engine, message("/limits show", platform_admin=True, workspace=message_workspace)
     )
     assert (reply.kind is ReplyKind.FINAL) is allowed
 

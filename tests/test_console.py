@@ -70,13 +70,13 @@ def test_user_and_channel_pick_the_conversation(model_server: FakeOpenAI, tmp_pa
 
 def test_commands_and_errors_print_clearly(model_server: FakeOpenAI, tmp_path: Path) -> None:
     model_server.script(Status(400))
-    result = run_chat(model_server, tmp_path, "hi\n/usage\n/help\n", "--user", "bob")
+    result = run_chat(model_server, tmp_path, "hi\n/limits\n/help\n", "--user", "bob")
     lines = result.stdout.splitlines()
     assert (
         lines[0]
         == "parley! The model rejected this request. If the conversation is long, try /reset."
     )
-    assert lines[1] == "parley! Sorry, only Parley admins can use /usage."
+    assert lines[1] == "parley! Sorry, only Parley admins can use /limits."
     assert "/reset" in result.stdout
     assert result.returncode == 0
 

@@ -122,7 +122,7 @@ async def test_killing_a_replica_mid_answer_leaves_the_others_answering(
             lambda: [p.text for p in bots.slack.thread("C1", elsewhere)] == ["echo: elsewhere"],
             within=WAIT,
         )
-        # The dead replica's turn in the thread runs out with its lease (1 s here).
+        # The dead replica's turn in the thread runs out with its lease (3 s here).
         await eventually(lambda: any("same thread, later" in p.text
                                 for p in bots.slack.thread("C1", stuck)), within=WAIT)  # fmt: skip
         assert "Traceback" not in bots.logs()

@@ -36,7 +36,7 @@ async def test_slash_command_as_admin_gets_usage_privately(start: Start) -> None
 async def test_slash_command_as_non_admin_is_refused_without_figures(start: Start) -> None:
     h = await start(admins=("slack:UADMIN",))
     await h.event(mention("hello"))
-    await h.slash("usage", user="U2")
+    await h.slash("limits show", user="U2")
     [response] = h.slack.responses
     assert response["response_type"] == "ephemeral"
     assert "only Parley admins" in response["text"]
@@ -109,12 +109,12 @@ async def test_workspace_admin_of_an_untrusted_workspace_is_refused(
     h = await start(platform_admin_workspaces=("slack:TOTHER", "web:local"))
     h.slack.admins.add("UWS")
     if form == "slash":
-        await h.slash("usage", user="UWS")
+        await h.slash("limits show", user="UWS")
         [note] = [response["text"] for response in h.slack.responses]
     else:
-        await h.event(mention("usage", user="UWS"))
+        await h.event(mention("limits show", user="UWS"))
         [note] = [posted.text for posted in h.slack.ephemerals("UWS")]
-    assert "only Parley admins can use /usage" in note
+    assert "only Parley admins can use /limits" in note
 
 
 # -- "@Parley <command>" and "@Parley <question>" -----------------------------------------
@@ -127,11 +127,11 @@ async def test_mention_command_reaches_the_router_ephemerally(
     h = await start(platform_admin_workspaces=TRUSTED)
     if workspace_admin:
         h.slack.admins.add("U2")
-    await h.event(mention("usage 7d", user="U2"))
+    await h.event(mention("limits show", user="U2"))
     assert h.model.request_count == 0
     [reply] = h.slack.ephemerals("U2")
     assert reply.thread_ts == MENTION_TS
-    refused = "only Parley admins can use /usage" in reply.text
+    refused = "only Parley admins can use /limits" in reply.text
     assert refused is not workspace_admin
     assert h.texts() == []
 
@@ -268,6 +268,6 @@ async def test_an_admin_of_another_org_in_a_shared_channel_is_refused(start: Sta
     h = await start(platform_admin_workspaces=TRUSTED)
     h.slack.admins.add("UEXT")
     h.slack.foreign_users.add("UEXT")  # an admin, but of the other org in Slack Connect
-    await h.slash("usage", user="UEXT")
+    await h.slash("limits show", user="UEXT")
     [response] = h.slack.responses
-    assert "only Parley admins can use /usage" in response["text"]
+    assert "only Parley admins can use /limits" in response["text"]

@@ -223,3 +223,20 @@ async def test_a_signed_in_admin_is_an_admin_in_the_web_chat(site: Site) -> None
             await socket.send_json({"type": "message", "text": "/usage 30d"})
             reply = await socket.receive_json()
     assert reply["type"] == "final" and "test:alice" in reply["text"]
+
+
+async def test_the_audit_log_table_filters_by_user_and_action(site: Site) -> None:
+    audit = site.engine.safety.audit
+    where = ("slack", "T1", "C1")
+    await audit.record("slack:UA", where, "block", "slack:U2", "20 requests/minute", "BLOCKED")
+    await audit.record("slack:UB", where, "model", "slack:T1:C1", "(default)", "<b>gpt</b>")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    status, page = await fetch(site.url + "/admin?since=7d", headers)
+    assert status == 200 and "Audit log" in page
+    assert "<td>block</td>" in page and "<td>model</td>" in page
+    assert "&lt;b&gt;gpt&lt;/b&gt;" in page and "<b>gpt" not in page
+    _, only = await fetch(site.url + "/admin?since=7d&user=slack:U2", headers)
+    assert "<td>block</td>" in only and "<td>model</td>" not in only
+    assert 'name="user" value="slack:U2"' in only
+    _, by_action = await fetch(site.url + "/admin?since=7d&action=model", headers)
+    assert "<td>model</td>" in by_action and "<td>block</td>" not in by_action

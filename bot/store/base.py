@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from bot.history import Window
 from bot.messages import ConversationKey
+from bot.store.audit_rows import AUDIT_PAGE, AuditEntry
 from bot.store.records import Admission, Answer, StaleTurn, Turn, UsageRecord, UserLimits
 
 # A tool call round as the store keeps it: the call (content, tokens, tool_calls) and
@@ -190,6 +191,36 @@ class Store(Protocol):
         """Drop delivery keys past redelivery and admissions past the rate window."""
         ...
 
+    # -- audit log, budget alerts and spend (bot/audit.py, bot/budget.py) -------------
+
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+    async def audit_entries(
+        self, since: float, user: str = "", action: str = "", limit: int = AUDIT_PAGE
+    ) -> list[AuditEntry]:
+        """Newest first; user matches the actor or the target, action a name or prefix."""
+        ...
+
+    async def prune_audit(self, before: float) -> int:
+        """Delete audit rows older than `before` (only audit.retain_days asks this)."""
+        ...
+
+    async def claim_alert(self, key: str, at: float) -> bool:
+        """True for the first claim of a key, across every replica."""
+        ...
+
+    async def record_refusal(self, user_key: str, kind: str, at: float) -> None: ...
+    async def spend_since(self, since: float, platform: str = "", workspace: str = "") -> float:
+        """Dollars spent since a time: everywhere, or in one platform's workspace."""
+        ...
+
+    async def user_usage(self, user_key: str, since: float) -> list[dict[str, Any]]:
+        """One user's usage since a time, per model (the report's columns)."""
+        ...
+
+    async def channel_moderation(self, platform: str, workspace: str, channel: str) -> str:
+        """An admin's moderation override for a channel: "off", or "" for none."""
+        ...
+
 
 LIMIT_COLUMNS = ("requests_per_minute", "tokens_per_day", "cost_per_day_usd", "blocked")
-SETTING_COLUMNS = ("system_prompt", "model")
+SETTING_COLUMNS = ("system_prompt", "model", "moderation")

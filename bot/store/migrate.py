@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import ConfigError
+from bot.store.audit_rows import AUDIT_COLUMNS
 from bot.store.postgres import PostgresStore
 from bot.store.url import open_store, parse_store_url
 
@@ -47,8 +48,9 @@ TABLES = [
     ),
     Table("conversations", "conversation, context_start, trim_noticed",
           "conversation, context_start, trim_noticed", "conversation", convert=_booleans(2)),
-    Table("channel_settings", "platform, workspace, channel, system_prompt, model",
-          "platform, workspace, channel, system_prompt, model", "platform, workspace, channel"),
+    Table("channel_settings", "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel, system_prompt, model, moderation",
+          "platform, workspace, channel"),
     Table("deliveries", "key, seen_at", "key, seen_at", "key"),
     Table(
         "usage",
@@ -64,6 +66,8 @@ TABLES = [
           "user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked",
           "user_key", convert=_booleans(4)),
     Table("refusals", "id, at, user_key, kind", "id, at, user_key, kind", "id", identity=True),
+    Table("audit", "id, " + AUDIT_COLUMNS, "id, " + AUDIT_COLUMNS, "id", identity=True),
+    Table("budget_alerts", "key, at", "key, at", "key"),
     Table("access", "kind, target, list, created_at", "kind, target, list, created_at",
           "kind, target"),
     Table("access_notices", "key, at", "key, at", "key"),

@@ -29,6 +29,7 @@ from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.access_tables import PostgresAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
+from bot.store.postgres_audit import AuditQueries
 from bot.store.postgres_schema import migrate
 from bot.store.postgres_usage import UsageQueries
 from bot.store.records import (
@@ -95,7 +96,7 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries, PostgresAccess):
+class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:

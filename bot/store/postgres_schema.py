@@ -208,10 +208,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        6,
+        "audit",
+        # Admin actions and safety events; only audit.retain_days deletes rows. A
+        # budget alert's key is claimed once, by whichever replica gets there first.
+        """
+        CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at double precision NOT NULL, actor text COLLATE "C" NOT NULL,
+            platform text COLLATE "C" NOT NULL, workspace text COLLATE "C" NOT NULL,
+            channel text COLLATE "C" NOT NULL, action text COLLATE "C" NOT NULL,
+            target text COLLATE "C" NOT NULL, before text NOT NULL, after text NOT NULL);
+        CREATE INDEX audit_by_time ON audit (at);
+        CREATE TABLE budget_alerts (key text COLLATE "C" PRIMARY KEY,
+            at double precision NOT NULL);
+        ALTER TABLE channel_settings ADD COLUMN moderation text;
+        """,
+    ),
+    (
         7,
         "access",
-        # Numbers are taken per feature branch: a gap (5 and 6 not yet here) is fine,
-        # migrate() applies whatever is missing, in order.
+        # Numbers are taken per feature branch: a gap (5 not yet here) is fine,
+        # migrate() applies whatever is missing, by number.
         """
         CREATE TABLE access (
             kind text COLLATE "C" NOT NULL, target text COLLATE "C" NOT NULL,
@@ -235,7 +253,10 @@ async def migrate(connection: PoolConnectionProxy[asyncpg.Record]) -> list[str]:
         rows = await connection.fetch("SELECT version FROM parley_migrations")
         done = {row[0] for row in rows}
         applied: list[str] = []
-        for version, name, sql in MIGRATIONS:
+        # By number, whatever order the list is in; a missing number is no obstacle
+        # (branches take numbers ahead of time), and a later one applied first is
+        # still followed by an earlier one that arrives after it.
+        for version, name, sql in sorted(MIGRATIONS):
             if version in done:
                 continue
             async with connection.transaction():

@@ -32,6 +32,7 @@ from bot.store.records import (
     Turn,
     UsageRecord,
 )
+from bot.store.sqlite_audit import AuditTables
 from bot.store.sqlite_schema import MIGRATIONS
 from bot.store.sqlite_usage import UsageTables
 
@@ -85,7 +86,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-class SqliteStore(UsageTables, SqliteAccess):
+class SqliteStore(UsageTables, AuditTables, SqliteAccess):
     kind = "sqlite"
 
     def __init__(self, path: str | Path) -> None:

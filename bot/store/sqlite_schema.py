@@ -117,6 +117,23 @@ def turns(db: Database) -> None:
 
 
 @MIGRATIONS()
+def audit(db: Database) -> None:
+    # Admin actions and safety events, one row each. Only audit.retain_days deletes.
+    db.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,"
+        " platform TEXT NOT NULL, workspace TEXT NOT NULL, channel TEXT NOT NULL,"
+        " action TEXT NOT NULL, target TEXT NOT NULL, before TEXT NOT NULL,"
+        " after TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX audit_by_time ON audit (at)")
+    # A budget alert sent for one level, scope and period: the primary key lets one
+    # replica's claim win, so admins hear of it once.
+    db.execute("CREATE TABLE budget_alerts (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+    # An admin's moderation override for a channel (/moderation off).
+    db.execute("ALTER TABLE channel_settings ADD COLUMN moderation TEXT")
+
+
+@MIGRATIONS()
 def access(db: Database) -> None:
     # Admins' allow and block entries (python -m bot access, /access), beside what
     # [access] in the config file sets: one row per target, on one list at a time.

@@ -109,6 +109,7 @@ class FakeDiscord:
             (method, re.compile(pattern + "$"), handler)
             for method, pattern, handler in (
                 ("GET", r"/users/@me", self._me),
+                ("POST", r"/users/@me/channels", self._open_dm),
                 ("GET", r"/oauth2/applications/@me", self._application),
                 ("GET", r"/gateway/bot", self._gateway_bot),
                 ("PUT", r"/applications/(\d+)/guilds/(\d+)/commands", self._commands),
@@ -130,6 +131,7 @@ class FakeDiscord:
         # Original interaction responses by token: created by a deferral.
         self.originals: dict[str, MessagePayload] = {}
         self.uploads: dict[str, bytes] = {}  # attachment id -> the file's bytes
+        self.dm_channels: dict[int, int] = {}  # user id -> their DM channel's id
         self._interactions: dict[str, InteractionPayload] = {}
         for guild_id in self.guild_ids:
             self.channels[self.channel_for(guild_id)] = wire.text_channel(
@@ -508,6 +510,17 @@ class FakeDiscord:
         if int(user_id) not in wire.NAMES:
             raise _Error(404, "Unknown Member", 10007)
         return dict(wire.member(int(user_id)))
+
+    async def _open_dm(self, *, body: JSON, **_: Any) -> JSON:
+        """The bot's DM channel with a user (one per user, as Discord keeps it)."""
+        recipient = int(body["recipient_id"])
+        channel_id = self.dm_channels.setdefault(recipient, self.new_id())
+        channel: JSON = {
+            "id": str(channel_id), "type": 1, "last_message_id": None,
+            "recipients": [wire.user(recipient)],
+        }  # fmt: skip
+        self.channels[channel_id] = channel
+        return channel
 
     async def _get_channel(self, channel_id: str, **_: Any) -> JSON:
         channel = self.channels.get(int(channel_id))

@@ -109,6 +109,12 @@ class Cut:
 
 Response: TypeAlias = Text | ToolCalls | Status | Hang | Malformed | Delay | Stall | Cut
 
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+    "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+    "sexual/minors", "violence", "violence/graphic",
+)  # fmt: skip
+
 # OpenAI's (type, code) for common statuses, so error-classifying code sees realistic bodies.
 _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", None),
@@ -160,11 +166,18 @@ class FakeOpenAI:
         self._port = 0
         # The answer when nothing is scripted; None echoes the last user message.
         self.default: Text | None = None
+        # /v1/moderations: a text containing one of these words gets its scores
+        # (category -> 0..1; 0.5 or more is flagged), every other text passes.
+        # moderation_status set: the route answers that HTTP error instead.
+        self.moderation_words: dict[str, dict[str, float]] = {}
+        self.moderation_status: int | None = None
+        self.moderation_requests: list[JSON] = []
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/moderations", self._moderate)
         # Short shutdown_timeout: aiohttp otherwise waits up to 60s for in-flight handlers.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self._closing = asyncio.Event()
@@ -224,6 +237,27 @@ class FakeOpenAI:
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _moderate(self, request: web.Request) -> web.Response:
+        """OpenAI's moderation response: one result per input text."""
+        body = json.loads(await request.read())
+        self.moderation_requests.append(body)
+        if self.moderation_status is not None:
+            return _error(Status(self.moderation_status))
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        results = []
+        for text in inputs:
+            scores = dict.fromkeys(MODERATION_CATEGORIES, 0.0)
+            for word, word_scores in self.moderation_words.items():
+                if word.lower() in str(text).lower():
+                    scores.update(word_scores)
+            flags = {category: score >= 0.5 for category, score in scores.items()}
+            results.append({
+                "flagged": any(flags.values()), "categories": flags, "category_scores": scores,
+                "category_applied_input_types": {key: ["text"] for key in MODERATION_CATEGORIES},
+            })  # fmt: skip
+        model = body.get("model", "omni-moderation-latest")
+        return web.json_response({"id": "modr-fake", "model": model, "results": results})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
