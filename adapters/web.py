@@ -46,6 +46,7 @@ from adapters.web_auth import (
     token_matches,
 )
 from adapters.web_limits import WebChatLimits
+from adapters.web_recovery import RecoveredAnswers
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
 from bot.messages import ConversationKey, Message, ReplyEvent
@@ -72,6 +73,10 @@ class WebAdapter:
         self.settings = settings
         self.token = token  # "" = no token needed (bound to loopback, none set)
         self.sockets: set[web.WebSocketResponse] = set()
+        # The open pages of each browser session, by conversation id: where an answer
+        # recovered after a restart is shown as it streams.
+        self.pages: dict[str, set[web.WebSocketResponse]] = {}
+        self.recovered = RecoveredAnswers()
         self.running = False
         self.in_flight = InFlight()
         self.assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
@@ -102,11 +107,15 @@ class WebAdapter:
         return self.running
 
     async def recover(self, message: Message, events: AsyncIterator[ReplyEvent]) -> None:
-        """A web chat message claimed and never answered (a restart, or the page closed
-        mid-answer): answer it into the history, which the page shows when it connects
-        again."""
-        async for _ in events:
-            pass
+        """A web chat message claimed and never answered (a restart): answer it into the
+        history, streaming it to the session's pages open now; a page that connects
+        later finds it in the history."""
+        frames = (event_frame(event) async for event in events)
+        await self.recovered.stream(message.channel, frames, self._to_pages)
+
+    async def _to_pages(self, identity: str, frame: dict[str, object]) -> None:
+        for socket in list(self.pages.get(identity, ())):
+            await _send(socket, frame)
 
     # --- the page and its files ---------------------------------------------------
 
@@ -188,7 +197,27 @@ class WebAdapter:
         self, socket: web.WebSocketResponse, session: str, address: str, admin: bool
     ) -> None:
         identity = session_identity(session)
-        await _send(socket, await self._history(identity))
+        for _ in range(3):  # a recovered answer finishing meanwhile: read it again
+            finished = self.recovered.finished
+            await _send(socket, await self._history(identity))
+            if self.recovered.finished == finished:
+                break
+        # Join before catching up: a recovered frame sent meanwhile is not lost.
+        catch_up = self.recovered.so_far(identity)
+        pages = self.pages.setdefault(identity, set())
+        pages.add(socket)
+        for frame in catch_up:
+            await _send(socket, frame)
+        try:
+            await self._read_frames(socket, identity, address, admin)
+        finally:
+            pages.discard(socket)
+            if not pages:
+                self.pages.pop(identity, None)
+
+    async def _read_frames(
+        self, socket: web.WebSocketResponse, identity: str, address: str, admin: bool
+    ) -> None:
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue

@@ -521,7 +521,7 @@ class Engine:
         self, status: str, usage: Usage | None, cost: float | None, elapsed: float
     ) -> None:
         metrics = self.metrics
-        metrics.model_calls.labels(status).inc()
+        metrics.count_model_call(status)
         metrics.model_seconds.observe(elapsed)
         if usage:
             metrics.prompt_tokens.inc(usage.prompt_tokens)
@@ -548,7 +548,7 @@ class Engine:
         calls = [call.as_chat() for call in completion.tool_calls]
         prompt.append({"role": "assistant", "content": completion.text, "tool_calls": calls})
         for call, result in zip(completion.tool_calls, results, strict=True):
-            self.metrics.tool_calls.labels(call.name, result.error_kind or "ok").inc()
+            self.metrics.count_tool_call(call.name, self.tools.names(), result.error_kind)
             content = self.safety.tool_result(result.content)  # secrets masked
             prompt.append({"role": "tool", "tool_call_id": call.id, "content": content})
         await self._store_tool_round(message.conversation, prompt[-1 - len(calls) :])

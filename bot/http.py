@@ -56,13 +56,15 @@ async def health_report(
 ) -> dict[str, object]:
     try:
         writable = await asyncio.wait_for(engine.store.writable(), HEALTH_PROBE_SECONDS)
-    except TimeoutError:
-        writable = False
+        database = "ok" if writable else "not writable"
+    except TimeoutError:  # another process holds the write lock
+        writable, database = False, "busy"
     connected = {name: is_connected() for name, is_connected in adapters.items()}
     last = engine.last_model_success
     return {
         "status": "ok" if writable and all(connected.values()) else "not ready",
         "database_writable": writable,
+        "database": database,
         "adapters": connected,
         "last_model_success": datetime.fromtimestamp(last, UTC).isoformat() if last else None,
     }

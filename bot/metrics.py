@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bot.llm import USER_MESSAGES
 
 # Engine time is sub-millisecond to a few ms; model calls take seconds.
 ENGINE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 MODEL_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 60, 120)
+# Every label value is one of a fixed set: each new value is a new series Prometheus
+# keeps for good, and tool names and a tool's own error kinds come from the model or
+# from plugins. Anything else is counted under one catch-all value.
+TOOL_STATUSES = frozenset(
+    {"ok", "unknown_tool", "bad_json", "invalid_arguments", "timeout", "exception"}
+)
+MODEL_STATUSES = frozenset({"ok", "cancelled", *USER_MESSAGES})
+UNKNOWN_TOOL = "unknown"
+
+
+def bounded(value: str, allowed: Container[str], other: str = "other") -> str:
+    """`value` if it is one of `allowed`, else `other`."""
+    return value if value in allowed else other
 
 
 class Metrics:
@@ -52,6 +69,14 @@ class Metrics:
         self.in_flight = Gauge(
             "parley_model_calls_in_flight", "Model calls in flight now", registry=r
         )
+
+    def count_tool_call(self, name: str, registered: Container[str], error_kind: str) -> None:
+        """A tool call by name; a name not registered (the model made it up) is "unknown"."""
+        tool = bounded(name, registered, UNKNOWN_TOOL)
+        self.tool_calls.labels(tool, bounded(error_kind or "ok", TOOL_STATUSES, "error")).inc()
+
+    def count_model_call(self, status: str) -> None:
+        self.model_calls.labels(bounded(status, MODEL_STATUSES)).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""

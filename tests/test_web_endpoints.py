@@ -31,8 +31,8 @@ async def test_health_reports_database_adapters_and_last_success(
         status, before = await get_json(url + "/health")
         assert status == 200
         assert before == {
-            "status": "ok", "database_writable": True, "adapters": {"slack": True},
-            "last_model_success": None,
+            "status": "ok", "database_writable": True, "database": "ok",
+            "adapters": {"slack": True}, "last_model_success": None,
         }  # fmt: skip
         await collect(engine, message("hello"))
         now[0] += HEALTH_CACHE_SECONDS  # past the cache

@@ -166,15 +166,19 @@ class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
     async def renew_turns(self, owner: str, lease_seconds: float) -> None:
         now = time.time()
         await self.pool.execute(
-            "UPDATE turns SET lease_until = $1 WHERE owner = $2 AND lease_until > $3",
-            now + lease_seconds, owner, now,
+            # Past leases too: a turn still ours was taken by no one (taking it changes
+            # its owner), and a slow database may have kept us from renewing in time.
+            "UPDATE turns SET lease_until = $1 WHERE owner = $2",
+            now + lease_seconds, owner,
         )  # fmt: skip
 
     async def end_turn(self, turn_id: int) -> None:
         await self.pool.execute("DELETE FROM turns WHERE id = $1", turn_id)
 
     async def release_turn(self, turn_id: int) -> None:
-        await self.pool.execute("UPDATE turns SET lease_until = 0 WHERE id = $1", turn_id)
+        await self.pool.execute(
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1", turn_id
+        )
 
     async def claim_stale_turns(
         self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
@@ -185,7 +189,8 @@ class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
         # SKIP LOCKED: two replicas looking at once take different turns, never one twice.
         rows = await self.pool.fetch(
             "UPDATE turns SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM turns"
-            " WHERE lease_until < $3 AND platform = ANY($4::text[]) ORDER BY id LIMIT $5"
+            " WHERE lease_until < $3 AND owner <> $1 AND platform = ANY($4::text[])"
+            " ORDER BY id LIMIT $5"
             " FOR UPDATE SKIP LOCKED)"
             " RETURNING id, platform, conversation, payload, created_at, admitted",
             owner, now + lease_seconds, now, list(platforms), limit,

@@ -210,8 +210,10 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
         now = time.time()
         await self._write(
             self.db.execute,
-            "UPDATE turns SET lease_until = ? WHERE owner = ? AND lease_until > ?",
-            (now + lease_seconds, owner, now),
+            # Past leases too: a turn still ours was taken by no one (taking it changes
+            # its owner), and a write lock held elsewhere may have kept us from renewing.
+            "UPDATE turns SET lease_until = ? WHERE owner = ?",
+            (now + lease_seconds, owner),
         )
 
     async def end_turn(self, turn_id: int) -> None:
@@ -219,7 +221,7 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
 
     async def release_turn(self, turn_id: int) -> None:
         await self._write(
-            self.db.execute, "UPDATE turns SET lease_until = 0 WHERE id = ?", (turn_id,)
+            self.db.execute, "UPDATE turns SET lease_until = 0, owner = '' WHERE id = ?", (turn_id,)
         )
 
     def _claim_stale(
@@ -229,8 +231,8 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
         marks = ", ".join("?" * len(platforms))
         rows = self.db.execute(
             "SELECT id, platform, conversation, payload, created_at, admitted FROM turns"
-            f" WHERE lease_until < ? AND platform IN ({marks}) ORDER BY id LIMIT ?",
-            (now, *platforms, limit),
+            f" WHERE lease_until < ? AND owner <> ? AND platform IN ({marks}) ORDER BY id LIMIT ?",
+            (now, owner, *platforms, limit),
         ).fetchall()
         for row in rows:
             self.db.execute(

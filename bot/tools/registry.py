@@ -21,6 +21,7 @@ import jsonschema.validators
 
 from bot.messages import ConversationKey
 from bot.tools.schema import derive
+from bot.tools.threads import run_in_tool_thread
 
 # What OpenAI accepts as a function name; other servers are no stricter.
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -254,8 +255,9 @@ async def _invoke(function: Callable[..., Any], arguments: dict[str, Any]) -> An
     if inspect.iscoroutinefunction(function):
         return await function(**arguments)
     # A thread keeps the event loop responsive; it cannot be killed on timeout, so it
-    # runs to completion in the background while the model gets the timeout error.
-    value = await asyncio.to_thread(function, **arguments)
+    # runs to completion in the background while the model gets the timeout error. The
+    # tools' own pool: a hung tool never holds threads the model calls need.
+    value = await run_in_tool_thread(function, **arguments)
     if inspect.isawaitable(value):  # callable objects with an async __call__
         value = await value
     return value

@@ -453,7 +453,9 @@ class FakeDiscord:
             message["message_reference"], message["type"] = body["message_reference"], 19
         self.messages[int(message["id"])] = message
         # Discord echoes the bot's own messages on the gateway; the bot must ignore them.
-        await self.dispatch("MESSAGE_CREATE", dict(message))
+        # A bot between gateway sessions (restarting) posts all the same, unechoed.
+        if self.gateway.socket is not None and not self.gateway.socket.closed:
+            await self.dispatch("MESSAGE_CREATE", dict(message))
         return dict(message)
 
     async def _edit_message(
