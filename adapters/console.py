@@ -80,9 +80,12 @@ async def answer(engine: Engine, message: Message, out: TextIO, *, stream: bool)
         printer.show(event)
 
 
-async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: TextIO) -> None:
+async def chat(
+    engine: Engine, user: str, channel: str, stdin: TextIO, out: TextIO, *, owner: bool = False
+) -> None:
     """Chat until the input ends, or until SIGTERM or SIGINT: then the answer in
-    progress gets shutdown.grace_seconds to finish, and the chat ends normally."""
+    progress gets shutdown.grace_seconds to finish, and the chat ends normally. `owner`:
+    the person at the terminal runs Parley, so is its admin (console:local)."""
     interactive = stdin.isatty()
     lines = _lines(stdin)
     stopping = _stop_signal()
@@ -93,7 +96,8 @@ async def chat(engine: Engine, user: str, channel: str, stdin: TextIO, out: Text
         line = await _first(lines.get(), stopping)
         if line is None:
             return
-        message = Message("console", "local", channel, user, line.rstrip("\n"))
+        text = line.rstrip("\n")
+        message = Message("console", "local", channel, user, text, platform_admin=owner)
         answering = asyncio.create_task(answer(engine, message, out, stream=interactive))
         either: set[asyncio.Future[Any]] = {answering, stopping}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

@@ -45,6 +45,7 @@ from adapters.discord_commands import Interaction, ParleyTree, build_commands, s
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
 from adapters.discord_context import DiscordHistory, ReplyChains, access_fields
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
+from adapters.discord_login import login
 from adapters.discord_reply import (
     EDIT_INTERVAL_SECONDS,
     NO_MENTIONS,
@@ -180,7 +181,11 @@ class DiscordAdapter:
             options["shard_ids"] = list(settings.discord_shard_ids)
         sharded = settings.discord_sharded or bool(settings.discord_shard_ids)
         self.client = (ShardedParleyClient if sharded else ParleyClient)(self, **options)
-        self._task = asyncio.create_task(self._run(self.client, token), name="discord")
+        api = os.environ.get("PARLEY_DISCORD_API_URL", "").strip() or "Discord"
+        await login(self.client, token, settings.discord_login_retry_seconds, api)
+        # Set when the gateway refuses for good: the runner then stops the process.
+        self.fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(self.client), name="discord")
 
     async def stop(self) -> None:
         # The gateway stays open while answers finish: Discord never delivers a message
@@ -214,15 +219,11 @@ class DiscordAdapter:
     def connected(self) -> bool:
         return self.live and self.client is not None and not self.client.is_closed()
 
-    async def _run(self, client: ParleyClient, token: str) -> None:
+    async def _run(self, client: ParleyClient) -> None:
         try:
-            await client.start(token)
-        except discord.LoginFailure:
-            log.error(
-                "Discord refused DISCORD_BOT_TOKEN: reset it under Bot in the Developer Portal"
-            )
+            await client.connect()  # logged in by start(); discord.py reconnects itself
         except discord.PrivilegedIntentsRequired:
-            log.error(
+            self.fatal.set_result(
                 "Discord refused the Message Content intent: enable it under Bot > "
                 "Privileged Gateway Intents in the Developer Portal"
             )
@@ -471,7 +472,7 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user),
+            platform_admin=_manages_guild(user), single_turn=True,
             **access_fields(user, interaction.channel, place.is_direct),
         )  # fmt: skip
 

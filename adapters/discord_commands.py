@@ -97,7 +97,11 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def help_(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("help"))
 
-    return [ask, chat, reset, summarize, help_]
+    @app_commands.command(name="summary", description="What Parley keeps of older messages")
+    async def summary(interaction: Interaction) -> None:
+        await handlers.command(interaction, command_line("summary"))
+
+    return [ask, chat, reset, summarize, help_, summary]
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:

@@ -46,15 +46,16 @@ from adapters.web_auth import (
     token_matches,
 )
 from adapters.web_limits import WebChatLimits
+from adapters.web_markdown import render
 from adapters.web_recovery import RecoveredAnswers
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Engine
-from bot.messages import ConversationKey, Message, ReplyEvent
+from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css"}
+ASSETS = {"chat.js": "text/javascript", "chat.css": "text/css", "favicon.svg": "image/svg+xml"}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 HISTORY_LIMIT = 200
 BAD_FRAME = 'Frames must be JSON: {"type": "message", "text": "..."}.'
@@ -90,6 +91,7 @@ class WebAdapter:
         app.router.add_get("/", self.page)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/static/{name}", self.asset)
+        app.router.add_get("/favicon.ico", self.favicon)  # what browsers ask for unbidden
         add_admin_routes(app)
         redact_access_log()
 
@@ -147,6 +149,11 @@ class WebAdapter:
         # Without a token, reaching the chat is the only credential; a rebinding page
         # reaches it too, but under its own host name.
         return bool(self.token) or local_host(request)
+
+    async def favicon(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.assets["favicon.svg"], content_type="image/svg+xml")
+        secure_headers(response, cache=True)
+        return response
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -252,7 +259,11 @@ class WebAdapter:
     async def _history(self, identity: str) -> dict[str, object]:
         key = ConversationKey("web", "local", identity)
         pairs = await self.engine.transcript(key, HISTORY_LIMIT)
-        return {"type": "history", "messages": [{"role": r, "text": t} for r, t in pairs]}
+        messages = [
+            {"role": role, "text": text, **({"html": render(text)} if role != "user" else {})}
+            for role, text in pairs
+        ]
+        return {"type": "history", "messages": messages}
 
     async def _answer(self, socket: web.WebSocketResponse, message: Message) -> None:
         # Run to the end even if the page went away: the answer is still stored, so a
@@ -272,6 +283,8 @@ def event_frame(event: ReplyEvent) -> dict[str, object]:
     frame: dict[str, object] = {
         "type": event.kind.value, "text": event.text, "private": event.private,
     }  # fmt: skip
+    if event.kind is ReplyKind.FINAL:  # rendered once, when the answer is complete
+        frame["html"] = render(event.text)
     if event.image is not None:
         frame["image"] = base64.b64encode(event.image).decode("ascii")
         frame["image_name"] = event.image_name or "image.png"

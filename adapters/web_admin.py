@@ -1,7 +1,8 @@
 """The usage dashboard at GET /admin, behind PARLEY_ADMIN_TOKEN.
 
-Never served without the token: with PARLEY_ADMIN_TOKEN unset /admin is 404, as if it
-did not exist. The token comes as "Authorization: Bearer <token>" (scripts) or once as
+Never served without the token: with PARLEY_ADMIN_TOKEN unset /admin is a 404 page saying
+how to turn it on, and nothing more.
+The token comes as "Authorization: Bearer <token>" (scripts) or once as
 ?token= (browsers), which leaves an HttpOnly cookie. The page is rendered on the server
 with inline SVG charts and one stylesheet served from here: it works offline, runs no
 script at all, and every figure or name in it is escaped.
@@ -33,6 +34,7 @@ from adapters.web_auth import (
 from bot.charts import DayUsage, daily_usage, format_cost, usage_svgs
 from bot.config import secret
 from bot.http import ENGINE_KEY
+from bot.report import cached_share, format_share
 from bot.store import Store
 from bot.store.audit_rows import AuditEntry
 from bot.usage import parse_period
@@ -44,6 +46,10 @@ TOP = 10
 SIGN_IN = (
     "Parley admin: send Authorization: Bearer <PARLEY_ADMIN_TOKEN>, "
     "or open /admin?token=<PARLEY_ADMIN_TOKEN> once in this browser."
+)
+DASHBOARD_OFF = (
+    "The usage dashboard is off. To turn it on, set PARLEY_ADMIN_TOKEN to a long random "
+    "secret, restart Parley, then open /admin?token=<PARLEY_ADMIN_TOKEN> once."
 )
 
 
@@ -76,8 +82,8 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 async def dashboard(request: web.Request) -> web.StreamResponse:
     token = secret("PARLEY_ADMIN_TOKEN")
-    if not token:
-        raise web.HTTPNotFound()
+    if not token:  # off; say how to turn it on (nothing else is revealed)
+        return plain(DASHBOARD_OFF, 404)
     if request.app.get(LOOPBACK_ONLY, False) and not local_host(request):
         return plain(WRONG_HOST, 403)  # see web_auth: DNS rebinding
     refusal = _refuse(request, token)
@@ -158,6 +164,7 @@ def _document(period: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>Parley usage</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/admin/admin.css"></head><body>'
         f"<header><h1>Parley usage, last {html.escape(period)}</h1>{_period_form(period)}"
         f"</header><main>{body}</main></body></html>"
@@ -181,9 +188,13 @@ def _summary(data: Dashboard) -> str:
     costs = [day.cost_usd for day in data.days]
     cost = None if None in costs else sum(c or 0.0 for c in costs)
     rate = f"{100 * errors / requests:.1f}%" if requests else "n/a"
+    prompt = sum(day.prompt_tokens for day in data.days)
+    cached = sum(day.cached_tokens for day in data.days)
+    share = format_share(cached_share({"prompt_tokens": prompt, "cached_tokens": cached}))
     cards = [
         ("Requests", f"{requests:,}"),
         ("Tokens", f"{tokens:,}"),
+        ("Cached input", f"{cached:,} ({share or 'n/a'})"),
         ("Cost", _cost(cost)),
         ("Error rate", f"{rate} ({errors:,} errors)"),
         ("Refused by limits", f"{sum(data.refusals.values()):,}"),
@@ -203,15 +214,15 @@ def _cost(value: float | None) -> str:
 def _day_row(day: DayUsage) -> dict[str, Any]:
     return {
         "key": day.day, "requests": day.requests, "total_tokens": day.total_tokens,
-        "cost_usd": day.cost_usd, "errors": day.errors,
+        "cost_usd": day.cost_usd, "errors": day.errors, "prompt_tokens": day.prompt_tokens,
+        "cached_tokens": day.cached_tokens,
     }  # fmt: skip
 
 
 def _table_section(title: str, by: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    head = "".join(
-        f"<th>{name}</th>" for name in (by, "requests", "tokens", "cost", "errors", "error rate")
-    )
-    body = "".join(_table_row(row) for row in rows) or '<tr><td colspan="6">none</td></tr>'
+    names = (by, "requests", "tokens", "cached input", "cost", "errors", "error rate")
+    head = "".join(f"<th>{name}</th>" for name in names)
+    body = "".join(_table_row(row) for row in rows) or '<tr><td colspan="7">none</td></tr>'
     return (
         f"<section><h2>{html.escape(title)}</h2>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
@@ -223,6 +234,7 @@ def _table_row(row: Mapping[str, Any]) -> str:
     cells = [
         f"{requests:,}",
         f"{int(row['total_tokens'] or 0):,}",
+        f"{int(row.get('cached_tokens') or 0):,} {format_share(cached_share(row))}".strip(),
         _cost(row["cost_usd"]),
         f"{errors:,}",
         f"{100 * errors / requests:.1f}%" if requests else "",

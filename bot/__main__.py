@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,20 +13,38 @@ from collections.abc import Sequence
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
 from bot.platforms import MISSING, availability, choose_adapters
+from bot.startup import StartupError
 
 log = logging.getLogger("parley")
 
 
+def _global_flags(parser: argparse.ArgumentParser) -> None:
+    """--config, --db, --model and -v, on the main parser and every subcommand's. SUPPRESS:
+    a subcommand that was not given a flag must not reset what came before it."""
+    flag = argparse.SUPPRESS
+    parser.add_argument(
+        "--config", default=flag, help="config file (default: PARLEY_CONFIG or config/parley.toml)"
+    )
+    parser.add_argument(
+        "--db",
+        default=flag,
+        help="database: a SQLite path or a postgresql:// URL (default: PARLEY_DB)",
+    )
+    parser.add_argument(
+        "--model", default=flag, help="chat model name (default: PARLEY_MODEL or config)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=flag, help="log debug details"
+    )
+    for action in parser._actions:  # argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                _global_flags(subparser)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument(
-        "--config", help="config file (default: PARLEY_CONFIG or config/parley.toml)"
-    )
-    parser.add_argument(
-        "--db", help="database: a SQLite path or a postgresql:// URL (default: PARLEY_DB)"
-    )
-    parser.add_argument("--model", help="chat model name (default: PARLEY_MODEL or config)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"Parley {_version()}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run adapters: slack, discord, web")
     # No choices=: argparse in 3.11 rejects an empty list against them; names are
@@ -35,16 +54,29 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", default="", help="who is speaking (default: your login)")
     chat.add_argument("--channel", default="local", help="conversation channel id")
     cli_admin.add_commands(commands)
+    check = commands.add_parser("check", help="check every part, one line each")
+    check.add_argument("--format", default="table", choices=["table", "json"])
+    _global_flags(parser)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("parley")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _settings(arguments: argparse.Namespace) -> Settings:
     overrides = {
         name: value
-        for name, value in (("store.path", arguments.db), ("model.name", arguments.model))
+        for name, value in (
+            ("store.path", getattr(arguments, "db", None)),
+            ("model.name", getattr(arguments, "model", None)),
+        )
         if value
     }
-    return load_settings(arguments.config, overrides=overrides)
+    return load_settings(getattr(arguments, "config", None), overrides=overrides)
 
 
 def _status() -> int:
@@ -52,7 +84,7 @@ def _status() -> int:
     for line in availability():
         print(line)
     print(
-        "\nCommands: run [slack] [discord] [web], chat, usage, limits, audit, access."
+        "\nCommands: run [slack] [discord] [web], chat, check, usage, limits, audit, access."
         " See --help."
     )
     return 0
@@ -63,7 +95,9 @@ async def _chat(settings: Settings, user: str, channel: str) -> None:
     from bot.app import open_engine
 
     async with open_engine(settings) as engine:
-        await chat(engine, user or getpass.getuser(), channel, sys.stdin, sys.stdout)
+        # No --user: the person running Parley is at the terminal, and is its admin.
+        owner = not user
+        await chat(engine, user or getpass.getuser(), channel, sys.stdin, sys.stdout, owner=owner)
 
 
 async def _run(settings: Settings, names: Sequence[str]) -> None:
@@ -82,8 +116,9 @@ async def _run(settings: Settings, names: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    verbose = bool(getattr(arguments, "verbose", False))
     logging.basicConfig(
-        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -94,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_environment_file()  # so tokens kept in .env count as set
         return _status()
     try:
+        if arguments.command == "check":
+            from bot.check import check_command
+
+            return check_command(lambda: _settings(arguments), arguments.format)
         settings = _settings(arguments)
         if arguments.command == "chat":
             asyncio.run(_chat(settings, arguments.user, arguments.channel))
@@ -101,11 +140,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run(settings, arguments.adapters))
         else:
             return cli_admin.run(settings, arguments)
+    except StartupError as error:
+        print(f"Parley cannot start: {error}", file=sys.stderr)
+        return 2
     except ConfigError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a traceback only when asked for: -v
+        if verbose:
+            raise
+        print(
+            f"Parley stopped: {type(error).__name__}: {error} (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

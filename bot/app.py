@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 from bot.config import Settings, secret
+from bot.discovery import Endpoint, describe, discover
 from bot.engine import Engine
 from bot.llm import ModelClient
 from bot.store import open_store
@@ -18,11 +21,11 @@ from bot.usage import Prices
 log = logging.getLogger(__name__)
 
 
-def build_model_client(settings: Settings) -> ModelClient:
-    # base_url None lets the SDK read OPENAI_BASE_URL itself.
+def build_model_client(settings: Settings, endpoint: Endpoint) -> ModelClient:
     return ModelClient(
         api_key=secret("OPENAI_API_KEY"),
-        base_url=None,
+        base_url=endpoint.base_url or None,
+        configured=endpoint.configured,
         timeout_seconds=settings.timeout_seconds,
         first_token_seconds=settings.first_token_seconds,
         deadline_seconds=settings.deadline_seconds,
@@ -42,9 +45,13 @@ def build_registry(settings: Settings) -> Registry:
 @asynccontextmanager
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     """An engine with its store, model client, tools and MCP servers; closed on exit."""
+    endpoint = await discover(settings)
+    # The first thing Parley tells you about: which model, or how to set one.
+    print(describe(endpoint), file=sys.stderr, flush=True)
+    settings = replace(settings, model=endpoint.model)
     store = await open_store(settings.db_path)
     log.info("store: %s", store.description)
-    model = build_model_client(settings)
+    model = build_model_client(settings, endpoint)
     registry = build_registry(settings)
     try:
         async with AsyncExitStack() as stack:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from bot.money import usd
+
 if TYPE_CHECKING:
     from PIL.ImageDraw import ImageDraw
     from PIL.ImageFont import FreeTypeFont, ImageFont
@@ -38,6 +40,7 @@ class DayUsage:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     errors: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -93,6 +96,7 @@ def _day_from_row(day: str, row: Mapping[str, Any]) -> DayUsage:
         int(row.get("completion_tokens") or 0),
         None if cost is None else float(cost),
         int(row.get("errors") or 0),
+        int(row.get("cached_tokens") or 0),
     )
 
 
@@ -104,9 +108,7 @@ def format_tokens(value: float) -> str:
 
 
 def format_cost(value: float) -> str:
-    if value == 0:
-        return "$0"
-    return f"${value:.2f}" if value >= 1 else f"${value:.4g}"
+    return usd(value)
 
 
 def nice_ceiling(value: float) -> float:

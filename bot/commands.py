@@ -27,13 +27,18 @@ log = logging.getLogger(__name__)
 
 FORGET_CONFIRM_SECONDS = 120.0
 NOT_ADMIN = "Sorry, only Parley admins can use /{name}."
+# Said to a refused user: how to become an admin (no ids, no figures).
+BECOME_ADMIN = (
+    " Whoever runs this Parley can make you an admin: PARLEY_ADMINS=platform:your-user-id."
+)
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
 /summarize [50|24h]: catch up on this thread or channel (last N messages or period)
+/summary: what I keep of this conversation's older messages
 /usage [period]: your own usage and what is left of your limits today
 Admins only:
-/usage [period] [user|channel|model|day]: everyone's usage and cost, e.g. /usage 7d user
+/usage [period] [user|channel|model|day|kind]: everyone's usage, cached input and cost
 /usage chart [period]: tokens and cost per day as a picture, e.g. /usage chart 30d
 /limits show [user] | /limits set <user> <rpm|tpd|cost> <number|default>
 /block <user>, /unblock <user>
@@ -84,7 +89,7 @@ def command_name(text: str) -> str:
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
 _PERIOD = re.compile(r"^\d+[mhdw]$", re.IGNORECASE)
 _SUMMARY_WORDS = re.compile(r"^(\d+|\d+[mhdw])$", re.IGNORECASE)
-_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|chart)$", re.IGNORECASE)
+_USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|kind|chart)$", re.IGNORECASE)
 
 
 def mention_command(text: str) -> str | None:
@@ -102,7 +107,7 @@ def mention_command(text: str) -> str | None:
         return "/help"
     name, arguments = words[0].lower(), words[1:]
     recognised = (
-        (name in ("help", "reset", "forget") and not arguments)
+        (name in ("help", "reset", "forget", "summary") and not arguments)
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
         or (name == "audit" and len(arguments) <= 1 and all(_PERIOD.match(w) for w in arguments))
@@ -141,7 +146,8 @@ async def run_command(context: CommandContext, message: Message) -> ReplyEvent:
         return ReplyEvent(ReplyKind.FINAL, f"Unknown command /{name}. Try /help.", private=True)
     handler, admin_only = entry
     if admin_only and not is_admin(context.settings, message):
-        return ReplyEvent(ReplyKind.ERROR, NOT_ADMIN.format(name=name), private=True)
+        refusal = NOT_ADMIN.format(name=name) + BECOME_ADMIN
+        return ReplyEvent(ReplyKind.ERROR, refusal, private=True)
     try:
         answer = await run_audited(context, message, name, arguments, handler)
     except CommandError as error:
@@ -177,14 +183,15 @@ async def _usage(
         return await _usage_chart(context, arguments[1:])
     period, by = "7d", "user"
     for argument in arguments:
-        if argument.lower() in ("user", "channel", "model", "day"):
+        if argument.lower() in ("user", "channel", "model", "day", "kind"):
             by = argument.lower()
         else:
             period = argument
     try:
         seconds = parse_period(period)
     except ValueError as error:
-        raise CommandError(f"{error}. Usage: /usage [period] [user|channel|model|day]") from None
+        usage = "Usage: /usage [period] [user|channel|model|day|kind]"
+        raise CommandError(f"{error}. {usage}") from None
     since = context.clock() - seconds
     rows = await context.store.usage_report(since, by, limit=20)
     if not rows:

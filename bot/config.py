@@ -42,6 +42,14 @@ class Settings:
     context_tokens: int = 8000
     reply_tokens: int = 1000
     history_messages: int = 100
+    # Long conversations (bot/prompting.py, bot/summaries.py): a trim drops history to
+    # this fraction of the budget; a rolling summary keeps what was dropped.
+    prompt_cache_key: bool = True
+    trim_to: float = 0.6
+    summary_enabled: bool = True
+    summary_model: str = ""  # "": the channel's model
+    summary_tokens: int = 600
+    response_cache_seconds: float = 0.0  # 0: no response cache
     # Each wait for bytes from the model endpoint (connecting, each read of a stream).
     timeout_seconds: float = 60.0
     # Each attempt's wait for the first token, and the whole call's time, retries and
@@ -71,7 +79,8 @@ class Settings:
     # "platform:workspace" ids whose own admins (Discord Manage Server, Slack workspace
     # admins, the web dashboard's token holder) are Parley admins. Anyone can create a
     # Discord server and invite a public bot, so no workspace is trusted by default.
-    platform_admin_workspaces: tuple[str, ...] = ("web:local",)
+    # console:local: whoever runs the terminal chat runs Parley (unless --user is given).
+    platform_admin_workspaces: tuple[str, ...] = ("web:local", "console:local")
     # None: every registered tool (built-ins, plugins and MCP servers' tools).
     tools: tuple[str, ...] | None = None
     # "platform:workspace:channel" -> the tools that channel gets instead of `tools`
@@ -106,6 +115,10 @@ class Settings:
     discord_shard_ids: tuple[int, ...] = ()
     web_host: str = "127.0.0.1"
     port: int = 3000
+    # No OPENAI_API_KEY nor OPENAI_BASE_URL: look for a local server (bot/discovery.py).
+    discover_local_models: bool = True
+    # Discord: how long to keep retrying a login while its API cannot be reached.
+    discord_login_retry_seconds: float = 60.0
     # The HTTP server's defences against slow and numerous clients (bot/http_guard.py).
     header_timeout_seconds: float = 20.0
     body_timeout_seconds: float = 30.0
@@ -155,6 +168,13 @@ _positive_int = _number(int, above_zero=True)
 _non_negative_int = _number(int, above_zero=False)
 _positive_float = _number(float, above_zero=True)
 _non_negative_float = _number(float, above_zero=False)
+
+
+def _port(value: Any) -> int:
+    number = _positive_int(value)
+    if number > 65535:
+        raise ValueError
+    return int(number)
 
 
 def _boolean(value: Any) -> bool:
@@ -338,6 +358,14 @@ OPTIONS: dict[str, _Option] = {
         "max_concurrent_calls", _positive_int, "a whole number > 0"
     ),
     "model.system_prompt": _Option("system_prompt", _text, "some text"),
+    "model.prompt_cache_key": _Option("prompt_cache_key", _boolean, "true or false"),
+    "context.trim_to": _Option("trim_to", _fraction, "a fraction > 0 and <= 1, e.g. 0.6"),
+    "summary.enabled": _Option("summary_enabled", _boolean, "true or false"),
+    "summary.model": _Option("summary_model", _text, "a model name"),
+    "summary.max_tokens": _Option("summary_tokens", _positive_int, "a whole number > 0"),
+    "response_cache.ttl_seconds": _Option(
+        "response_cache_seconds", _non_negative_float, "seconds >= 0 (0: off)"
+    ),
     "store.path": _Option("db_path", _text, "a file path or a postgresql:// URL", "PARLEY_DB"),
     "store.lease_seconds": _Option("lease_seconds", _positive_float, "seconds > 0"),
     "recovery.max_age": _Option("recovery_max_age", _positive_float, "seconds > 0"),
@@ -408,7 +436,14 @@ OPTIONS: dict[str, _Option] = {
     ),
     "reload.poll_seconds": _Option("reload_poll_seconds", _non_negative_float, "seconds >= 0"),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
-    "web.port": _Option("port", _positive_int, "a port number", "PORT"),
+    "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),
+    "model.discover_local": _Option("discover_local_models", _boolean, "true or false"),
+    "discord.login_retry_seconds": _Option(
+        "discord_login_retry_seconds",
+        _non_negative_float,
+        "seconds >= 0",
+        "PARLEY_DISCORD_LOGIN_RETRY_SECONDS",
+    ),
     "web.header_timeout_seconds": _Option("header_timeout_seconds", _positive_float, "seconds > 0"),
     "web.body_timeout_seconds": _Option("body_timeout_seconds", _positive_float, "seconds > 0"),
     "web.max_connections": _Option("max_connections", _positive_int, "a whole number > 0"),

@@ -25,19 +25,21 @@ from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
+from bot.prompting import Prompt, PromptBuilder
 from bot.ratelimit import Limiter
+from bot.response_cache import CACHED_NOTICE, ResponseCache
 from bot.safety import Safety, Screened
-from bot.store import Answer, Store, StoredMessage, Turn, UsageRecord
+from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
+from bot.summaries import Summarizer
 from bot.summarize import Summaries, SummaryError, is_summary
-from bot.tokens import count_message, count_recurring, count_text, newest_that_fit
+from bot.tokens import count_message, count_text
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
 
 log = logging.getLogger(__name__)
 
-TRIM_NOTICE = "(Only the most recent messages fit in my context; older ones were left out.)"
 EMPTY_MESSAGE = "Your message is empty: tell me what you would like to know."
 TOO_LONG = "Your message is {length:,} characters; the limit is {limit:,}. Please shorten it."
 EMPTY_ANSWER = "The model returned an empty answer. Please try again."
@@ -103,12 +105,6 @@ class Accepted:
     turn: Turn | None
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    messages: list[dict[str, Any]]
-    trimmed: bool  # older history was left out and the user was not told yet
-
-
 class Engine:
     def __init__(
         self,
@@ -130,10 +126,13 @@ class Engine:
         self.commands = CommandContext(store, settings, clock)
         self.model_calls = asyncio.Semaphore(settings.max_concurrent_calls)
         self.last_model_success = 0.0
-        self._schema_token_cache: dict[tuple[str, ...], int] = {}
         self.metrics = Metrics()
         # Moderation, redaction, spend caps and the audit log (bot/safety.py).
         self.safety = Safety(settings, store, model, self.metrics, clock)
+        summarizer = Summarizer(settings, store, model, self.prices, self.metrics,
+                                self.model_calls, self.safety, clock)  # fmt: skip
+        self.prompts = PromptBuilder(settings, store, summarizer, clock)
+        self.answers = ResponseCache(settings, store, clock)
         self.access = AccessControl(store, lambda: self.settings, is_admin, self.metrics)
         self.summaries = Summaries(store, lambda: self.settings, clock)
         self._last_prune = 0.0
@@ -350,33 +349,6 @@ class Engine:
     def _enabled_tools(self, message: Message) -> tuple[str, ...] | None:
         return self.settings.tool_channels.get(message.channel_id, self.settings.tools)
 
-    def _schema_tokens(self, schemas: list[dict[str, Any]]) -> int:
-        """Tokens the tool definitions take in the prompt, counted once per tool set."""
-        if not schemas:
-            return 0
-        key = tuple(schema["function"]["name"] for schema in schemas)
-        if key not in self._schema_token_cache:
-            self._schema_token_cache[key] = count_text(json.dumps(schemas))
-        return self._schema_token_cache[key]
-
-    async def build_prompt(
-        self, key: ConversationKey, system_prompt: str, tools_tokens: int
-    ) -> Prompt:
-        """The system prompt, then the newest whole history groups that fit the budget."""
-        budget = (
-            self.settings.context_tokens
-            - self.settings.reply_tokens
-            - count_recurring(system_prompt)
-            - tools_tokens
-        )
-        window = await self.store.recent(key, self.settings.history_messages)
-        history = _drop_unanswered_calls(window.messages)
-        fit = newest_that_fit(history, budget)
-        kept = _drop_orphans(history[len(history) - fit :])
-        messages = [{"role": "system", "content": system_prompt}, *[m.as_chat() for m in kept]]
-        trimmed = window.dropped_older or len(kept) < len(window.messages)
-        return Prompt(messages, trimmed and not window.trim_noticed)
-
     async def _answer(
         self, message: Message, turn: Turn, timing: Timing, screened: Screened
     ) -> AsyncGenerator[ReplyEvent, None]:
@@ -386,11 +358,9 @@ class Engine:
         schemas = [] if summary else self.tools.schemas(self._enabled_tools(message))
         try:
             prompt = (
-                Prompt(await self.summaries.prompt(message, system_prompt), trimmed=False)
+                Prompt(await self.summaries.prompt(message, system_prompt), notice="")
                 if summary
-                else await self.build_prompt(
-                    message.conversation, system_prompt, self._schema_tokens(schemas)
-                )
+                else await self.prompts.build(message, model, system_prompt, schemas)
             )
         except SummaryError as error:
             yield ReplyEvent(ReplyKind.ERROR, str(error))
@@ -398,10 +368,20 @@ class Engine:
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return
-        if prompt.trimmed and await self.store.claim_trim_notice(message.conversation):
-            yield ReplyEvent(ReplyKind.NOTICE, TRIM_NOTICE)
+        if prompt.notice and await self.store.claim_trim_notice(message.conversation):
+            yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
         if screened.notice:
             yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
+        # A summary reads what is new each time: never answered from the cache.
+        cache_key = (
+            "" if summary else self.answers.key(message, model, system_prompt, prompt, schemas)
+        )
+        asked = len(prompt.messages)
+        if (cached := await self.answers.lookup(cache_key)) is not None:
+            await self.answers.answer_from_cache(message, model, cached, turn)
+            yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
+            yield ReplyEvent(ReplyKind.FINAL, cached)
+            return
         yield ReplyEvent(ReplyKind.STATUS, THINKING)
         for _ in range(self.settings.max_tool_rounds + 1):
             completion: Completion | None = None
@@ -415,7 +395,10 @@ class Engine:
             if completion is None:
                 return
             if not completion.tool_calls:
-                yield self._finish(completion)
+                final = self._finish(completion)
+                if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
+                    await self.answers.keep(cache_key, message, final.text)
+                yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
                 async for event in events:
@@ -453,6 +436,7 @@ class Engine:
             stream = self.model.stream(
                 model, self.safety.outgoing(prompt), tools=schemas,
                 max_tokens=self.settings.reply_tokens,
+                extra_body=self.prompts.extra_body(message.conversation),
             )  # fmt: skip
             masker = self.safety.stream_masker()
             try:
@@ -503,7 +487,7 @@ class Engine:
             self.last_model_success = self.clock()
         elapsed = time.perf_counter() - started
         cost = self.prices.cost(model, usage or Usage())
-        self._count_call(status, usage, cost, elapsed)
+        self.metrics.count_call(status, usage, cost, elapsed)
         self.safety.spent(message, cost)
         return UsageRecord(
                 message.platform, message.workspace, message.channel, message.user_key, model,
@@ -516,19 +500,6 @@ class Engine:
                 status,
                 self.clock(),
         )  # fmt: skip
-
-    def _count_call(
-        self, status: str, usage: Usage | None, cost: float | None, elapsed: float
-    ) -> None:
-        metrics = self.metrics
-        metrics.count_model_call(status)
-        metrics.model_seconds.observe(elapsed)
-        if usage:
-            metrics.prompt_tokens.inc(usage.prompt_tokens)
-            metrics.completion_tokens.inc(usage.completion_tokens)
-            metrics.cached_tokens.inc(usage.cached_tokens)
-        if cost:
-            metrics.cost.inc(cost)
 
     async def _run_tools(
         self, message: Message, completion: Completion, prompt: list[dict[str, Any]]
@@ -602,30 +573,6 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
         return None
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
-
-
-def _drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:
-    """Leave out tool calls that lack a result (history written before calls and
-    results were stored together); the API rejects them."""
-    answered = {m.tool_call_id for m in messages if m.role == "tool"}
-    broken = {
-        m.group_id
-        for m in messages
-        if m.tool_calls and any(call.get("id") not in answered for call in m.tool_calls)
-    }
-    return [m for m in messages if m.group_id not in broken] if broken else messages
-
-
-def _drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
-    """Start the history at a user message.
-
-    A tool result whose call was cut off is rejected by the API, and the chat
-    templates of many local models (Mistral's, for one) require user first.
-    """
-    start = 0
-    while start < len(messages) and messages[start].role != "user":
-        start += 1
-    return messages[start:]
 
 
 def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:

@@ -50,10 +50,17 @@ Stamp = tuple[tuple[int, int], ...]
 def apply(engine: Engine, settings: Settings, prices: Prices) -> None:
     """Hand new settings to every part that reads them per message."""
     engine.settings = settings
-    engine.commands.settings = settings
-    engine.limiter.settings = settings
+    # Parts that keep settings of their own; what they read and LIVE leaves out is
+    # kept unchanged by merge(), so handing them the new object is safe.
+    parts = (engine.commands, engine.limiter, engine.prompts, engine.answers)
+    for part in (*parts, getattr(engine.prompts, "summarizer", None)):
+        if part is not None and hasattr(part, "settings"):
+            part.settings = settings
     engine.limiter.defaults = default_limits(settings)
     engine.prices = prices
+    summarizer = getattr(engine.prompts, "summarizer", None)
+    if summarizer is not None and hasattr(summarizer, "prices"):
+        summarizer.prices = prices
 
 
 def merge(old: Settings, new: Settings) -> Settings:

@@ -33,7 +33,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import aiohttp
 import httpx2
 import openai
 import orjson
@@ -48,7 +47,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from bot.llm_deadline import CallTooLong, Deadlines, FirstTokenLate, OutOfTime, within
+from bot import model_errors
+from bot.llm_deadline import Deadlines, FirstTokenLate, OutOfTime, within
+from bot.model_errors import USER_MESSAGES as USER_MESSAGES  # re-exported
+from bot.model_errors import ModelError as ModelError  # re-exported
 from bot.sse import SSEBuffer
 
 log = logging.getLogger(__name__)
@@ -88,31 +90,6 @@ class Completion:
     attempts: int = 1
 
 
-# What ModelError.kind can be, with what the user is told.
-USER_MESSAGES = {
-    "rate_limited": "The model provider is rate limiting Parley right now. "
-    "Please try again in a minute.",
-    "unavailable": "The model is unavailable right now. Please try again shortly.",
-    "timeout": "The model took too long to answer. Please try again.",
-    "bad_request": "The model rejected this request. If the conversation is long, try /reset.",
-    "auth": "The model endpoint refused Parley's credentials; an admin should check "
-    "OPENAI_API_KEY.",
-    "malformed": "The model sent an answer Parley could not read. Please try again.",
-}
-
-
-class ModelError(Exception):
-    """The model call failed for good. `kind` is one of USER_MESSAGES' keys."""
-
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
-
-    @property
-    def user_message(self) -> str:
-        return USER_MESSAGES[self.kind]
-
-
 class _StreamBroken(Exception):
     """A failure after text reached the user: never retried."""
 
@@ -121,41 +98,11 @@ class _StreamBroken(Exception):
         self.cause = cause
 
 
-def classify(error: BaseException) -> ModelError:
-    """Turn an SDK or parsing exception into a ModelError."""
+def classify(error: BaseException, endpoint: str = "", model: str = "") -> ModelError:
+    """Turn an SDK or parsing exception into a ModelError (bot/model_errors.py)."""
     if isinstance(error, _StreamBroken):
         error = error.cause
-    if isinstance(error, ModelError):
-        return error
-    if isinstance(error, CallTooLong | FirstTokenLate):
-        return ModelError("timeout", str(error))
-    if isinstance(error, openai.APITimeoutError):
-        # The aiohttp transport reports a refused connection as a connect timeout.
-        kind = "unavailable" if _connection_refused(error) else "timeout"
-        return ModelError(kind, str(error))
-    if isinstance(error, openai.RateLimitError):
-        return ModelError("rate_limited", str(error))
-    if isinstance(error, openai.APIStatusError):
-        if error.status_code in (401, 403):
-            return ModelError("auth", f"HTTP {error.status_code}")
-        if error.status_code >= 500:
-            return ModelError("unavailable", f"HTTP {error.status_code}")
-        return ModelError("bad_request", f"HTTP {error.status_code}: {error.message}")
-    if isinstance(error, openai.APIConnectionError):
-        return ModelError("unavailable", str(error))
-    return ModelError("malformed", f"{type(error).__name__}: {error}")
-
-
-def _connection_refused(error: BaseException) -> bool:
-    """True if the chain of causes holds a failure to connect (refused, no such host)."""
-    visited: set[int] = set()
-    seen: BaseException | None = error
-    while seen is not None and id(seen) not in visited:  # a chain can loop on itself
-        if isinstance(seen, aiohttp.ClientConnectorError):
-            return True
-        visited.add(id(seen))
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return model_errors.classify(error, endpoint, model)
 
 
 class _WorthRetrying:
@@ -347,11 +294,13 @@ class ModelClient:
         first_token_seconds: float | None = None,
         deadline_seconds: float | None = None,
         batch_seconds: float = READ_BATCH_SECONDS,
+        configured: bool = True,
     ) -> None:
         """timeout_seconds bounds each wait for bytes (connecting, each read),
         first_token_seconds each attempt's wait for its first token, deadline_seconds
         the whole call with its retries; None: no such bound."""
         self.batch_seconds = batch_seconds
+        self.configured = configured
         self.first_token_seconds = first_token_seconds
         self.deadline_seconds = deadline_seconds
         self.client = AsyncOpenAI(
@@ -388,9 +337,13 @@ class ModelClient:
         *,
         tools: Sequence[dict[str, Any]] = (),
         max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[Delta | Completion, None]:
-        """Yield Delta for each piece of text, then one Completion. Raises ModelError."""
-        body = _encoded(_request_body(model, messages, tools, max_tokens))
+        """Yield Delta for each piece of text, then one Completion. Raises ModelError.
+        `extra_body`: fields beside the standard ones (prompt_cache_key)."""
+        if not self.configured:  # no key and no base URL: fail at once, and say why
+            raise ModelError("no_key", "neither OPENAI_API_KEY nor OPENAI_BASE_URL is set")
+        body = _encoded({**_request_body(model, messages, tools, max_tokens), **(extra_body or {})})
         deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.worth_retrying),
@@ -410,7 +363,7 @@ class ModelClient:
                     completion.attempts = attempt.retry_state.attempt_number
                     yield completion
         except Exception as error:  # every failure becomes one ModelError
-            raise classify(error) from error
+            raise classify(error, str(self.client.base_url), model) from error
 
     async def _attempt(
         self, body: bytes | dict[str, Any], assembler: _ChunkAssembler, deadlines: Deadlines

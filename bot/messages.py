@@ -55,6 +55,8 @@ class Message:
     category: str = ""
     parent_channel: str = ""
     is_direct: bool = False
+    # A question asked on its own (Discord's /ask): the response cache may answer it.
+    single_turn: bool = False
 
     def to_payload(self) -> str:
         """The message as the store keeps it until it is answered."""

@@ -6,7 +6,7 @@ from collections.abc import Container
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from bot.llm import USER_MESSAGES
+from bot.llm import USER_MESSAGES, Usage
 
 # Engine time is sub-millisecond to a few ms; model calls take seconds.
 ENGINE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -69,6 +69,30 @@ class Metrics:
         self.in_flight = Gauge(
             "parley_model_calls_in_flight", "Model calls in flight now", registry=r
         )
+        # The provider's prompt cache at work: cached input over all input since start.
+        self.cached_share = Gauge(
+            "parley_prompt_cached_share", "Share of prompt tokens the provider had cached",
+            registry=r,
+        )  # fmt: skip
+        self._prompt_total = 0
+        self._cached_total = 0
+
+    def count_call(
+        self, status: str, usage: Usage | None, cost: float | None, elapsed: float
+    ) -> None:
+        """One model call (an answer's or a summary's): outcome, time, tokens, cost."""
+        self.count_model_call(status)
+        self.model_seconds.observe(elapsed)
+        if usage:
+            self.prompt_tokens.inc(usage.prompt_tokens)
+            self.completion_tokens.inc(usage.completion_tokens)
+            self.cached_tokens.inc(usage.cached_tokens)
+            self._prompt_total += usage.prompt_tokens
+            self._cached_total += usage.cached_tokens
+            if self._prompt_total:
+                self.cached_share.set(self._cached_total / self._prompt_total)
+        if cost:
+            self.cost.inc(cost)
 
     def count_tool_call(self, name: str, registered: Container[str], error_kind: str) -> None:
         """A tool call by name; a name not registered (the model made it up) is "unknown"."""

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 
 from bot.config import ConfigError, secret
+from bot.discovery import WAYS_IN_ONE_LINE
+from bot.startup import StartupError
 
 ADAPTERS = ("slack", "discord", "web")
 # What to set for each platform, said the same way wherever Parley says it.
@@ -26,14 +28,33 @@ def discord_ready() -> bool:
     return bool(secret("DISCORD_BOT_TOKEN"))
 
 
+def slack_half_set() -> str:
+    """What is missing when Slack is set up only in part, else ""."""
+    bot_token = bool(secret("SLACK_BOT_TOKEN"))
+    other = bool(secret("SLACK_APP_TOKEN") or secret("SLACK_SIGNING_SECRET"))
+    if bot_token and not other:
+        return (
+            "SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (HTTP Events API) nor "
+            "SLACK_APP_TOKEN (Socket Mode) is: set one, or unset SLACK_BOT_TOKEN"
+        )
+    if other and not bot_token:
+        return "SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: set it"
+    return ""
+
+
 def availability() -> list[str]:
-    """One line per adapter: ready, or what to set."""
-    model = os.environ.get("OPENAI_BASE_URL") or "OpenAI (set OPENAI_BASE_URL for another server)"
-    key = "set" if secret("OPENAI_API_KEY") else "not set (needed for OpenAI itself)"
+    """One line per adapter: ready, or what to set. No network calls (see `check`)."""
+    base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
+    if base_url or secret("OPENAI_API_KEY"):
+        model = base_url or "OpenAI"
+        chats = "ready"
+    else:
+        model = WAYS_IN_ONE_LINE
+        chats = "starts, but answers only once a model endpoint is set"
     return [
-        f"Model endpoint: {model}; OPENAI_API_KEY {key}",
-        "Console chat: ready (python -m bot chat)",
-        "Web chat: ready (python -m bot run web)",
+        f"Model endpoint: {model}",
+        f"Console chat: {chats} (python -m bot chat)",
+        f"Web chat: {chats} (python -m bot run web)",
         "Slack: " + ("ready (python -m bot run slack)" if slack_ready() else MISSING["slack"]),
         "Discord: "
         + ("ready (python -m bot run discord)" if discord_ready() else MISSING["discord"]),
@@ -52,5 +73,8 @@ def choose_adapters(names: Sequence[str]) -> list[str]:
         raise ConfigError(f"Discord: {MISSING['discord']}")
     if chosen:
         return chosen
+    half = slack_half_set()
+    if half:  # never silently start only the web chat
+        raise StartupError(f"Slack: {half}")
     ready = [name for name, ok in (("slack", slack_ready()), ("discord", discord_ready())) if ok]
     return ready or ["web"]

@@ -7,7 +7,7 @@ import importlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.http import make_app, start_server
 from bot.live_config import LiveSettings
+from bot.startup import StartupError, port_error_line, port_problem
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +44,41 @@ def connect_alerts(engine: Engine, adapters: Sequence[object]) -> None:
             engine.safety.alerts.register(getattr(adapter, "name", ""), direct)
 
 
-async def _until_terminated() -> None:
-    """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit."""
+async def _until_terminated(adapters: Sequence[Adapter]) -> None:
+    """Wait for SIGTERM or SIGINT, so platforms stopping a process get a clean exit; or
+    for an adapter's fatal refusal (its `fatal` future), raised as a StartupError."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    fatal: list[asyncio.Future[str]] = [
+        future for adapter in adapters if (future := getattr(adapter, "fatal", None))
+    ]
+    waiting: list[asyncio.Future[Any]] = [stopping, *fatal]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    for future in fatal:
+        if future.done():
+            raise StartupError(future.result())
     log.info("stopping")
 
 
 async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
     """Start every adapter and the HTTP server; run until cancelled."""
+    busy = port_problem(settings.web_host, settings.port)
+    if busy:  # before the store and the model: the fault to fix is here
+        raise StartupError(busy)
     async with open_engine(settings) as engine:
         adapters = [create_adapter(name, engine, settings) for name in names]
         app = make_app(engine, {adapter.name: adapter.connected for adapter in adapters})
         for adapter in adapters:
             adapter.add_routes(app)
         connect_alerts(engine, adapters)
-        runner = await start_server(app, settings.web_host, settings.port)
+        try:
+            runner = await start_server(app, settings.web_host, settings.port)
+        except OSError as error:  # taken in the meantime
+            raise StartupError(port_error_line(settings.web_host, settings.port, error)) from None
         live = LiveSettings(engine)  # config/parley.toml re-read when it changes
         live.start()
         log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
@@ -73,7 +90,7 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
                     # Messages of this platform that a process claimed and never
                     # answered (it died, or stopped mid-answer) are answered here.
                     engine.recover_for(adapter.name, recover)
-            await _until_terminated()
+            await _until_terminated(adapters)
         finally:
             # Together: each finishes its answers in progress within the grace period.
             await live.stop()

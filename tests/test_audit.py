@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from bot.commands import BECOME_ADMIN
 from bot.messages import ReplyKind
 from bot.store import Store, UsageRecord
 from bot.store.audit_rows import AuditEntry
@@ -130,7 +131,7 @@ async def test_audit_in_chat_is_for_admins_and_reveals_nothing_to_others(
     await collect(engine, message("/block mallory", user="root"))
     [refused] = await collect(engine, message("/audit 30d", user="mallory"))
     assert refused.kind is ReplyKind.ERROR and refused.private
-    assert refused.text == "Sorry, only Parley admins can use /audit."
+    assert refused.text == "Sorry, only Parley admins can use /audit." + BECOME_ADMIN
     shown = final_text(await collect(engine, message("/audit 30d", user="root")))
     assert "block" in shown and "test:mallory" in shown and ADMIN in shown
     quiet = await collect(engine, message("/audit 1m model", user="root"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from bot.messages import ReplyKind
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI, Text
@@ -43,7 +44,7 @@ async def test_non_admins_are_refused_and_see_no_figures(
     [reply] = await collect(engine, message(command, user="mallory"))
     name = command.split()[0][1:]
     assert reply.kind is ReplyKind.ERROR
-    assert reply.text == f"Sorry, only Parley admins can use /{name}."
+    assert reply.text == f"Sorry, only Parley admins can use /{name}." + BECOME_ADMIN
     assert reply.private
     assert not any(ch.isdigit() for ch in reply.text)
 
@@ -69,7 +70,7 @@ async def test_usage_sums_equal_what_the_server_reported(
     text = final_text(await collect(engine, message("/usage 7d user", user="root")))
     assert "test:alice" in text and "test:bob" in text
     total_line = next(line for line in text.splitlines() if line.startswith("TOTAL"))
-    assert total_line.split()[1:5] == ["2", "300", "30", "330"]
+    assert total_line.split()[1:7] == ["2", "300", "50", "16.7%", "30", "330"]  # cached: 50
     by_channel = final_text(await collect(engine, message("/usage 7d channel", user="root")))
     assert "test:w1:c1" in by_channel and "test:w1:c2" in by_channel
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from tests.fakes.openai_server import FakeOpenAI, Status
 
 
@@ -76,7 +77,7 @@ def test_commands_and_errors_print_clearly(model_server: FakeOpenAI, tmp_path: P
         lines[0]
         == "parley! The model rejected this request. If the conversation is long, try /reset."
     )
-    assert lines[1] == "parley! Sorry, only Parley admins can use /limits."
+    assert lines[1] == "parley! Sorry, only Parley admins can use /limits." + BECOME_ADMIN
     assert "/reset" in result.stdout
     assert result.returncode == 0
 

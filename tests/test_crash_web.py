@@ -62,7 +62,10 @@ async def test_web_chat_killed_mid_answer_answers_once_when_the_page_reconnects(
                 async with asyncio.timeout(WAIT):
                     frames = await _frames_until_done(socket)
             assert "Sorry for the delay" in frames[0]["text"]
-            assert frames[-2] == {"type": "final", "text": "late answer", "private": False}
+            assert frames[-2] == {
+                "type": "final", "text": "late answer", "private": False,
+                "html": "<p>late answer</p>\n",  # rendered Markdown, sanitised
+            }  # fmt: skip
             # A reload later shows the question and its one answer, stored once.
             async with browser.ws_connect(f"{base}/ws", origin=origin) as socket:
                 history = await socket.receive_json()

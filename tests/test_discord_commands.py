@@ -12,6 +12,7 @@ import datetime
 import discord
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from tests.discord_helpers import TRUSTED_GUILD, Bot, BotFactory, content, start_bot
 from tests.fakes import eventually
 from tests.fakes.discord_payloads import (
@@ -82,7 +83,7 @@ async def test_manage_server_in_an_untrusted_guild_is_not_admin(
     for name, options in (("system", {}), ("limits", {"action": "show"})):
         payload = await bot.fake.send_interaction(name, options=options, user_id=ADA_ID)
         assert await edited_answer(bot, payload["token"]) == (
-            f"⚠️ Sorry, only Parley admins can use /{name}."
+            f"⚠️ Sorry, only Parley admins can use /{name}." + BECOME_ADMIN
         )
 
 

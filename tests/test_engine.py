@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.engine import EMPTY_MESSAGE, TRIM_NOTICE, UNEXPECTED
+from bot.engine import EMPTY_MESSAGE, UNEXPECTED
 from bot.messages import ConversationKey, ReplyKind
+from bot.prompting import TRIM_NOTICE
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes import eventually
 from tests.fakes.openai_server import FakeOpenAI, Malformed, Status, Text
@@ -88,7 +89,7 @@ async def test_reset_leaves_messages_stored_but_out_of_context(
 async def test_trimming_keeps_newest_that_fit_and_tells_once(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
-    engine = make_engine(context_tokens=400, reply_tokens=100, tools=())
+    engine = make_engine(context_tokens=400, reply_tokens=100, tools=(), summary_enabled=False)
     for number in range(12):
         await collect(engine, message(f"message number {number} " + "word " * 20))
     sent = fake_openai.requests[-1]["messages"]
@@ -104,7 +105,7 @@ async def test_trimming_keeps_newest_that_fit_and_tells_once(
 async def test_trim_notice_is_given_when_history_first_overflows(
     make_engine: EngineFactory,
 ) -> None:
-    engine = make_engine(context_tokens=300, reply_tokens=100, tools=())
+    engine = make_engine(context_tokens=300, reply_tokens=100, tools=(), summary_enabled=False)
     seen = []
     for number in range(10):
         events = await collect(engine, message(f"note {number} " + "word " * 20))

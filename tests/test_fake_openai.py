@@ -285,3 +285,32 @@ def test_run_in_thread_with_sync_client() -> None:
     assert first.choices[0].message.content == "from a thread"
     assert second.choices[0].message.content == "echo: hello there"
     assert fake.request_count == 2
+
+
+async def test_cached_tokens_follow_the_prefix_shared_with_the_last_prompt_of_the_key(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    """As OpenAI reports them: >= 1,024 tokens, in 128-token steps, per prompt_cache_key."""
+    long_history: list[Any] = [
+        {"role": "system", "content": "s" * 2000},
+        {"role": "user", "content": "u" * 4000},
+        {"role": "assistant", "content": "a" * 1000},
+    ]
+
+    async def cached(messages: list[Any], key: str) -> int:
+        completion = await client.chat.completions.create(
+            model=MODEL, messages=messages, extra_body={"prompt_cache_key": key}
+        )
+        assert completion.usage is not None and completion.usage.prompt_tokens_details
+        return completion.usage.prompt_tokens_details.cached_tokens or 0
+
+    first = [*long_history, {"role": "user", "content": "next"}]
+    assert await cached(first, "k1") == 0  # nothing seen before
+    # 7,000 shared characters = 1,750 tokens, rounded down to 13 * 128.
+    assert await cached([*long_history, {"role": "user", "content": "other"}], "k1") == 1664
+    assert await cached(first, "k2") == 0  # another conversation's cache
+    changed_start = [{"role": "system", "content": "t" * 2000}, *first[1:]]
+    assert await cached(changed_start, "k1") == 0  # the prefix changed at its start
+    short = [{"role": "user", "content": "x" * 3000}]
+    await cached(short, "k3")
+    assert await cached([*short, {"role": "user", "content": "y"}], "k3") == 0  # < 1,024

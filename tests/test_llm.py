@@ -68,7 +68,7 @@ async def test_retryable_failures_are_retried(
         (400, "bad_request"),
         (401, "auth"),
         (403, "auth"),
-        (404, "bad_request"),
+        (404, "model_missing"),
         (422, "bad_request"),
     ],
 )
@@ -172,7 +172,7 @@ async def test_a_retry_after_longer_than_allowed_gives_up_at_once(
     assert fake_openai.request_count == 1  # gave up at once, without a second try
 
 
-async def test_a_refused_connection_is_unavailable_not_a_timeout() -> None:
+async def test_a_refused_connection_is_refused_not_a_timeout() -> None:
     import socket
 
     with socket.socket() as probe:  # a port with nobody listening
@@ -186,7 +186,8 @@ async def test_a_refused_connection_is_unavailable_not_a_timeout() -> None:
         async for _ in model.stream("gpt-fake", PROMPT):
             pass
     await model.close()
-    assert raised.value.kind == "unavailable"
+    assert raised.value.kind == "refused"
+    assert "OPENAI_BASE_URL" in raised.value.user_message
 
 
 async def test_a_stream_that_stalls_after_its_first_chunk_times_out_and_is_retried(

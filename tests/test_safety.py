@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import BECOME_ADMIN
 from bot.config import ConfigError, load_settings
 from bot.messages import ReplyKind
 from bot.redaction import SECRET_MASK, Redactor, SecretStream, luhn_valid, mask_secrets
@@ -210,7 +211,7 @@ async def test_an_admin_can_exempt_a_channel_and_the_override_is_audited(
     fake_openai.moderation_words = {"exploit": {"illicit": 0.8}}
     engine = make_engine(**MODERATED, moderation_check_answers=True)
     [refused] = await collect(engine, message("/moderation off", user="mallory"))
-    assert refused.text == "Sorry, only Parley admins can use /moderation."
+    assert refused.text == "Sorry, only Parley admins can use /moderation." + BECOME_ADMIN
     done = final_text(await collect(engine, message("/moderation off", user="root")))
     assert done == "Moderation is off in this channel (an admin's override)."
     assert (

@@ -185,3 +185,15 @@ def test_terminal_summarize_over_its_own_conversation(tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1].endswith("You said the budget is 5k.")
     assert asked.splitlines() == ["User: the budget is 5k", "Parley: Noted."]
     assert "Traceback" not in result.stderr
+
+
+async def test_a_summary_is_never_answered_from_the_response_cache(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(response_cache_seconds=600)
+    await collect(engine, message("first point"))
+    await collect(engine, message("/summarize", single_turn=True))
+    await collect(engine, message("second point"))
+    await collect(engine, message("/summarize", single_turn=True))
+    assert fake_openai.request_count == 4
+    assert "second point" in _asked(fake_openai.requests[-1])

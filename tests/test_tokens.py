@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import pytest
 
-from bot.tokens import count_text, newest_that_fit
-
-
-class Entry(NamedTuple):
-    tokens: int
-    group_id: int
+from bot.history import StoredMessage
+from bot.prompting import drop_oldest_groups
+from bot.tokens import count_text
 
 
 def test_counts_with_the_real_o200k_encoding_offline() -> None:
@@ -20,22 +15,29 @@ def test_counts_with_the_real_o200k_encoding_offline() -> None:
     assert count_text("") == 0
 
 
+def entries(*groups: tuple[str, int]) -> list[StoredMessage]:
+    """(role, group) pairs -> stored messages of 10 tokens each, ids from 1."""
+    return [StoredMessage(i, role, f"m{i}", 10, group) for i, (role, group) in enumerate(groups, 1)]
+
+
 @pytest.mark.parametrize(
-    ("tokens", "budget", "expected"),
-    [
-        ([10, 10, 10], 30, 3),
-        ([10, 10, 10], 29, 2),
-        ([10, 10, 10], 5, 0),
-        ([50, 1, 1], 10, 2),
-    ],
+    ("count", "budget", "kept"),
+    [(3, 30, 3), (3, 29, 2), (3, 5, 1), (4, 20, 2)],
 )
-def test_newest_that_fit(tokens: list[int], budget: int, expected: int) -> None:
-    entries = [Entry(t, group_id=i) for i, t in enumerate(tokens)]
-    assert newest_that_fit(entries, budget) == expected
+def test_the_oldest_groups_go_until_the_rest_fits(count: int, budget: int, kept: int) -> None:
+    history = entries(*[("user", i) for i in range(1, count + 1)])
+    assert len(drop_oldest_groups(history, budget, 100)) == kept
 
 
-def test_a_tool_call_group_is_kept_or_dropped_whole() -> None:
-    # user(1) | assistant tool call + two results (group 2) | user(5)
-    entries = [Entry(10, 1), Entry(10, 2), Entry(10, 2), Entry(10, 2), Entry(10, 5)]
-    assert newest_that_fit(entries, 39) == 1  # the group of 30 does not fit after 10
-    assert newest_that_fit(entries, 40) == 4
+def test_a_tool_call_group_is_dropped_whole_and_the_rest_starts_at_a_user() -> None:
+    # user | assistant tool call + two results (one group) | assistant | user
+    history = entries(("user", 1), ("assistant", 2), ("tool", 2), ("tool", 2),
+                      ("assistant", 5), ("user", 6))  # fmt: skip
+    assert [m.id for m in drop_oldest_groups(history, 55, 100)] == [6]
+    assert [m.id for m in drop_oldest_groups(history, 60, 100)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_message_count_bound_drops_too_and_the_newest_group_stays() -> None:
+    history = entries(*[("user", i) for i in range(1, 7)])
+    assert [m.id for m in drop_oldest_groups(history, 1000, 2)] == [5, 6]
+    assert [m.id for m in drop_oldest_groups(history, 0, 100)] == [6]

@@ -129,3 +129,61 @@ async def test_chat_in_a_real_browser(
     fake_openai.script(Text("Hello from the fake model, streamed to you.", chunks=5), Text(XSS))
     await asyncio.to_thread(converse, driver, chat_url)
     assert fake_openai.pending == 0
+
+
+MARKDOWN = """Here is *the plan*:
+
+> Measure twice, cut once.
+
+| step | owner |
+|------|-------|
+| cut  | ann   |
+
+<script>alert(3)</script> and [a link](javascript:alert(4))
+"""
+
+
+def read_markdown(browser: WebDriver, url: str) -> None:
+    open_chat(browser, url)
+    say(browser, "Show me Markdown")
+    wait(browser, lambda b: len(assistant_texts(b)) == 1)
+    log = browser.find_element(By.ID, "log")
+    assert log.find_element(By.CSS_SELECTOR, ".bubble em").text == "the plan"
+    assert "Measure twice" in log.find_element(By.CSS_SELECTOR, ".bubble blockquote").text
+    cells = log.find_elements(By.CSS_SELECTOR, ".bubble table td")
+    assert [cell.text for cell in cells] == ["cut", "ann"]
+    assert "<script>alert(3)</script>" in assistant_texts(browser)[0]  # shown as text
+    assert log.find_elements(By.CSS_SELECTOR, "script") == []
+    for anchor in log.find_elements(By.CSS_SELECTOR, "a"):
+        assert not (anchor.get_attribute("href") or "").startswith("javascript:")
+    assert no_alert(browser), "script from the model ran"
+
+
+async def test_markdown_tables_italics_and_quotes_render_and_script_stays_inert(
+    driver: WebDriver, chat_url: str, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Text(MARKDOWN, chunks=7))
+    await asyncio.to_thread(read_markdown, driver, chat_url)
+
+
+def dashboard_fits(browser: WebDriver, url: str) -> None:
+    browser.set_window_size(360, 740)
+    browser.get(url + "/admin?token=dashboard-token")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    widest = browser.execute_script(
+        "let w = null; for (const e of document.querySelectorAll('body *')) {"
+        " const r = e.getBoundingClientRect();"
+        " if (r.right > innerWidth && (!w || r.right > w[1])) w = [e.tagName + '.' + e.className"
+        " + ' ' + e.outerHTML.slice(0, 80), r.right]; } return w;"
+    )
+    assert overflow <= 0, f"the dashboard is {overflow} px wider than a phone: {widest}"
+
+
+async def test_the_dashboard_fits_a_phone(
+    driver: WebDriver, chat_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_ADMIN_TOKEN", "dashboard-token")
+    await asyncio.to_thread(dashboard_fits, driver, chat_url)

@@ -79,8 +79,12 @@ async def test_assets_are_served_and_nothing_else(chat: Chat) -> None:
             assert style.status == 200
         async with client.get(chat.url + "/static/..%2Fweb.py") as escape:
             assert escape.status == 404
-    # Model text must never become markup: the script builds the DOM from text only.
-    assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", source)
+        async with client.get(chat.url + "/favicon.ico") as icon:
+            assert icon.status == 200 and icon.content_type == "image/svg+xml"
+    # Model text becomes markup only as the server's sanitised HTML (web_markdown.py):
+    # one assignment, of the frame's html field; everything else is text.
+    markup = re.findall(r"\.(?:inner|outer)HTML\s*=.*|insertAdjacentHTML|document\.write", source)
+    assert markup == [".innerHTML = html;"]
     assert "textContent" in source
 
 
@@ -133,7 +137,11 @@ async def test_reconnecting_with_the_same_cookie_redraws_the_conversation(chat: 
         "type": "history",
         "messages": [
             {"role": "user", "text": "remember the word otter"},
-            {"role": "assistant", "text": "echo: remember the word otter"},
+            {
+                "role": "assistant",
+                "text": "echo: remember the word otter",
+                "html": "<p>echo: remember the word otter</p>\n",
+            },
         ],
     }
 

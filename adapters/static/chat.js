@@ -2,9 +2,10 @@
 // connect, then one frame per reply event (status, delta, final, notice, error) and
 // "done" when an answer is complete.
 //
-// Everything the model or a user wrote reaches the page only as text nodes
-// (createElement + textContent, never innerHTML), so no HTML or script in an answer
-// can ever run. The page's Content-Security-Policy forbids inline script as well.
+// What a user wrote, and an answer while it streams, reach the page only as text nodes
+// (textContent). A finished answer comes as HTML the server rendered from Markdown and
+// sanitised with an allow-list (nh3): no script, no event handler, no style, only
+// http(s)/mailto links. The page's Content-Security-Policy forbids inline script too.
 "use strict";
 
 (() => {
@@ -30,75 +31,19 @@
     log.scrollTop = log.scrollHeight;
   }
 
-  // --- a small, safe Markdown: code fences, inline code, bold, lists, http(s) links.
-
-  const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)|(https?:\/\/[^\s<>()]+)/g;
-
   function link(text, href) {
     const a = element("a", "", text);
-    a.href = href; // the pattern only ever matches http: and https: URLs
+    a.href = href;
     a.rel = "noopener noreferrer nofollow";
     a.target = "_blank";
     return a;
   }
 
-  function appendInline(parent, text) {
-    let last = 0;
-    for (const match of text.matchAll(INLINE)) {
-      parent.append(document.createTextNode(text.slice(last, match.index)));
-      if (match[1]) parent.append(element("code", "", match[1].slice(1, -1)));
-      else if (match[2]) parent.append(element("strong", "", match[2].slice(2, -2)));
-      else if (match[3]) parent.append(link(match[3], match[4]));
-      else parent.append(link(match[5], match[5]));
-      last = match.index + match[0].length;
-    }
-    parent.append(document.createTextNode(text.slice(last)));
-  }
-
-  function appendLines(parent, lines) {
-    lines.forEach((line, index) => {
-      if (index > 0) parent.append(element("br"));
-      appendInline(parent, line);
-    });
-  }
-
-  function appendBlock(parent, block) {
-    const lines = block.split("\n");
-    if (lines.every((line) => /^\s*([-*]|\d+\.)\s+/.test(line))) {
-      const ordered = /^\s*\d+\./.test(lines[0]);
-      const list = element(ordered ? "ol" : "ul");
-      for (const line of lines) {
-        const item = element("li");
-        appendInline(item, line.replace(/^\s*([-*]|\d+\.)\s+/, ""));
-        list.append(item);
-      }
-      parent.append(list);
-      return;
-    }
-    const heading = /^(#{1,4})\s+(.*)$/.exec(lines[0]);
-    if (heading && lines.length === 1) {
-      parent.append(element("h" + (heading[1].length + 2), "", heading[2]));
-      return;
-    }
-    const paragraph = element("p");
-    appendLines(paragraph, lines);
-    parent.append(paragraph);
-  }
-
-  function renderMarkdown(parent, text) {
-    const parts = text.split(/^```[^\n]*\n?/m);
-    // Odd parts are inside a code fence: shown verbatim.
-    parts.forEach((part, index) => {
-      if (index % 2 === 1) {
-        const pre = element("pre");
-        pre.append(element("code", "", part.replace(/\n$/, "")));
-        parent.append(pre);
-        return;
-      }
-      for (const block of part.split(/\n\s*\n/)) {
-        if (block.trim()) appendBlock(parent, block.replace(/^\n+|\n+$/g, ""));
-      }
-    });
+  // A finished answer's Markdown arrives rendered and sanitised by the server
+  // (markdown-it-py + nh3, adapters/web_markdown.py); without it, plain text.
+  function renderMarkdown(parent, text, html) {
+    if (typeof html === "string") parent.innerHTML = html;
+    else parent.textContent = text;
   }
 
   // --- bubbles
@@ -108,9 +53,9 @@
     scrollDown();
   }
 
-  function addAssistant(text) {
+  function addAssistant(text, html) {
     const bubble = element("div", "bubble assistant");
-    renderMarkdown(bubble, text);
+    renderMarkdown(bubble, text, html);
     log.append(bubble);
     scrollDown();
     return bubble;
@@ -144,7 +89,7 @@
       current.bubble.classList.add("error");
       current.bubble.textContent = frame.text;
     } else {
-      renderMarkdown(current.bubble, frame.text);
+      renderMarkdown(current.bubble, frame.text, frame.html);
     }
     if (frame.image) showImage(current.bubble, frame);
     if (frame.private) current.bubble.classList.add("private");
@@ -156,7 +101,7 @@
         log.replaceChildren();
         for (const item of frame.messages) {
           if (item.role === "user") addUser(item.text);
-          else addAssistant(item.text);
+          else addAssistant(item.text, item.html);
         }
         break;
       case "status": {

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from bot.history import StoredMessage, Window
 from bot.store.base import Store
-from bot.store.records import Admission, Answer, Turn, UsageRecord, UserLimits
+from bot.store.records import (
+    Admission,
+    Answer,
+    ConversationSummary,
+    Turn,
+    UsageRecord,
+    UserLimits,
+)
 from bot.store.url import StoreAddress, open_store, parse_store_url
 
 __all__ = [
     "Admission",
     "Answer",
+    "ConversationSummary",
     "Store",
     "StoreAddress",
     "StoredMessage",

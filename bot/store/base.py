@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from bot.history import Window
+from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.audit_rows import AUDIT_PAGE, AuditEntry
-from bot.store.records import Admission, Answer, StaleTurn, Turn, UsageRecord, UserLimits
+from bot.store.records import (
+    Admission,
+    Answer,
+    ConversationSummary,
+    StaleTurn,
+    Turn,
+    UsageRecord,
+    UserLimits,
+)
 
 # A tool call round as the store keeps it: the call (content, tokens, tool_calls) and
 # each result (content, tokens, tool_call_id).
@@ -118,11 +126,13 @@ class Store(Protocol):
     async def has_history(self, conversation: ConversationKey) -> bool: ...
     async def count_messages(self, conversation: ConversationKey) -> int: ...
     async def reset(self, conversation: ConversationKey) -> None:
-        """Start afresh: stored messages stay but leave the context."""
+        """Start afresh: stored messages stay but leave the context; the summary is
+        cleared, its marks moved to the reset."""
         ...
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
-        """Delete every stored message of a channel, all its threads included."""
+        """Delete every stored message of a channel, all its threads included, with
+        their summaries and cached answers."""
         ...
 
     async def claim_trim_notice(self, conversation: ConversationKey) -> bool:
@@ -133,6 +143,30 @@ class Store(Protocol):
         self, platform: str, workspace: str, channel: str, query: str, limit: int
     ) -> list[dict[str, Any]]:
         """Full-text search over one channel's messages (all its threads), best first."""
+        ...
+
+    # -- summaries and cached answers (bot/summaries.py, bot/prompting.py) ------------
+
+    async def summary(self, conversation: ConversationKey) -> ConversationSummary | None:
+        """Where the conversation's prompt starts and the summary of what came before;
+        None until its first trim (or after a reset)."""
+        ...
+
+    async def save_summary(
+        self, conversation: ConversationKey, summary: ConversationSummary
+    ) -> None: ...
+    async def history_between(
+        self, conversation: ConversationKey, after_id: int, up_to_id: int, limit: int
+    ) -> list[StoredMessage]:
+        """The newest `limit` messages with after_id < id <= up_to_id, oldest first."""
+        ...
+
+    async def cached_answer(self, key: str, now: float) -> str | None:
+        """A stored answer to an identical single-turn question, if not expired."""
+        ...
+
+    async def save_answer(self, key: str, channel: str, text: str, expires_at: float) -> None:
+        """Keep an answer for identical questions; `channel` lets /forget delete it."""
         ...
 
     # -- channel settings -------------------------------------------------------------
@@ -188,7 +222,8 @@ class Store(Protocol):
         """True the first time, across processes: say why Parley stays quiet once."""
         ...
     async def prune(self, now: float) -> None:
-        """Drop delivery keys past redelivery and admissions past the rate window."""
+        """Drop delivery keys past redelivery, admissions past the rate window and
+        expired cached answers."""
         ...
 
     # -- audit log, budget alerts and spend (bot/audit.py, bot/budget.py) -------------

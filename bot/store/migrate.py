@@ -55,9 +55,9 @@ TABLES = [
     Table(
         "usage",
         "id, created_at, day, platform, workspace, channel, user_key, model, prompt_tokens,"
-        " completion_tokens, cached_tokens, tool_calls, cost_usd, latency_ms, status",
+        " completion_tokens, cached_tokens, tool_calls, cost_usd, latency_ms, status, kind",
         "id, created_at, day, platform, workspace, channel, user_key, model, prompt_tokens,"
-        " completion_tokens, cached_tokens, tool_calls, cost_usd, latency_ms, status",
+        " completion_tokens, cached_tokens, tool_calls, cost_usd, latency_ms, status, kind",
         "id", identity=True,
     ),
     Table("daily_totals", "user_key, day, tokens, cost_usd", "user_key, day, tokens, cost_usd",
@@ -65,6 +65,8 @@ TABLES = [
     Table("limits", "user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked",
           "user_key, requests_per_minute, tokens_per_day, cost_per_day_usd, blocked",
           "user_key", convert=_booleans(4)),
+    Table("summaries", "conversation, summary, covers_up_to, starts_after, updated_at",
+          "conversation, summary, covers_up_to, starts_after, updated_at", "conversation"),
     Table("refusals", "id, at, user_key, kind", "id, at, user_key, kind", "id", identity=True),
     Table("audit", "id, " + AUDIT_COLUMNS, "id, " + AUDIT_COLUMNS, "id", identity=True),
     Table("budget_alerts", "key, at", "key, at", "key"),

@@ -31,6 +31,7 @@ from bot.store.access_tables import PostgresAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_audit import AuditQueries
 from bot.store.postgres_schema import migrate
+from bot.store.postgres_summaries import SummaryQueries
 from bot.store.postgres_usage import UsageQueries
 from bot.store.records import (
     DEDUPE_KEEP_SECONDS,
@@ -96,12 +97,14 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
+class PostgresStore(UsageQueries, AuditQueries, SummaryQueries, PostgresAccess):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
         self.pool = pool
         self.description = f"PostgreSQL at {shown}"
+
+    _message = staticmethod(_row_to_message)
 
     async def _transaction(self, work: Callable[[Connection], Awaitable[R]]) -> R:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -293,13 +296,23 @@ class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
         return int(count)
 
     async def reset(self, conversation: ConversationKey) -> None:
+        # One statement, so one transaction: the reset mark, and the summary cleared with
+        # its marks moved to the reset (a later trim must not summarise, and so bring
+        # back, what came before it).
         await self.pool.execute(
-            "INSERT INTO conversations (conversation, context_start, trim_noticed)"
-            " SELECT $1, coalesce(max(id), 0), false FROM messages WHERE conversation = $1"
+            "WITH mark AS (SELECT coalesce(max(id), 0) AS last FROM messages"
+            " WHERE conversation = $1),"
+            " cleared AS (INSERT INTO summaries (conversation, summary, covers_up_to,"
+            " starts_after, updated_at) SELECT $1, '', last, last, $2 FROM mark"
+            " ON CONFLICT (conversation) DO UPDATE SET summary = '',"
+            " covers_up_to = excluded.covers_up_to, starts_after = excluded.starts_after,"
+            " updated_at = excluded.updated_at)"
+            " INSERT INTO conversations (conversation, context_start, trim_noticed)"
+            " SELECT $1, last, false FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET"
             " context_start = excluded.context_start, trim_noticed = false",
-            str(conversation),
-        )
+            str(conversation), time.time(),
+        )  # fmt: skip
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         prefix = str(ConversationKey(platform, workspace, channel, ""))
@@ -313,6 +326,7 @@ class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
                 "DELETE FROM conversations WHERE conversation >= $1 AND conversation < $2",
                 prefix, prefix + "\uffff",
             )  # fmt: skip
+            await self._drop_summaries(connection, prefix, prefix + "\uffff")
             return _count(status)
 
         return await self._transaction(forget)
@@ -372,5 +386,6 @@ class PostgresStore(UsageQueries, AuditQueries, PostgresAccess):
                 "DELETE FROM deliveries WHERE seen_at < $1", now - DEDUPE_KEEP_SECONDS
             )
             await self._prune_admissions(connection, now)
+            await connection.execute("DELETE FROM response_cache WHERE expires_at <= $1", now)
 
         await self._transaction(prune_both)

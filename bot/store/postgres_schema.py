@@ -208,6 +208,55 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        5,
+        "long_conversations",
+        # kind: what a call was for ("chat", "summary"); parley_finish_call records it.
+        # summaries: where a trimmed conversation's prompt starts and the rolling
+        # summary of what came before (bot/summaries.py). response_cache: answers to
+        # single-turn questions by a hash of all that shapes them (bot/prompting.py).
+        """
+        ALTER TABLE usage ADD COLUMN kind text NOT NULL DEFAULT 'chat';
+        CREATE TABLE summaries (
+            conversation text COLLATE "C" PRIMARY KEY, summary text NOT NULL,
+            covers_up_to bigint NOT NULL, starts_after bigint NOT NULL,
+            updated_at double precision NOT NULL);
+        CREATE TABLE response_cache (
+            key text COLLATE "C" PRIMARY KEY, channel text COLLATE "C" NOT NULL,
+            answer text NOT NULL, expires_at double precision NOT NULL);
+        CREATE INDEX response_cache_by_channel ON response_cache (channel);
+        CREATE INDEX response_cache_by_expiry ON response_cache (expires_at);
+        DROP FUNCTION parley_finish_call(double precision, text, text, text, text, text,
+            text, integer, integer, integer, integer, double precision, double precision,
+            text, text, text, integer, bigint);
+        CREATE FUNCTION parley_finish_call(p_at double precision, p_day text,
+            p_platform text, p_workspace text, p_channel text, p_user text, p_model text,
+            p_prompt integer, p_completion integer, p_cached integer, p_tool_calls integer,
+            p_cost double precision, p_latency double precision, p_status text,
+            p_conversation text, p_answer text, p_answer_tokens integer, p_turn bigint,
+            p_kind text)
+        RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO usage (created_at, day, platform, workspace, channel, user_key,
+                model, prompt_tokens, completion_tokens, cached_tokens, tool_calls,
+                cost_usd, latency_ms, status, kind) VALUES (p_at, p_day, p_platform,
+                p_workspace, p_channel, p_user, p_model, p_prompt, p_completion, p_cached,
+                p_tool_calls, p_cost, p_latency, p_status, p_kind);
+            INSERT INTO daily_totals AS d (user_key, day, tokens, cost_usd)
+                VALUES (p_user, p_day, p_prompt + p_completion, coalesce(p_cost, 0))
+                ON CONFLICT (user_key, day) DO UPDATE SET
+                tokens = d.tokens + excluded.tokens, cost_usd = d.cost_usd + excluded.cost_usd;
+            IF p_answer IS NOT NULL THEN
+                INSERT INTO messages (conversation, role, content, tokens, group_id,
+                    created_at) VALUES (p_conversation, 'assistant', p_answer,
+                    p_answer_tokens, 0, extract(epoch from clock_timestamp()));
+            END IF;
+            IF p_turn IS NOT NULL THEN
+                DELETE FROM turns WHERE id = p_turn;
+            END IF;
+        END $$;
+        """,
+    ),
+    (
         6,
         "audit",
         # Admin actions and safety events; only audit.retain_days deletes rows. A

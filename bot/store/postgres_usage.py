@@ -37,12 +37,12 @@ class UsageQueries:
         at = record.created_at or time.time()
         await self.pool.execute(
             "SELECT parley_finish_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            " $13, $14, $15, $16, $17, $18)",
+            " $13, $14, $15, $16, $17, $18, $19)",
             at, utc_day(at), record.platform, record.workspace, record.channel,
             record.user_key, record.model, record.prompt_tokens, record.completion_tokens,
             record.cached_tokens, record.tool_calls, record.cost_usd, record.latency_ms,
             record.status, conversation, answer.text if answer else None,
-            answer.tokens if answer else 0, turn_id,
+            answer.tokens if answer else 0, turn_id, record.kind,
         )  # fmt: skip
 
     async def record_usage(self, record: UsageRecord) -> None:

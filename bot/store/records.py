@@ -18,6 +18,7 @@ GROUP_COLUMNS = {
     "model": "model",
     "day": "day",
     "platform": "platform",
+    "kind": "kind",
 }
 
 
@@ -50,6 +51,22 @@ class UsageRecord:
     latency_ms: float
     status: str  # "ok" or a ModelError kind
     created_at: float = 0.0
+    kind: str = "chat"  # what the call was for: "chat", "summary"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """Where a conversation's prompt starts, and what the messages before it said.
+
+    The prompt's history starts after message `starts_after`; `text` summarises the
+    messages up to `covers_up_to`. The two differ only while a summary call has failed:
+    the next trim then summarises from `covers_up_to` on.
+    """
+
+    text: str
+    covers_up_to: int
+    starts_after: int
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from bot.store.records import (
 )
 from bot.store.sqlite_audit import AuditTables
 from bot.store.sqlite_schema import MIGRATIONS
+from bot.store.sqlite_summaries import SummaryTables
 from bot.store.sqlite_usage import UsageTables
 
 # How long a write keeps trying for the lock another process holds, in all.
@@ -86,7 +87,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-class SqliteStore(UsageTables, AuditTables, SqliteAccess):
+class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
     kind = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
@@ -355,12 +356,15 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
             (key,),
         ).fetchone()
         start, noticed = (int(row[0]), bool(row[1])) if row else (0, False)
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND id > ?"
-            " ORDER BY id DESC LIMIT ?",
-            (key, start, count),
-        ).fetchall()
-        return [_row_to_message(row) for row in reversed(rows)], noticed
+        messages = self._messages(
+            "WHERE conversation = ? AND id > ? ORDER BY id DESC LIMIT ?", (key, start, count)
+        )
+        return messages, noticed
+
+    def _messages(self, sql: str, parameters: tuple[Any, ...]) -> list[StoredMessage]:
+        """Messages selected newest first by `sql` (a WHERE clause on), oldest first."""
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM messages {sql}", parameters).fetchall()
+        return [_row_to_message(row) for row in reversed(rows)]
 
     async def has_history(self, conversation: ConversationKey) -> bool:
         row = self.db.execute(
@@ -384,6 +388,15 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
             " context_start = excluded.context_start, trim_noticed = 0",
             (key, last),
         )
+        # The summary is cleared and its marks moved to the reset: a later trim must not
+        # summarise (and so bring back) what came before it.
+        self.db.execute(
+            "INSERT INTO summaries (conversation, summary, covers_up_to, starts_after,"
+            " updated_at) VALUES (?, '', ?, ?, ?) ON CONFLICT(conversation) DO UPDATE SET"
+            " summary = '', covers_up_to = excluded.covers_up_to,"
+            " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
+            (key, last, last, time.time()),
+        )
         self.history_cache.drop(key)
 
     async def reset(self, conversation: ConversationKey) -> None:
@@ -400,6 +413,7 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
             "DELETE FROM conversations WHERE conversation >= ? AND conversation < ?",
             (prefix, prefix + "\uffff"),
         )
+        self._drop_summaries(prefix, prefix + "\uffff")
         self.history_cache.clear()
         # SQLite reuses the ids of deleted newest rows: move the mark back so those
         # ids, when reused, are indexed like any new message.
@@ -488,5 +502,6 @@ class SqliteStore(UsageTables, AuditTables, SqliteAccess):
             cutoff = now - DEDUPE_KEEP_SECONDS
             self.db.execute("DELETE FROM deliveries WHERE seen_at < ?", (cutoff,))
             self._prune_admissions(now)
+            self._prune_answers(now)
 
         await self._write(prune_both)

@@ -134,6 +134,26 @@ def audit(db: Database) -> None:
 
 
 @MIGRATIONS()
+def long_conversations(db: Database) -> None:
+    # What a call was for ("chat", "summary"), so reports can tell them apart.
+    db.execute("ALTER TABLE usage ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'")
+    # One row per conversation once it has been trimmed: where its prompt starts and
+    # the rolling summary of what came before (bot/summaries.py).
+    db.execute(
+        "CREATE TABLE summaries (conversation TEXT PRIMARY KEY, summary TEXT NOT NULL,"
+        " covers_up_to INTEGER NOT NULL, starts_after INTEGER NOT NULL,"
+        " updated_at REAL NOT NULL)"
+    )
+    # Answers to single-turn questions, by a hash of everything that shapes the answer.
+    db.execute(
+        "CREATE TABLE response_cache (key TEXT PRIMARY KEY, channel TEXT NOT NULL,"
+        " answer TEXT NOT NULL, expires_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX response_cache_by_channel ON response_cache (channel)")
+    db.execute("CREATE INDEX response_cache_by_expiry ON response_cache (expires_at)")
+
+
+@MIGRATIONS()
 def access(db: Database) -> None:
     # Admins' allow and block entries (python -m bot access, /access), beside what
     # [access] in the config file sets: one row per target, on one list at a time.

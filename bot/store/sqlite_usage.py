@@ -52,12 +52,12 @@ class UsageTables:
         self.db.execute(
             "INSERT INTO usage (created_at, day, platform, workspace, channel, user_key,"
             " model, prompt_tokens, completion_tokens, cached_tokens, tool_calls,"
-            " cost_usd, latency_ms, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " cost_usd, latency_ms, status, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 at, day, record.platform, record.workspace, record.channel,
                 record.user_key, record.model, record.prompt_tokens,
                 record.completion_tokens, record.cached_tokens, record.tool_calls,
-                record.cost_usd, record.latency_ms, record.status,
+                record.cost_usd, record.latency_ms, record.status, record.kind,
             ),
         )  # fmt: skip
         self.db.execute(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.config import ConfigError
+from bot.startup import StartupError, sqlite_problem
 from bot.store.base import Store
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -64,6 +65,9 @@ async def open_store(value: str) -> Store:
         return await open_postgres(address)
     from bot.store.sqlite import SqliteStore
 
+    problem = sqlite_problem(address.target)
+    if problem:  # a folder, not a database, read-only: said before any message fails
+        raise StartupError(problem)
     try:
         return SqliteStore(address.target)
     except (sqlite3.Error, OSError) as error:

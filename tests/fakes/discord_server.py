@@ -95,6 +95,9 @@ class FakeDiscord:
         self.guild_ids = list(guild_ids)
         self.calls: list[RestCall] = []
         self.faults: list[Fault] = []
+        # GATEWAY_MESSAGE_CONTENT_LIMITED: the Message Content intent of an unverified bot.
+        self.application_flags = 1 << 19
+        self.refuse_intents = False
         self.messages: dict[int, MessagePayload] = {}
         # What people said (send_message), apart from the bot's own in `messages`.
         self.said: dict[int, MessagePayload] = {}
@@ -329,6 +332,10 @@ class FakeDiscord:
             await self.dispatch("RESUMED", {})
 
     async def _ready(self, identify: JSON) -> None:
+        if self.refuse_intents:  # what Discord does when Message Content is not enabled
+            assert self.gateway.socket is not None
+            await self.gateway.socket.close(code=4014, message=b"Disallowed intent(s).")
+            return
         session = f"session-{next(self._counter)}"
         resume_url = self._resume_gateway_url or self.gateway_url
         shard = identify.get("shard", [0, 1])
@@ -382,7 +389,7 @@ class FakeDiscord:
         return wire.me()
 
     async def _application(self, **_: Any) -> JSON:
-        return wire.application()
+        return {**wire.application(), "flags": self.application_flags}
 
     async def _gateway_bot(self, **_: Any) -> JSON:
         # Discord's own gateway: a client pointed at a proxy must not follow it.

@@ -18,10 +18,10 @@ import json
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 from aiohttp import web
@@ -37,7 +37,7 @@ class Text:
     content: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    cached_tokens: int = 0
+    cached_tokens: int | None = None  # None: as OpenAI's prompt cache would (see _cached)
     chunks: int | None = None  # number of streamed content deltas; None = one per word
     interval: float = 0.0  # seconds before each streamed content delta; 0 = back to back
 
@@ -59,7 +59,7 @@ class ToolCalls:
     content: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    cached_tokens: int = 0
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,44 @@ def _message_text(message: JSON) -> str:
     return ""
 
 
+def _prompt_text(body: JSON) -> str:
+    return "".join(_message_text(m) for m in body.get("messages", []))
+
+
 def _estimate_tokens(text: str) -> int:
     # ~4 chars per token, like OpenAI's rule of thumb; never 0 so usage asserts are meaningful.
     return max(1, len(text) // 4)
+
+
+# OpenAI's prompt cache: prefixes of at least 1,024 tokens, counted in 128-token steps.
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP_TOKENS = 128
+# Conversations (prompt_cache_key values) whose last prompt the fake remembers.
+CACHE_KEYS = 1000
+
+
+def _shared_chars(previous: JSON, body: JSON) -> int:
+    """Characters of message text at the start of body's prompt that previous shares.
+
+    Tool definitions come before the messages in the model's prompt: changed tools
+    share nothing. Messages count whole while identical; the first that differs counts
+    its common leading text if its role is the same.
+    """
+    if previous.get("tools") != body.get("tools"):
+        return 0
+    shared = 0
+    for old, new in zip(previous.get("messages", []), body.get("messages", []), strict=False):
+        old_text, new_text = _message_text(old), _message_text(new)
+        if old == new:
+            shared += len(new_text)
+            continue
+        if old.get("role") == new.get("role"):
+            shared += next(
+                (i for i, (a, b) in enumerate(zip(old_text, new_text, strict=False)) if a != b),
+                min(len(old_text), len(new_text)),
+            )
+        break
+    return shared
 
 
 def _split(text: str, pieces: int | None) -> list[str]:
@@ -166,6 +201,14 @@ class FakeOpenAI:
         self._port = 0
         # The answer when nothing is scripted; None echoes the last user message.
         self.default: Text | None = None
+        # How usage counts tokens in text; bench/long_conversation.py sets a real tokenizer.
+        self.count_tokens: Callable[[str], int] = _estimate_tokens
+        # Cut answers at max_completion_tokens (four characters a token), as a model stops.
+        self.stop_at_max_tokens = False
+        # Requests for these models get this answer, every time (not consumed).
+        self.by_model: dict[str, Response] = {}
+        # The last prompt of each prompt_cache_key (None: requests without one).
+        self._last_prompt: OrderedDict[str | None, JSON] = OrderedDict()
         # /v1/moderations: a text containing one of these words gets its scores
         # (category -> 0..1; 0.5 or more is flagged), every other text passes.
         # moderation_status set: the route answers that HTTP error instead.
@@ -268,7 +311,10 @@ class FakeOpenAI:
             return _error(Status(400))
         self.requests.append(body)
         self.request_headers.append(request.headers)
-        response = self._queue.popleft() if self._queue else None
+        body = {**body, "_cached": self._cached(body)}  # computed on arrival, in order
+        response = self.by_model.get(str(body.get("model")))
+        if response is None and self._queue:
+            response = self._queue.popleft()
         while isinstance(response, Hang | Delay):
             # Wait on the closing event, not sleep(), so stop() wakes hung handlers at once.
             with contextlib.suppress(TimeoutError):
@@ -283,6 +329,10 @@ class FakeOpenAI:
             response = Text("echo: " + (_message_text(users[-1]) if users else ""))
         if isinstance(response, Status):
             return _error(response)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if self.stop_at_max_tokens and isinstance(response, Text) and isinstance(limit, int):
+            # A model stops at the token limit (about four characters a token here).
+            response = replace(response, content=response.content[: limit * 4])
         if body.get("stream"):
             return await self._stream(request, body, response)
         if isinstance(response, Stall | Cut):
@@ -294,19 +344,38 @@ class FakeOpenAI:
     def _usage(self, body: JSON, reply: Text | ToolCalls) -> JSON:
         prompt = reply.prompt_tokens
         if prompt is None:
-            prompt = _estimate_tokens("".join(_message_text(m) for m in body.get("messages", [])))
+            prompt = self.count_tokens(_prompt_text(body))
         completion = reply.completion_tokens
         if completion is None:
             out = reply.content
             if isinstance(reply, ToolCalls):
                 out += "".join(c.name + _args(c) for c in reply.calls)
             completion = _estimate_tokens(out)
+        cached = reply.cached_tokens
+        if cached is None:
+            cached = min(prompt, int(body.get("_cached", 0)))
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+            "prompt_tokens_details": {"cached_tokens": cached},
         }
+
+    def _cached(self, body: JSON) -> int:
+        """Cached prompt tokens as OpenAI reports them: the prefix this prompt shares
+        with the previous one of the same prompt_cache_key, if at least
+        CACHE_MIN_TOKENS, rounded down to CACHE_STEP_TOKENS (tokens counted as for
+        prompt_tokens: four characters each, unless count_tokens is set)."""
+        key = body.get("prompt_cache_key")
+        previous = self._last_prompt.pop(key, None)
+        self._last_prompt[key] = body
+        while len(self._last_prompt) > CACHE_KEYS:
+            self._last_prompt.popitem(last=False)
+        shared = _shared_chars(previous, body) if previous is not None else 0
+        tokens = self.count_tokens(_prompt_text(body)[:shared]) if shared else 0
+        if tokens < CACHE_MIN_TOKENS:
+            return 0
+        return tokens - tokens % CACHE_STEP_TOKENS
 
     def _envelope(self, body: JSON, obj: str) -> JSON:
         return {

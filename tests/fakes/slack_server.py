@@ -73,6 +73,14 @@ class _Fault:
     extra: JSON = field(default_factory=dict)  # more of the error body, e.g. "needed"
 
 
+# What config/slack-manifest.yml asks for: a token installed from it has these.
+GRANTED_SCOPES = (
+    "app_mentions:read", "chat:write", "files:write", "im:history", "channels:history",
+    "groups:history", "mpim:history", "im:read", "im:write", "users:read", "commands",
+    "assistant:write", "reactions:write",
+)
+
+
 class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
@@ -85,6 +93,7 @@ class FakeSlack:
         # What people wrote, as conversations.history / .replies return it (say()).
         self.history: list[JSON] = []
         self._faults: dict[str, _Fault] = {}
+        self.scopes = list(GRANTED_SCOPES)  # the bot token's; a test removes one
         self._ts = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
@@ -198,7 +207,8 @@ class FakeSlack:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return _json({"ok": False, "error": "unknown_method"})
-        return _json(handler(params))
+        # Slack names the token's scopes on every Web API answer.
+        return _json(handler(params), headers={"X-OAuth-Scopes": ",".join(self.scopes)})
 
     def _fault(self, fault: _Fault) -> web.Response:
         if fault.status == 429:
