@@ -91,7 +91,7 @@ class Summarizer:
             log.warning("summary for %s failed: %s", message.conversation, error)
         usage = completion.usage if completion and completion.usage else Usage()
         await self._record(message, model, usage, status, started)
-        text = completion.text.strip() if completion else ""
+        text = self.safety.masked(completion.text).strip() if completion else ""
         return text or None
 
     async def _record(
