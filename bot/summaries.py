@@ -21,6 +21,7 @@ from bot.llm import Completion, ModelClient, ModelError, Usage
 from bot.messages import Message
 from bot.metrics import Metrics
 from bot.store import Store, UsageRecord
+from bot.tokens import cut_to_tokens
 from bot.usage import Prices
 
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ class Summarizer:
         usage = completion.usage if completion and completion.usage else Usage()
         await self._record(message, model, usage, status, started)
         text = completion.text.strip() if completion else ""
-        return text or None
+        # Its budget holds even if the provider ignored max_tokens: the summary sits in
+        # every later prompt, and an oversized one would leave no room for a question.
+        return cut_to_tokens(text, self.settings.summary_tokens).strip() or None
 
     async def _record(
         self, message: Message, model: str, usage: Usage, status: str, started: float
