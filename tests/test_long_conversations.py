@@ -12,9 +12,9 @@ from bot.messages import ReplyKind
 from bot.prompting import SUMMARY_HEADING, SUMMARY_NOTICE, cache_key
 from bot.response_cache import CACHED_NOTICE
 from bot.summaries import NO_SUMMARY
-from bot.tokens import count_message
+from bot.tokens import count_message, count_text
 from tests.conftest import EngineFactory, collect, final_text, message
-from tests.fakes.openai_server import FakeOpenAI, Status
+from tests.fakes.openai_server import FakeOpenAI, Status, Text
 from tests.test_console import run_chat
 
 SUMMARIZER = "summarizer"
@@ -253,3 +253,36 @@ def test_a_user_sees_the_summary_in_the_terminal_chat(tmp_path: Path) -> None:
     shown = out.split("What I keep of the earlier conversation:\n", 1)[1]
     assert "line 0 about the kiwi harvest" in shown  # the fake's summary echoes its input
     assert out.rstrip().endswith(NO_SUMMARY)
+
+
+async def test_a_summary_longer_than_its_budget_is_cut_to_it(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """A provider that ignores max_tokens (here the fake echoes the whole input) must
+    not grow the summary past summary.max_tokens: it sits in every later prompt, and an
+    oversized one would leave no room for any question."""
+    engine = make_engine(**SMALL)
+    await talk(engine, 60)  # every turn answered (talk checks)
+    state = await engine.store.summary(message("x").conversation)
+    assert state is not None and state.text
+    assert count_text(state.text) <= SMALL["summary_tokens"]
+
+
+async def test_a_conversational_question_is_never_answered_from_another_conversations_cache(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """A Discord /ask carries its conversation's history (README: the channel is the
+    conversation); its answer, cached, must not reach another conversation (a private
+    thread's answer shown in the parent channel), nor come back after /reset."""
+    engine = make_engine(response_cache_seconds=600.0, tools=())
+    secret = message("the launch code is kiwi-42", thread="private", single_turn=True)
+    await collect(engine, secret)
+    fake_openai.script(Text("You told me the launch code is kiwi-42."))
+    question = message("what did I tell you?", thread="private", single_turn=True)
+    assert "kiwi-42" in final_text(await collect(engine, question))
+
+    elsewhere = await collect(engine, message("what did I tell you?", single_turn=True))
+    assert "kiwi-42" not in final_text(elsewhere)
+    await collect(engine, message("/reset", thread="private", single_turn=True))
+    after_reset = await collect(engine, question)
+    assert "kiwi-42" not in final_text(after_reset)
