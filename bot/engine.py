@@ -370,7 +370,7 @@ class Engine:
             if not completion.tool_calls:
                 final = self._finish(completion)
                 if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
-                    await self.answers.keep(cache_key, message, final.text)
+                    await self.answers.keep(cache_key, message, prompt, final.text)
                 yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:

@@ -71,3 +71,11 @@ async def test_usage_rows_keep_their_kind_and_cached_tokens(store: Store) -> Non
     assert rows["chat"]["cached_tokens"] == 3456
     assert rows["summary"]["cached_tokens"] == 0
     assert rows["summary"]["requests"] == 1
+
+
+async def test_reset_drops_the_answers_cached_within_that_conversation_only(store: Store) -> None:
+    await store.save_answer("in thread", str(THREAD), "drawn from its history", 100.0)
+    await store.save_answer("in other", str(OTHER), "another conversation's", 100.0)
+    await store.reset(THREAD)
+    assert await store.cached_answer("in thread", now=50.0) is None
+    assert await store.cached_answer("in other", now=50.0) == "another conversation's"
