@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
-from bot.llm import Completion, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.prompting import PromptBuilder
@@ -30,7 +30,7 @@ from bot.safety import Safety, Screened
 from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summaries import Summarizer
-from bot.tokens import count_message, count_text
+from bot.tokens import count_message
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
@@ -455,7 +455,7 @@ class Engine:
         usage = completion.usage if completion else None
         if completion is not None and usage is None:
             # The server sent no usage: count ourselves rather than record nothing.
-            usage = _estimate_usage(prompt, completion)
+            usage = estimate_usage(prompt, completion)
         if status == "ok":
             self.last_model_success = self.clock()
         elapsed = time.perf_counter() - started
@@ -547,7 +547,3 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
 
-
-def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:
-    prompt_tokens = sum(count_message(str(m.get("content") or "")) for m in prompt)
-    return Usage(prompt_tokens, count_text(completion.text))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from bot.commands import CommandContext, command
 from bot.config import Settings
 from bot.history import StoredMessage
-from bot.llm import Completion, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
 from bot.messages import Message
 from bot.metrics import Metrics
 from bot.store import Store, UsageRecord
@@ -90,7 +90,9 @@ class Summarizer:
         except ModelError as error:
             status = error.kind
             log.warning("summary for %s failed: %s", message.conversation, error)
-        usage = completion.usage if completion and completion.usage else Usage()
+        usage = Usage()
+        if completion is not None:  # a server that sent no usage: count it ourselves
+            usage = completion.usage or estimate_usage(prompt, completion)
         await self._record(message, model, usage, status, started)
         text = completion.text.strip() if completion else ""
         # Its budget holds even if the provider ignored max_tokens: the summary sits in

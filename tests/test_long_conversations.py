@@ -286,3 +286,19 @@ async def test_a_conversational_question_is_never_answered_from_another_conversa
     await collect(engine, message("/reset", thread="private", single_turn=True))
     after_reset = await collect(engine, question)
     assert "kiwi-42" not in final_text(after_reset)
+
+
+async def test_summaries_are_billed_even_when_the_provider_reports_no_usage(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """As for answers, Parley counts the tokens itself: a summary recorded as free would
+    slip past per-user token limits and spend caps."""
+    fake_openai.stop_at_max_tokens = True
+    fake_openai.send_usage = False
+    engine = make_engine(**{**SMALL, "summary_model": "gpt-4o-mini"})
+    await talk(engine, 20)
+    rows = {row["key"]: row for row in await engine.store.usage_report(0, "kind")}
+    assert rows["chat"]["prompt_tokens"] > 0  # the answers' own estimate
+    assert rows["summary"]["requests"] >= 1
+    assert rows["summary"]["prompt_tokens"] > 0 and rows["summary"]["completion_tokens"] > 0
+    assert rows["summary"]["cost_usd"] > 0
