@@ -546,4 +546,3 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
         return None
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
-
