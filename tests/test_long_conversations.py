@@ -302,3 +302,21 @@ async def test_summaries_are_billed_even_when_the_provider_reports_no_usage(
     assert rows["summary"]["requests"] >= 1
     assert rows["summary"]["prompt_tokens"] > 0 and rows["summary"]["completion_tokens"] > 0
     assert rows["summary"]["cost_usd"] > 0
+
+
+async def test_after_failed_summaries_the_next_one_still_fits_the_context(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """Each failed summary leaves more messages for the next one: its input must still
+    fit model.context_tokens beside its answer, or it fails for ever (a local model
+    refuses a prompt past its context)."""
+    fake_openai.stop_at_max_tokens = True
+    engine = make_engine(**SMALL)
+    fake_openai.by_model[SUMMARIZER] = Status(400)
+    await talk(engine, 60)
+    del fake_openai.by_model[SUMMARIZER]
+    await talk(engine, 20, start=60)
+    made = await engine.store.summary(message("x").conversation)
+    assert made is not None and made.text
+    for request in summary_requests(fake_openai):
+        assert tokens(request) + SMALL["summary_tokens"] <= SMALL["context_tokens"]
