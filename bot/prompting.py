@@ -89,11 +89,14 @@ class PromptBuilder:
         state = await self.store.summary(key) or ConversationSummary("", 0, 0, 0.0)
         window = await self.store.recent(key, self.settings.history_messages)
         first = len(window.messages) == 1 and not window.dropped_older
-        history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
-        # The window is full of messages after the mark: older ones are out of sight.
-        crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)
         room = self.settings.context_tokens - self.settings.reply_tokens
         fixed = self.schema_tokens(schemas) + count_recurring(_system(system_prompt, state.text))
+        history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
+        # A message that alone could never fit (its question is refused) must not make a
+        # trim drop, and summarise, all the rest: its turn is left out instead.
+        history = drop_oversized_groups(history, room - fixed)
+        # The window is full of messages after the mark: older ones are out of sight.
+        crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)
         if crowded or fixed + _tokens(history) > room:
             history, state = await self._trim(message, model, history, state, fixed, crowded)
         history = start_at_user(history)
@@ -164,6 +167,12 @@ def drop_oldest_groups(
         total -= sum(m.tokens for m in history[start:end])
         start = end
     return start_at_user(history[start:])
+
+
+def drop_oversized_groups(history: list[StoredMessage], room: int) -> list[StoredMessage]:
+    """The history without the groups (turns) holding a message larger than `room`."""
+    oversized = {m.group_id for m in history if m.tokens > room}
+    return [m for m in history if m.group_id not in oversized] if oversized else history
 
 
 def drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:

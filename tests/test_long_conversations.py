@@ -320,3 +320,19 @@ async def test_after_failed_summaries_the_next_one_still_fits_the_context(
     assert made is not None and made.text
     for request in summary_requests(fake_openai):
         assert tokens(request) + SMALL["summary_tokens"] <= SMALL["context_tokens"]
+
+
+async def test_one_message_too_big_for_the_context_does_not_cost_the_conversation_its_history(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.stop_at_max_tokens = True
+    engine = make_engine(**{**SMALL, "max_input_chars": 100_000})
+    await talk(engine, 5)
+    refused = await collect(engine, message("paste " * 1500))
+    assert final_text(refused) == "Your message does not fit in the model's context."
+    assert summary_requests(fake_openai) == []  # nothing was trimmed for it
+
+    await talk(engine, 1, start=5)
+    sent = [m["content"] for m in chat_requests(fake_openai)[-1]["messages"]]
+    assert sent[1].startswith("message number 0 ")  # the earlier turns are all still there
+    assert not any(text.startswith("paste") for text in sent)
