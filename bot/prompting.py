@@ -137,8 +137,9 @@ class PromptBuilder:
             extended = await self.summarizer.extend(message, model, text, dropped)
             if extended is not None:  # a failed call is tried again at the next trim
                 text, covers = extended, dropped_up_to
+        replacing = state.starts_after  # not saved if a /reset or /forget came meanwhile
         state = ConversationSummary(text, covers, dropped_up_to, self.clock())
-        await self.store.save_summary(message.conversation, state)
+        await self.store.save_summary(message.conversation, state, replacing)
         return kept, state
 
 

@@ -3,9 +3,12 @@ tokens, through the engine and the real SDK against the fake model."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.engine import Engine
 from bot.messages import ReplyKind
@@ -14,7 +17,8 @@ from bot.response_cache import CACHED_NOTICE
 from bot.summaries import NO_SUMMARY
 from bot.tokens import count_message, count_text
 from tests.conftest import EngineFactory, collect, final_text, message
-from tests.fakes.openai_server import FakeOpenAI, Status, Text
+from tests.fakes import eventually
+from tests.fakes.openai_server import Delay, FakeOpenAI, Status, Text
 from tests.test_console import run_chat
 
 SUMMARIZER = "summarizer"
@@ -336,3 +340,29 @@ async def test_one_message_too_big_for_the_context_does_not_cost_the_conversatio
     sent = [m["content"] for m in chat_requests(fake_openai)[-1]["messages"]]
     assert sent[1].startswith("message number 0 ")  # the earlier turns are all still there
     assert not any(text.startswith("paste") for text in sent)
+
+
+@pytest.mark.parametrize("command", ["/reset", "/forget"])
+async def test_a_summary_still_being_made_when_the_user_resets_or_forgets_is_not_kept(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, command: str
+) -> None:
+    """Commands do not wait for the turn in progress: a summary of the old messages
+    that comes back after /reset or /forget must not be stored (it would bring back,
+    or keep, what the user just cleared or deleted)."""
+    fake_openai.stop_at_max_tokens = True
+    fake_openai.by_model[SUMMARIZER] = Delay(0.5)
+    engine = make_engine(**SMALL)
+    conversation = message("x").conversation
+    for number in itertools.count():
+        assert number < 40, "no trim happened"
+        turn = asyncio.create_task(collect(engine, message(f"message number {number} " * 10)))
+        await eventually(lambda turn=turn: turn.done() or summary_requests(fake_openai))
+        if summary_requests(fake_openai):
+            break
+        await turn
+    if command == "/forget":
+        await collect(engine, message("/forget"))
+    await collect(engine, message(f"{command} confirm".strip()))
+    await turn  # the turn, and its summary, end after the command
+    state = await engine.store.summary(conversation)
+    assert state is None or state.text == ""
