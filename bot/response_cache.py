@@ -64,9 +64,15 @@ class ResponseCache:
         turn.ended = True
 
     async def keep(self, key: str, message: Message, prompt: Prompt, text: str) -> None:
-        if key:
-            expires = self.clock() + self.settings.response_cache_seconds
-            await self.store.save_answer(key, _scope(message, prompt), text, expires)
+        if not key:
+            return
+        # A /reset or /forget may have run while the model answered (commands do not
+        # wait for a turn): the question is gone then, and its answer must not return.
+        newest = (await self.store.recent(message.conversation, 2)).messages
+        if [m.role for m in newest] != ["user", "assistant"]:
+            return
+        expires = self.clock() + self.settings.response_cache_seconds
+        await self.store.save_answer(key, _scope(message, prompt), text, expires)
 
 
 def _scope(message: Message, prompt: Prompt) -> str:

@@ -366,3 +366,17 @@ async def test_a_summary_still_being_made_when_the_user_resets_or_forgets_is_not
     await turn  # the turn, and its summary, end after the command
     state = await engine.store.summary(conversation)
     assert state is None or state.text == ""
+
+
+async def test_an_answer_finished_after_a_reset_is_not_cached_for_later(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(response_cache_seconds=600.0, tools=())
+    await collect(engine, message("the launch code is kiwi-42", single_turn=True))
+    fake_openai.script(Delay(0.5, Text("You told me the launch code is kiwi-42.")))
+    question = message("what did I tell you?", single_turn=True)
+    answering = asyncio.create_task(collect(engine, question))
+    await eventually(lambda: fake_openai.request_count == 2)
+    await collect(engine, message("/reset"))  # while the model answers
+    assert "kiwi-42" in final_text(await answering)
+    assert "kiwi-42" not in final_text(await collect(engine, question))
