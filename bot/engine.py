@@ -352,6 +352,7 @@ class Engine:
         asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
             await self.answers.answer_from_cache(message, model, cached, turn)
+            self.metrics.cached_answers.inc()
             yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
             yield ReplyEvent(ReplyKind.FINAL, cached)
             return

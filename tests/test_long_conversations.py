@@ -210,6 +210,7 @@ async def test_the_response_cache_answers_an_identical_single_turn_question_from
 
     rows = {row["key"]: row for row in await engine.store.usage_report(0, "kind")}
     assert rows["cached"]["requests"] == 1 and rows["cached"]["total_tokens"] == 0
+    assert "parley_cached_answers_total 1.0" in engine.metrics.exposition().decode()
     history = await engine.store.recent(message("x", thread="t2").conversation, 10)
     assert [m.role for m in history.messages] == ["user", "assistant"]
 
