@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.config import Settings
@@ -87,6 +87,8 @@ class PromptBuilder:
         first if that history no longer fits."""
         key = message.conversation
         state = await self.store.summary(key) or ConversationSummary("", 0, 0, 0.0)
+        if not self.settings.summary_enabled:  # off: one kept from before is not sent
+            state = replace(state, text="")
         window = await self.store.recent(key, self.settings.history_messages)
         first = len(window.messages) == 1 and not window.dropped_older
         room = self.settings.context_tokens - self.settings.reply_tokens

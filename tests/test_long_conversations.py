@@ -381,3 +381,14 @@ async def test_an_answer_finished_after_a_reset_is_not_cached_for_later(
     await collect(engine, message("/reset"))  # while the model answers
     assert "kiwi-42" in final_text(await answering)
     assert "kiwi-42" not in final_text(await collect(engine, question))
+
+
+async def test_turning_summaries_off_stops_sending_the_one_kept(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """/summary says summaries are off: no summary the user cannot see is sent either."""
+    fake_openai.stop_at_max_tokens = True
+    await talk(make_engine(**SMALL), 20)
+    engine = make_engine(**{**SMALL, "summary_enabled": False})  # the same database
+    await talk(engine, 1, start=20)
+    assert SUMMARY_HEADING not in chat_requests(fake_openai)[-1]["messages"][0]["content"]
