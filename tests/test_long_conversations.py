@@ -277,8 +277,9 @@ async def test_a_conversational_question_is_never_answered_from_another_conversa
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
     """A Discord /ask carries its conversation's history (README: the channel is the
-    conversation); its answer, cached, must not reach another conversation (a private
-    thread's answer shown in the parent channel), nor come back after /reset."""
+    conversation); its answer, cached, must not reach another conversation (a thread's
+    answer, drawn from that thread's history, given in its parent channel), nor come back
+    after /reset."""
     engine = make_engine(response_cache_seconds=600.0, tools=())
     secret = message("the launch code is kiwi-42", thread="private", single_turn=True)
     await collect(engine, secret)
