@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
@@ -42,8 +43,16 @@ def _global_flags(parser: argparse.ArgumentParser) -> None:
                 _global_flags(subparser)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong flag is one line on stderr and exit 2, as every other error here is; the
+    full usage stays behind --help. (Subcommands inherit the class.)"""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser = _Parser(prog="python -m bot", description=__doc__)
     parser.add_argument("--version", action="version", version=f"Parley {_version()}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run adapters: slack, discord, web")

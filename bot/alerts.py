@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # send(user id on that platform, text) -> delivered
 DirectSender = Callable[[str, str], Awaitable[bool]]
+# claim(admin) -> True for the one process that is to send this alert to that admin
+Claim = Callable[[str], Awaitable[bool]]
 
 
 class Alerts:
@@ -26,14 +28,19 @@ class Alerts:
     def register(self, platform: str, sender: DirectSender) -> None:
         self.senders[platform] = sender
 
-    async def notify(self, text: str) -> int:
-        """Log the alert and send it to every admin who can be reached; how many were."""
-        log.warning("alert to admins: %s", text)
+    async def notify(self, text: str, claim: Claim | None = None) -> int:
+        """Log the alert and send it to every admin who can be reached; how many were.
+
+        With `claim`, the line is not logged (the caller logs it once) and each admin
+        reachable here is claimed first: another process, running the adapters this one
+        does not (the Procfile's slack and discord), sends to the admins it can reach."""
+        if claim is None:
+            log.warning("alert to admins: %s", text)
         reached = 0
         for admin in self.admins:
             platform, _, user = admin.partition(":")
             sender = self.senders.get(platform)
-            if sender is None:
+            if sender is None or (claim is not None and not await claim(admin)):
                 continue
             try:
                 reached += bool(await sender(user, text))

@@ -57,9 +57,9 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with AsyncExitStack() as stack:
             if settings.mcp_servers:
                 await stack.enter_async_context(_mcp_servers(registry, settings))
-            engine = Engine(
-                settings, store, model, tools=registry, prices=Prices.load(settings.prices_path)
-            )
+            prices = Prices.load(settings.prices_path)
+            _warn_unpriced(settings, prices)
+            engine = Engine(settings, store, model, tools=registry, prices=prices)
             try:
                 yield engine
             finally:
@@ -67,6 +67,19 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     finally:
         await model.close()
         await store.close()
+
+
+def _warn_unpriced(settings: Settings, prices: Prices) -> None:
+    """A model without a price costs nothing as far as [budget] can tell: say so."""
+    s = settings
+    if not (s.budget_daily_usd or s.budget_monthly_usd or s.budget_workspaces):
+        return
+    for model in dict.fromkeys(m for m in (s.model, s.budget_fallback_model) if m):
+        if model not in prices.prices:
+            log.warning(
+                "budget: %s has no price in %s, so its spend does not count toward the caps",
+                model, s.prices_path,
+            )  # fmt: skip
 
 
 @asynccontextmanager

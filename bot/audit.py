@@ -83,11 +83,22 @@ def format_json(entries: Sequence[AuditEntry]) -> str:
     return json.dumps(as_records(entries), indent=2)
 
 
+# A cell a spreadsheet would run as a formula. Flagged messages are quoted in before,
+# so a user could otherwise plant "=HYPERLINK(...)" in an admin's export.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def format_csv(entries: Sequence[AuditEntry]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(as_records(entries))
+    writer.writerows(
+        {name: _inert(value) for name, value in record.items()} for record in as_records(entries)
+    )
     return buffer.getvalue()
 
 

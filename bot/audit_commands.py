@@ -40,7 +40,7 @@ def _subject(message: Message, name: str, arguments: list[str]) -> Subject:
         return name, message.channel_id
     if name in ("system", "model") and arguments:
         return name, message.channel_id
-    if name == "moderation" and arguments:
+    if name == "moderation" and [a.lower() for a in arguments] in (["off"], ["on"]):
         return "moderation.override", message.channel_id
     if name == "access" and arguments[:1] and arguments[0].lower() in ACCESS_CHANGES:
         return f"access.{arguments[0].lower()}", " ".join(arguments[1:])
@@ -67,6 +67,8 @@ async def run_audited(
     context: CommandContext, message: Message, name: str, arguments: list[str], handler: Handler
 ) -> str | ReplyEvent:
     subject = _subject(message, name, arguments)
+    if subject is not None and name == "forget" and not _forget_pending(context, message):
+        subject = None  # a "/forget confirm" with nothing to confirm deletes nothing
     if subject is None:
         return await handler(context, message, arguments)
     action, target = subject
@@ -78,6 +80,11 @@ async def run_audited(
         after = await _state(context, message, name, target)
     await AuditLog(context.store, context.clock).by_message(message, action, target, before, after)
     return answer
+
+
+def _forget_pending(context: CommandContext, message: Message) -> bool:
+    deadline = context.pending_forgets.get((message.user_key, message.channel_id), 0.0)
+    return context.clock() <= deadline
 
 
 async def audit_command(context: CommandContext, message: Message, arguments: list[str]) -> str:

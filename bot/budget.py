@@ -161,9 +161,16 @@ class Budget:
         if len(self.claimed) > MAX_CLAIMED:
             self.claimed.clear()  # keys of past periods; a retry only asks the store
         self.claimed.add(key)
-        if not await self.store.claim_alert(key, now):
-            return  # another replica sent it already
-        self.count_alert(level, cap.period)
+        text = self._alert_text(cap, level, spent)
+        if await self.store.claim_alert(key, now):  # the row, metric and log line: once
+            await self._record(cap, level, spent, name, text)
+
+        async def claim(admin: str) -> bool:  # the direct messages: once per admin
+            return await self.store.claim_alert(f"{key} {admin}", now)
+
+        await self.alerts.notify(text, claim)
+
+    def _alert_text(self, cap: Cap, level: str, spent: float) -> str:
         if level == "cap":
             fallback = self.settings.budget_fallback_model
             consequence = (
@@ -173,12 +180,15 @@ class Budget:
         else:
             consequence = "Requests are still answered."
         scope = "Parley" if cap.scope == "all" else cap.scope
-        text = ALERT.format(
+        return ALERT.format(
             level=level, scope=scope, spent=spent, period=cap.period, limit=cap.limit,
             share=spent / cap.limit, consequence=consequence,
         )  # fmt: skip
+
+    async def _record(self, cap: Cap, level: str, spent: float, name: str, text: str) -> None:
+        self.count_alert(level, cap.period)
+        log.warning("alert to admins: %s", text)
         await self.audit.record(
             "parley", ("", "", ""), f"budget.{level}", f"{cap.scope} {cap.period} {name}",
             f"${cap.limit:.2f} cap", f"${spent:.2f} spent",
         )  # fmt: skip
-        await self.alerts.notify(text)

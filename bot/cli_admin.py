@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.cli_audit import add_command, audit_cli_action, run_audit
+from bot.cli_audit import add_command, audit_cli_action, row_count_or_all, run_audit
 from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
 from bot.ratelimit import LIMIT_NAMES, default_limits, parse_limit
@@ -23,7 +23,7 @@ def add_commands(commands: Any) -> None:
     usage.add_argument("--since", default="7d", help="period: 30m, 12h, 7d, 4w (default 7d)")
     usage.add_argument("--by", default="user", choices=["user", "channel", "model", "day", "kind"])
     usage.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    usage.add_argument("--top", type=int, default=0, help="only the N biggest groups")
+    usage.add_argument("--top", type=row_count_or_all, default=0, help="only the N biggest groups")
     limits = commands.add_parser("limits", help="show and set per-user limits")
     actions = limits.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="defaults and per-user overrides")

@@ -20,6 +20,8 @@ from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 
+from bot.regex_check import nested_repetition
+
 DEFAULT_CONFIG_PATH = Path("config/parley.toml")
 SECRET_NAMES = (
     "OPENAI_API_KEY",
@@ -234,6 +236,10 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+class _Unsafe(ValueError):
+    """A value that parses but must not be used; the text says why."""
+
+
 def _regexes(value: Any) -> tuple[str, ...]:
     patterns = _string_list(value)
     for pattern in patterns:
@@ -241,6 +247,11 @@ def _regexes(value: Any) -> tuple[str, ...]:
             re.compile(pattern)
         except re.error:
             raise ValueError from None
+        if nested_repetition(pattern):
+            raise _Unsafe(
+                f"{pattern!r} repeats a repetition, which can take exponential time on a "
+                "near miss; write it possessively, e.g. (a++)+ or (?>a+)+, or bound it"
+            )
     return patterns
 
 
@@ -426,6 +437,8 @@ def _parse(name: str, value: Any, source: str) -> Any:
     option = OPTIONS[name]
     try:
         return option.parse(value)
+    except _Unsafe as error:
+        raise ConfigError(f"{name}: {error} (from {source})") from None
     except (TypeError, ValueError):
         raise ConfigError(
             f"{name} must be {option.expected}, got {value!r} (from {source})"

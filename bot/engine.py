@@ -233,9 +233,9 @@ class Engine:
             raise
         finally:
             if abandoned and not turn.ended:
-                await self.store.release_turn(turn.id)
+                await self.store.release_turn(turn.id, self.turns.owner)
             elif not turn.ended:
-                await self.store.end_turn(turn.id)
+                await self.store.end_turn(turn.id, self.turns.owner)
             self.turns.ended(message.conversation)
 
     async def _answer_stale(self, stale: StaleTurn, recoverer: Recoverer) -> None:
@@ -244,20 +244,27 @@ class Engine:
             message = Message.from_payload(stale.payload)
         except ValueError as error:
             log.error("turn %s cannot be recovered (%s); dropped", stale.id, error)
-            await self.store.end_turn(stale.id)
+            await self.store.end_turn(stale.id, self.turns.owner)
             return
         age = self.clock() - stale.created_at
+        events: AsyncGenerator[ReplyEvent, None]
         if age > self.settings.recovery_max_age:
             log.warning("%s: a message %.0f s old was never answered", message.conversation, age)
-            lost = LOST.format(minutes=_ago(age))
-            await self.store.end_turn(stale.id)
-            await recoverer(message, _one(ReplyEvent(ReplyKind.ERROR, lost)))
-            return
-        log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
-        timing = Timing()
-        events = self._guarded(self._recovered(message, stale, timing), message, timing)
-        async with aclosing(events) as answer:
-            await recoverer(message, answer)
+            await self.store.end_turn(stale.id, self.turns.owner)
+            events = _one(ReplyEvent(ReplyKind.ERROR, LOST.format(minutes=_ago(age))))
+        else:
+            log.info("%s: answering a message claimed %.0f s ago", message.conversation, age)
+            timing = Timing()
+            events = self._guarded(self._recovered(message, stale, timing), message, timing)
+        try:
+            async with aclosing(events) as answer:
+                await recoverer(message, answer)
+        except Exception:
+            log.exception("%s: delivering a recovered answer failed", message.conversation)
+        finally:
+            # Not ended (the platform refused it before the answer began): let go of it,
+            # to be tried again, rather than hold it, and its conversation, for ever.
+            await self.store.release_turn(stale.id, self.turns.owner)
 
     async def _recovered(
         self, message: Message, stale: StaleTurn, timing: Timing
@@ -265,10 +272,18 @@ class Engine:
         turn = Turn(stale.id, first=False)
         await self.turns.wait(message.conversation, turn)
         yield ReplyEvent(ReplyKind.NOTICE, SORRY)
-        run = self._run_turn(message, turn, timing, admitted=stale.admitted)
+        # A /reset since the question was stored left it out of the conversation: it is
+        # stored again, after the reset, and answered in the fresh conversation.
+        admitted = stale.admitted and await self._in_context(message)
+        run = self._run_turn(message, turn, timing, admitted=admitted)
         async with aclosing(run) as events:
             async for event in events:
                 yield event
+
+    async def _in_context(self, message: Message) -> bool:
+        stored = self.safety.stored_text(message.text)
+        window = await self.store.recent(message.conversation, self.settings.history_messages)
+        return any(m.role == "user" and m.content == stored for m in window.messages)
 
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
@@ -351,7 +366,7 @@ class Engine:
         cache_key = self.answers.key(message, model, system_prompt, prompt, schemas)
         asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
-            await self.answers.answer_from_cache(message, model, cached, turn)
+            await self.answers.answer_from_cache(message, model, cached, turn, self.turns.owner)
             self.metrics.cached_answers.inc()
             yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
             yield ReplyEvent(ReplyKind.FINAL, cached)
@@ -439,8 +454,9 @@ class Engine:
                 # turn are stored together or not at all.
                 record = self._usage_record(message, model, prompt, completion, status, started)
                 answer = _final_answer(completion, status)
+                ending = turn.id if answer else None
                 await self.store.finish_call(
-                    record, message.conversation, answer, turn.id if answer else None
+                    record, message.conversation, answer, ending, self.turns.owner
                 )
                 turn.ended = answer is not None
 
@@ -532,7 +548,7 @@ class Engine:
         return ToolContext(message.conversation, message.user_key, search_here, search_from_thread)
 
 
-async def _one(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+async def _one(event: ReplyEvent) -> AsyncGenerator[ReplyEvent, None]:
     yield event
 
 

@@ -1,10 +1,10 @@
 """Keeping private data away from the model provider, and secrets away from everyone.
 
 Redaction ([redaction] enabled): e-mail addresses, phone numbers, payment card numbers
-(only digit runs that pass the Luhn check, so order numbers and timestamps stay) and
-custom regular expressions become placeholders such as [EMAIL_1] in what is sent to
-the model. The same value gets the same placeholder within one request, so the model
-can still tell two addresses apart.
+(only card-shaped digit runs that pass the Luhn check, so order numbers, ids and
+timestamps stay) and custom regular expressions become placeholders such as [EMAIL_1]
+in what is sent to the model. The same value gets the same placeholder within one
+request, so the model can still tell two addresses apart.
 
 Secret masking ([redaction] mask_secrets, on by default): API keys and tokens in the
 shapes OpenAI, Slack, Discord, AWS and bearer tokens have are masked in model output
@@ -19,14 +19,23 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# 13 to 19 digits, optionally grouped by spaces or dashes.
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# 13 to 19 digits, whole or grouped as cards print them (4-4-4-4..., Amex 4-6-5), led by
+# a card network's digit (2-6). Any digits in any grouping matched Discord and tweet ids
+# (19 digits from 1), millisecond times and pairs of dates whenever they passed Luhn.
+CARD = re.compile(
+    r"(?<![\d-])[2-6](?:\d{12,18}|\d{3}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,4})?"
+    r"|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\d-])"
+)
+CARD_DIGITS = range(13, 20)
 # An optional +country code, then at least 7 digits in groups (with an optional
 # bracketed area code): "+1 (555) 010-4477", "+44 20 7946 0958", "555-010-4477".
 # Groups are separated by spaces or dashes (dots would take IP addresses), and the
-# last group has 3 or 4 digits, which leaves dates such as 2026-12-01 alone.
+# last group has 3 or 4 digits, which leaves dates such as 2026-12-01 alone. The middle
+# groups are bounded: unbounded, "11 11 11 ..." was rescanned to its end from every
+# group (quadratic: 16 KB took a second); no phone of 15 digits has more than 12.
 PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?\d{1,4}(?:[ -]\d{2,4})*[ -]\d{3,4}(?![\w-])"
+    r"(?<![\w+])(?:\+\d{1,3}[ -]?)?(?:\(\d{1,4}\)[ -]?)?"
+    r"\d{1,4}(?:[ -]\d{2,4}){0,12}[ -]\d{3,4}(?![\w-])"
 )
 MIN_PHONE_DIGITS = 7
 # Phones and cards both have at least 7 digits, separated by at most a few characters.
@@ -53,8 +62,10 @@ SECRET_MASK = "[secret removed]"
 # The unfinished word at the end of a streamed piece that may still grow into a secret
 # (or a "Bearer" with its token to come): only such a word is held back, so streamed
 # text is rarely delayed at all.
+# A secret starts at a word boundary anywhere in that word ("token=sk-...", "<xoxb-...>"),
+# so the earliest such start is searched for, not only the word's first letter.
 _SECRET_START = re.compile(
-    r"(?:s|sk|sk-\S*|x|xo|xox\S*|xa|xap|xapp\S*|[MNO]\S*|A|AK|AKI|AKIA\S*|AS|ASI|ASIA\S*"
+    r"\b(?:s|sk|sk-\S*|x|xo|xox\S*|xa|xap|xapp\S*|[MNO]\S*|A|AK|AKI|AKIA\S*|AS|ASI|ASIA\S*"
     r"|(?i:b|be|bea|bear|beare|bearer)(?:\s+\S*)?)\Z"
 )
 # A streamed word longer than this is shown (masked) without waiting for its end.
@@ -107,7 +118,9 @@ class Redactor:
 
     def _card(self, match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
-        return self._placeholder("CARD", digits) if luhn_valid(digits) else match.group(0)
+        if len(digits) in CARD_DIGITS and luhn_valid(digits):
+            return self._placeholder("CARD", digits)
+        return match.group(0)
 
     def _phone(self, match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
@@ -121,18 +134,35 @@ def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
 
 
 def redact_prompt(
-    messages: Sequence[dict[str, Any]], extra: Sequence[re.Pattern[str]]
+    messages: Sequence[dict[str, Any]], extra: Sequence[re.Pattern[str]], summary_heading: str = ""
 ) -> list[dict[str, Any]]:
     """A copy of the prompt with private data replaced; the system prompt (the admins'
-    own text) is left as it is."""
+    own text) is left as it is, but not a conversation summary appended to it after
+    `summary_heading` (it may have been written before redaction was turned on)."""
     redactor = Redactor(extra)
     redacted: list[dict[str, Any]] = []
     for message in messages:
         content = message.get("content")
         if message.get("role") != "system" and isinstance(content, str) and content:
             message = {**message, "content": redactor.redact(content)}
+        elif summary_heading and isinstance(content, str) and summary_heading in content:
+            own, _, summary = content.partition(summary_heading)
+            message = {**message, "content": own + summary_heading + redactor.redact(summary)}
+        if message.get("tool_calls"):  # arguments stored before redaction was turned on
+            message = {
+                **message,
+                "tool_calls": [_redact_call(c, redactor) for c in message["tool_calls"]],
+            }
         redacted.append(message)
     return redacted
+
+
+def _redact_call(call: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        return call
+    return {**call, "function": {**function, "arguments": redactor.redact(arguments)}}
 
 
 class SecretStream:
@@ -149,15 +179,13 @@ class SecretStream:
     def feed(self, piece: str) -> str:
         text = self.held + piece
         cut = _last_boundary(text)
-        if cut < len(text) and not _SECRET_START.match(text, cut):
-            cut = len(text)  # the unfinished word cannot become a secret: show it now
-        if cut == 0 and len(text) < HOLD_LIMIT:
-            self.held = text
-            return ""
-        if cut == 0:
-            cut = len(text)
+        if cut < len(text):
+            # Hold back from where a secret may be starting; a word longer than
+            # HOLD_LIMIT is shown (masked) up to its last HOLD_LIMIT characters.
+            start = _SECRET_START.search(text, max(cut, len(text) - HOLD_LIMIT))
+            cut = start.start() if start else len(text)
         self.held = text[cut:]
-        return mask_secrets(text[:cut])
+        return mask_secrets(text[:cut]) if cut else ""
 
     def flush(self) -> str:
         """The end of the stream: what was held back, masked."""

@@ -53,14 +53,17 @@ class ResponseCache:
     async def lookup(self, key: str) -> str | None:
         return await self.store.cached_answer(key, self.clock()) if key else None
 
-    async def answer_from_cache(self, message: Message, model: str, text: str, turn: Turn) -> None:
-        """Store a cached answer as the turn's answer: a request with zero tokens."""
+    async def answer_from_cache(
+        self, message: Message, model: str, text: str, turn: Turn, owner: str
+    ) -> None:
+        """Store a cached answer as the turn's answer (`owner` holding the turn): a
+        request with zero tokens."""
         record = UsageRecord(
             message.platform, message.workspace, message.channel, message.user_key, model,
             0, 0, 0, 0, 0.0, 0.0, "ok", self.clock(), kind="cached",
         )  # fmt: skip
         answer = Answer(text, count_message(text))
-        await self.store.finish_call(record, message.conversation, answer, turn.id)
+        await self.store.finish_call(record, message.conversation, answer, turn.id, owner)
         turn.ended = True
 
     async def keep(self, key: str, message: Message, prompt: Prompt, text: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -15,7 +15,9 @@ from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
 from bot.http import make_app, start_server
+from bot.messages import Message, ReplyEvent
 from bot.startup import StartupError, port_error_line, port_problem
+from bot.turns import Recoverer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,21 @@ def connect_alerts(engine: Engine, adapters: Sequence[object]) -> None:
         direct = getattr(adapter, "send_direct", None)
         if direct is not None:
             engine.safety.alerts.register(getattr(adapter, "name", ""), direct)
+
+
+def recoverer(adapter: object) -> Recoverer | None:
+    """The adapter's way to answer a turn another process left, counted among its
+    answers in progress: stopping the adapter gives a recovered answer the same grace
+    period as any other, rather than cutting it off midway."""
+    recover = getattr(adapter, "recover", None)
+    track = getattr(getattr(adapter, "in_flight", None), "track", None)
+    if recover is None or track is None:
+        return recover
+
+    async def tracked(message: Message, events: AsyncIterator[ReplyEvent]) -> None:
+        await track(recover(message, events))
+
+    return tracked
 
 
 async def _until_terminated(adapters: Sequence[Adapter]) -> None:
@@ -82,13 +99,14 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         try:
             for adapter in adapters:
                 await adapter.start()
-                recover = getattr(adapter, "recover", None)
+                recover = recoverer(adapter)
                 if recover is not None:
                     # Messages of this platform that a process claimed and never
                     # answered (it died, or stopped mid-answer) are answered here.
                     engine.recover_for(adapter.name, recover)
             await _until_terminated(adapters)
         finally:
+            engine.turns.stop_recovering()  # stopping: the next process takes them over
             # Together: each finishes its answers in progress within the grace period.
             await asyncio.gather(*(adapter.stop() for adapter in adapters))
             await runner.cleanup()

@@ -26,6 +26,7 @@ from bot.llm import Completion, ModelClient
 from bot.messages import Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.moderation import Moderator, Verdict
+from bot.prompting import SUMMARY_HEADING
 from bot.redaction import (
     Redactor,
     SecretStream,
@@ -127,7 +128,7 @@ class Safety:
         unchecked = verdict.source == "unavailable"
         action = "moderation.unavailable" if unchecked else "moderation.flagged"
         await self.audit.by_message(
-            message, action, verdict.reason, excerpt(message.text), "refused"
+            message, action, verdict.reason, excerpt(self.stored_text(message.text)), "refused"
         )
         return ReplyEvent(ReplyKind.ERROR, UNCHECKED if unchecked else FLAGGED, private=True)
 
@@ -144,7 +145,7 @@ class Safety:
         """What is sent to the model: private data replaced by placeholders."""
         if not self.settings.redaction_enabled:
             return prompt
-        return redact_prompt(prompt, self.redaction)
+        return redact_prompt(prompt, self.redaction, SUMMARY_HEADING)
 
     # -- after the model -------------------------------------------------------------
 
@@ -153,6 +154,10 @@ class Safety:
 
     def tool_result(self, text: str) -> str:
         return mask_secrets(text) if self.settings.redaction_mask_secrets else text
+
+    def masked(self, text: str) -> str:
+        """Model output that is stored and shown outside an answer (a summary)."""
+        return self.tool_result(text)
 
     async def review(self, message: Message, completion: Completion) -> Completion:
         """The finished answer as it may be shown and stored."""

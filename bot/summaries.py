@@ -99,7 +99,7 @@ class Summarizer:
         if completion is not None:  # a server that sent no usage: count it ourselves
             usage = completion.usage or estimate_usage(prompt, completion)
         await self._record(message, model, usage, status, started)
-        text = completion.text.strip() if completion else ""
+        text = self.safety.masked(completion.text).strip() if completion else ""
         # Its budget holds even if the provider ignored max_tokens: the summary sits in
         # every later prompt, and an oversized one would leave no room for a question.
         return cut_to_tokens(text, self.settings.summary_tokens).strip() or None

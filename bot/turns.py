@@ -63,8 +63,23 @@ class TurnKeeper:
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""
-        if turn.first:
-            return
+        if not turn.first:
+            await self._until_first(conversation, turn)
+        # An older turn whose process died no longer counts once its lease ran out, but
+        # it is still to be answered: take it over now, so that it goes first, rather
+        # than whenever the next look for stale turns comes. (Once: a turn the platform
+        # keeps refusing is let go of again and must not hold this one for ever.)
+        if conversation.platform in self.recoverers and await self._took_over():
+            await self._until_first(conversation, turn)
+
+    async def _took_over(self) -> bool:
+        try:
+            return await self._recover() > 0
+        except Exception:  # the next look (the maintenance loop's) may succeed
+            log.exception("looking for stale turns failed")
+            return False
+
+    async def _until_first(self, conversation: ConversationKey, turn: Turn) -> None:
         while not await self.store.is_first_turn(conversation, turn.id):
             # A turn of this process wakes us as it ends; another replica's is seen by
             # looking again, which is all a database without notifications allows.
@@ -89,6 +104,11 @@ class TurnKeeper:
         self.recoverers[platform] = recoverer
         self.start()
 
+    def stop_recovering(self) -> None:
+        """Take over no more stale turns (this process is stopping); leases of the turns
+        held are still renewed while their answers finish."""
+        self.recoverers.clear()
+
     def start(self) -> None:
         if self._maintaining is None or self._maintaining.done():
             self._maintaining = asyncio.create_task(self._maintain(), name="turns")
@@ -111,16 +131,19 @@ class TurnKeeper:
                 log.exception("keeping this process's turns failed")
             await asyncio.sleep(every)
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> int:
+        """Take over stale turns of the platforms answered here; how many."""
         if not self.recoverers:
-            return
+            return 0
         stale = await self.store.claim_stale_turns(
             self.owner, self.settings.lease_seconds, tuple(self.recoverers), RECOVER_AT_ONCE
         )
         for turn in stale:
             recoverer = self.recoverers.get(turn.platform)
-            if recoverer is None:
+            if recoverer is None:  # stopped recovering meanwhile: for the next process
+                await self.store.release_turn(turn.id, self.owner)
                 continue
             task = asyncio.create_task(self.answer_stale(turn, recoverer))
             self._recovering.add(task)
             task.add_done_callback(self._recovering.discard)
+        return len(stale)

@@ -109,13 +109,13 @@ async def test_turns_go_in_order_and_a_dead_ones_lease_runs_out(store: Store) ->
     assert first is not None and second is not None and elsewhere is not None
     assert first.first and not second.first and elsewhere.first
     assert not await store.is_first_turn(KEY, second.id)
-    await store.end_turn(first.id)
+    await store.end_turn(first.id, "replica-a")
     assert await store.is_first_turn(KEY, second.id)
     # A turn whose process died (its lease not renewed) stops blocking once it runs out.
     dead = await store.begin_turn(("k4",), KEY, "dead", 0.2, "")
     after = await store.begin_turn(("k5",), KEY, "live", 60, "")
     assert dead is not None and after is not None
-    await store.end_turn(second.id)
+    await store.end_turn(second.id, "replica-b")
     assert not await store.is_first_turn(KEY, after.id)
     await asyncio.sleep(0.3)
     assert await store.is_first_turn(KEY, after.id)
@@ -137,7 +137,7 @@ async def test_finish_call_stores_answer_usage_and_ends_the_turn(store: Store) -
     assert turn is not None and waiting is not None
     verdict = await store.admit_message(KEY, "s:u", UserLimits(), 1000.0, "question", 2)
     assert not verdict.refused
-    await store.finish_call(usage(), KEY, Answer("the answer", 3), turn.id)
+    await store.finish_call(usage(), KEY, Answer("the answer", 3), turn.id, "me")
     stored = (await store.recent(KEY, 5)).messages
     assert [(m.role, m.content) for m in stored] == [
         ("user", "question"),

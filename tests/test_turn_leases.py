@@ -26,7 +26,7 @@ async def test_a_released_turn_is_taken_over_even_by_the_process_that_let_go(
 ) -> None:
     turn = await store.begin_turn(("ev:2",), KEY, "stopping", 10.0, "{}")
     assert turn is not None
-    await store.release_turn(turn.id)
+    await store.release_turn(turn.id, "stopping")
     await store.renew_turns("stopping", 10.0)  # let go of: renewing does not keep it
     [stale] = await store.claim_stale_turns("stopping", 10.0, ("test",), 10)
     assert stale.id == turn.id

@@ -65,10 +65,14 @@ class Store(Protocol):
         """Extend the lease of every live turn this process holds."""
         ...
 
-    async def end_turn(self, turn_id: int) -> None: ...
-    async def release_turn(self, turn_id: int) -> None:
-        """Let go of a turn that could not finish (a shutdown): it is answered by the
-        next process to look for stale turns."""
+    async def end_turn(self, turn_id: int, owner: str) -> None:
+        """End a turn `owner` still holds (one taken over by another process is not
+        ended under it)."""
+        ...
+
+    async def release_turn(self, turn_id: int, owner: str) -> None:
+        """Let go of a turn `owner` still holds and could not finish (a shutdown): it is
+        answered by the next process to look for stale turns."""
         ...
 
     async def claim_stale_turns(
@@ -97,9 +101,12 @@ class Store(Protocol):
         conversation: ConversationKey,
         answer: Answer | None,
         turn_id: int | None,
+        owner: str,
     ) -> None:
         """Record a model call's usage, store its final answer if any, and end the turn
-        if given: one transaction."""
+        if given: one transaction. The answer is stored and the turn ended only while
+        `owner` holds the turn: a process that stalled past its lease, whose turn
+        another process took over, does not store a second answer."""
         ...
 
     async def append_tool_round(

@@ -46,6 +46,10 @@ POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 HEALTH_TIMEOUT_SECONDS = 0.8
 _COLUMNS = "id, role, content, tokens, group_id, author, tool_calls, tool_call_id"
+# Leases are set and compared on the database's clock: replicas on machines whose
+# clocks disagree by more than a lease would otherwise take over each other's live
+# turns, or answer a conversation's messages out of order.
+DB_NOW = "extract(epoch from clock_timestamp())"
 
 R = TypeVar("R")
 if TYPE_CHECKING:  # the stubs' generic; at run time the class takes no parameters
@@ -149,53 +153,50 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
         lease_seconds: float,
         payload: str,
     ) -> Turn | None:
-        now = time.time()
         row = await self.pool.fetchrow(
-            "SELECT * FROM parley_begin_turn($1, $2, $3, $4, $5, $6, $7)",
-            list(keys), str(conversation), conversation.platform, owner, now + lease_seconds,
-            now, payload,
+            f"SELECT * FROM parley_begin_turn($1, $2, $3, $4, {DB_NOW} + $5, {DB_NOW}, $6)",
+            list(keys), str(conversation), conversation.platform, owner, lease_seconds,
+            payload,
         )  # fmt: skip
         return None if row is None else Turn(int(row[0]), bool(row[1]))
 
     async def is_first_turn(self, conversation: ConversationKey, turn_id: int) -> bool:
         older = await self.pool.fetchval(
-            "SELECT 1 FROM turns WHERE conversation = $1 AND id < $2 AND lease_until > $3"
+            f"SELECT 1 FROM turns WHERE conversation = $1 AND id < $2 AND lease_until > {DB_NOW}"
             " LIMIT 1",
-            str(conversation), turn_id, time.time(),
+            str(conversation), turn_id,
         )  # fmt: skip
         return older is None
 
     async def renew_turns(self, owner: str, lease_seconds: float) -> None:
-        now = time.time()
         await self.pool.execute(
             # Past leases too: a turn still ours was taken by no one (taking it changes
             # its owner), and a slow database may have kept us from renewing in time.
-            "UPDATE turns SET lease_until = $1 WHERE owner = $2",
-            now + lease_seconds, owner,
+            f"UPDATE turns SET lease_until = {DB_NOW} + $1 WHERE owner = $2",
+            lease_seconds, owner,
         )  # fmt: skip
 
-    async def end_turn(self, turn_id: int) -> None:
-        await self.pool.execute("DELETE FROM turns WHERE id = $1", turn_id)
+    async def end_turn(self, turn_id: int, owner: str) -> None:
+        await self.pool.execute("DELETE FROM turns WHERE id = $1 AND owner = $2", turn_id, owner)
 
-    async def release_turn(self, turn_id: int) -> None:
+    async def release_turn(self, turn_id: int, owner: str) -> None:
         await self.pool.execute(
-            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1", turn_id
-        )
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = $1 AND owner = $2",
+            turn_id, owner,
+        )  # fmt: skip
 
     async def claim_stale_turns(
         self, owner: str, lease_seconds: float, platforms: tuple[str, ...], limit: int
     ) -> list[StaleTurn]:
         if not platforms:
             return []
-        now = time.time()
         # SKIP LOCKED: two replicas looking at once take different turns, never one twice.
         rows = await self.pool.fetch(
-            "UPDATE turns SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM turns"
-            " WHERE lease_until < $3 AND owner <> $1 AND platform = ANY($4::text[])"
-            " ORDER BY id LIMIT $5"
-            " FOR UPDATE SKIP LOCKED)"
+            f"UPDATE turns SET owner = $1, lease_until = {DB_NOW} + $2 WHERE id IN (SELECT id"
+            f" FROM turns WHERE lease_until < {DB_NOW} AND owner <> $1"
+            " AND platform = ANY($3::text[]) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
             " RETURNING id, platform, conversation, payload, created_at, admitted",
-            owner, now + lease_seconds, now, list(platforms), limit,
+            owner, lease_seconds, list(platforms), limit,
         )  # fmt: skip
         turns = [StaleTurn(*row) for row in rows]
         return sorted(turns, key=lambda turn: turn.id)
@@ -244,8 +245,9 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
         conversation: ConversationKey,
         answer: Answer | None,
         turn_id: int | None,
+        owner: str,
     ) -> None:
-        await self._finish(record, str(conversation), answer, turn_id)
+        await self._finish(record, str(conversation), answer, turn_id, owner)
 
     async def append_tool_round(
         self, conversation: ConversationKey, call: ToolCall, results: list[ToolResult]
@@ -328,6 +330,11 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
                 prefix, prefix + "\uffff",
             )  # fmt: skip
             await self._drop_summaries(connection, prefix, prefix + "\uffff")
+            # Questions not answered yet go too: forgotten, they are never answered.
+            await connection.execute(
+                "DELETE FROM turns WHERE conversation >= $1 AND conversation < $2",
+                prefix, prefix + "\uffff",
+            )  # fmt: skip
             return _count(status)
 
         return await self._transaction(forget)

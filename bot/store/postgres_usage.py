@@ -32,17 +32,23 @@ class UsageQueries:
     pool: asyncpg.Pool
 
     async def _finish(
-        self, record: UsageRecord, conversation: str, answer: Answer | None, turn_id: int | None
-    ) -> None:
+        self, record: UsageRecord, conversation: str, answer: Answer | None, turn_id: int | None,
+        owner: str = "",
+    ) -> None:  # fmt: skip
         at = record.created_at or time.time()
+        # The answer is stored and the turn ended only while `owner` holds the turn (its
+        # row locked meanwhile, so no replica takes it over in between).
         await self.pool.execute(
-            "SELECT parley_finish_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            " $13, $14, $15, $16, $17, $18, $19)",
+            "WITH mine AS (SELECT id FROM turns WHERE id = $18 AND owner = $20 FOR UPDATE)"
+            " SELECT parley_finish_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15,"
+            " CASE WHEN $18::bigint IS NULL OR EXISTS (SELECT 1 FROM mine) THEN $16::text END,"
+            " $17, (SELECT id FROM mine), $19)",
             at, utc_day(at), record.platform, record.workspace, record.channel,
             record.user_key, record.model, record.prompt_tokens, record.completion_tokens,
             record.cached_tokens, record.tool_calls, record.cost_usd, record.latency_ms,
             record.status, conversation, answer.text if answer else None,
-            answer.tokens if answer else 0, turn_id, record.kind,
+            answer.tokens if answer else 0, turn_id, record.kind, owner,
         )  # fmt: skip
 
     async def record_usage(self, record: UsageRecord) -> None:

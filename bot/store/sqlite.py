@@ -216,12 +216,16 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
             (now + lease_seconds, owner),
         )
 
-    async def end_turn(self, turn_id: int) -> None:
-        await self._write(self.db.execute, "DELETE FROM turns WHERE id = ?", (turn_id,))
-
-    async def release_turn(self, turn_id: int) -> None:
+    async def end_turn(self, turn_id: int, owner: str) -> None:
         await self._write(
-            self.db.execute, "UPDATE turns SET lease_until = 0, owner = '' WHERE id = ?", (turn_id,)
+            self.db.execute, "DELETE FROM turns WHERE id = ? AND owner = ?", (turn_id, owner)
+        )
+
+    async def release_turn(self, turn_id: int, owner: str) -> None:
+        await self._write(
+            self.db.execute,
+            "UPDATE turns SET lease_until = 0, owner = '' WHERE id = ? AND owner = ?",
+            (turn_id, owner),
         )
 
     def _claim_stale(
@@ -308,13 +312,17 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
         )  # fmt: skip
 
     def _finish_call(
-        self, record: UsageRecord, key: str, answer: Answer | None, turn_id: int | None
-    ) -> None:
+        self, record: UsageRecord, key: str, answer: Answer | None, turn_id: int | None,
+        owner: str,
+    ) -> None:  # fmt: skip
         self._record_usage(record)
+        if turn_id is not None:
+            ended = self.db.execute(
+                "DELETE FROM turns WHERE id = ? AND owner = ?", (turn_id, owner)
+            ).rowcount
+            answer = answer if ended else None  # taken over: the other process answers
         if answer is not None:
             self._append(key, "assistant", answer.text, answer.tokens)
-        if turn_id is not None:
-            self.db.execute("DELETE FROM turns WHERE id = ?", (turn_id,))
 
     async def finish_call(
         self,
@@ -322,8 +330,9 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
         conversation: ConversationKey,
         answer: Answer | None,
         turn_id: int | None,
+        owner: str,
     ) -> None:
-        await self._write(self._finish_call, record, str(conversation), answer, turn_id)
+        await self._write(self._finish_call, record, str(conversation), answer, turn_id, owner)
 
     def _append_tool_round(self, key: str, call: ToolCall, results: list[ToolResult]) -> None:
         content, tokens, tool_calls = call
@@ -415,6 +424,12 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
             (prefix, prefix + "\uffff"),
         )
         self._drop_summaries(prefix, prefix + "\uffff")
+        # Questions of the channel not answered yet go too: forgotten, they are never
+        # answered (nor their text kept) by a process taking over their turns.
+        self.db.execute(
+            "DELETE FROM turns WHERE conversation >= ? AND conversation < ?",
+            (prefix, prefix + "\uffff"),
+        )
         self.history_cache.clear()
         # SQLite reuses the ids of deleted newest rows: move the mark back so those
         # ids, when reused, are indexed like any new message.
