@@ -420,6 +420,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"PARLEY_CONFIG: cannot read {path} ({error.strerror})") from None
     flat = _flatten(document, str(path))
     for name in flat:
         if name not in OPTIONS:
