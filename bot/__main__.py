@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -14,7 +15,8 @@ from typing import NoReturn
 from bot import cli_admin
 from bot.config import ConfigError, Settings, load_environment_file, load_settings
 from bot.platforms import MISSING, availability, choose_adapters
-from bot.startup import StartupError
+from bot.startup import StartupError, port_problem, sqlite_problem, token_problem
+from bot.store.url import parse_store_url
 
 log = logging.getLogger("parley")
 
@@ -88,9 +90,21 @@ def _settings(arguments: argparse.Namespace) -> Settings:
     return load_settings(getattr(arguments, "config", None), overrides=overrides)
 
 
-def _status() -> int:
+def _local_faults(arguments: argparse.Namespace) -> tuple[str, str]:
+    """What stops the chats (config, database) and the web chat (port), found without
+    network calls: the status page must not call a chat ready that cannot start."""
+    try:
+        settings = _settings(arguments)
+        address = parse_store_url(settings.db_path)
+    except ConfigError as error:
+        return str(error), ""
+    database = sqlite_problem(address.target) if address.kind == "sqlite" else None
+    return database or "", port_problem(settings.web_host, settings.port) or ""
+
+
+def _status(arguments: argparse.Namespace) -> int:
     print("Parley: one LLM bot for Slack and Discord.\n")
-    for line in availability():
+    for line in availability(*_local_faults(arguments)):
         print(line)
     print(
         "\nCommands: run [slack] [discord] [web], chat, check, usage, limits, audit, access."
@@ -103,6 +117,11 @@ async def _chat(settings: Settings, user: str, channel: str) -> None:
     from adapters.console import chat
     from bot.app import open_engine
 
+    if sys.stdin is None:  # started with stdin closed (<&-): nothing to read messages from
+        raise StartupError(
+            "chat reads messages from standard input, which is closed: run it in a "
+            "terminal, or pipe the messages in (one a line)"
+        )
     async with open_engine(settings) as engine:
         # No --user: the person running Parley is at the terminal, and is its admin.
         owner = not user
@@ -113,6 +132,8 @@ async def _run(settings: Settings, names: Sequence[str]) -> None:
     from bot.runner import run_adapters
 
     chosen = choose_adapters(names)
+    for problem in filter(None, map(token_problem, chosen)):
+        raise StartupError(problem)
     if not names and chosen == ["web"]:
         print(
             "No Slack or Discord token is set, so Parley starts its local web chat at "
@@ -136,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if arguments.command is None:
         load_environment_file()  # so tokens kept in .env count as set
-        return _status()
+        return _status(arguments)
     try:
         if arguments.command == "check":
             from bot.check import check_command
@@ -157,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # a traceback only when asked for: -v
         if verbose:
             raise

@@ -12,6 +12,7 @@ from bot.config import Settings, secret
 from bot.discovery import Endpoint, describe, discover
 from bot.engine import Engine
 from bot.llm import ModelClient
+from bot.startup import StartupError, model_setting_problem
 from bot.store import open_store
 from bot.tools.builtins import register_builtins
 from bot.tools.plugins import load_entry_points, load_modules
@@ -45,6 +46,8 @@ def build_registry(settings: Settings) -> Registry:
 @asynccontextmanager
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     """An engine with its store, model client, tools and MCP servers; closed on exit."""
+    if problem := model_setting_problem():
+        raise StartupError(problem)
     endpoint = await discover(settings)
     # The first thing Parley tells you about: which model, or how to set one.
     print(describe(endpoint), file=sys.stderr, flush=True)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bot.app import build_model_client
 from bot.config import ConfigError, Settings, secret
 from bot.discovery import discover
 from bot.probes import Item, probe_discord, probe_model, probe_slack
-from bot.startup import StartupError, port_problem
+from bot.startup import StartupError, model_setting_problem, port_problem
 from bot.store import open_store, parse_store_url
+from bot.usage import Prices
 
 SLACK_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")
 
@@ -42,16 +44,28 @@ def probe_port(settings: Settings) -> Item:
     return Item("http port", problem is None, problem or f"{where} is free")
 
 
-async def run_checks(settings: Settings) -> list[Item]:
-    config = settings.config_path or "defaults"
-    items = [Item("config", True, f"{config}: valid")]
-    items.append(await probe_store(settings))
+async def _probe_model(settings: Settings) -> list[Item]:
+    if problem := model_setting_problem():
+        return [Item("model settings", False, problem)]
     endpoint = await discover(settings)
     model = build_model_client(settings, endpoint)
     try:
-        items += await probe_model(settings, endpoint, model)
+        return await probe_model(settings, endpoint, model)
     finally:
         await model.close()
+
+
+def _config_item(settings: Settings) -> Item:
+    # Run from another folder, config/parley.toml is not there: say so, not "valid".
+    if settings.config_path and Path(settings.config_path).is_file():
+        return Item("config", True, f"{settings.config_path}: valid")
+    return Item("config", True, "no config file here, defaults used")
+
+
+async def run_checks(settings: Settings) -> list[Item]:
+    items = [_config_item(settings)]
+    items.append(await probe_store(settings))
+    items += await _probe_model(settings)
     if any(secret(name) for name in SLACK_VARIABLES):
         items += await probe_slack()
     if secret("DISCORD_BOT_TOKEN"):
@@ -76,6 +90,7 @@ def check_command(load: Callable[[], Settings], form: str) -> int:
     """An invalid config is the first item that fails, in the format asked for."""
     try:
         settings = load()
+        Prices.load(settings.prices_path)  # usage.prices_path is part of the config
     except ConfigError as error:
         print(render([Item("config", False, str(error))], form), flush=True)
         return 1

@@ -9,6 +9,7 @@ can never leak one.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -159,7 +160,8 @@ def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], 
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):
             raise ValueError
         number = kind(value)
-        if number < 0 or (above_zero and number == 0):
+        # TOML's nan passes every comparison below; it would fail at first use.
+        if math.isnan(number) or number < 0 or (above_zero and number == 0):
             raise ValueError
         return number
 
@@ -485,6 +487,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"PARLEY_CONFIG: cannot read {path} ({error.strerror})") from None
     flat = _flatten(document, str(path))
     for name in flat:
         if name not in OPTIONS:
@@ -515,6 +521,13 @@ def _validate(settings: Settings) -> Settings:
         raise ConfigError(
             "model.reply_tokens must be smaller than model.context_tokens "
             f"({settings.reply_tokens} >= {settings.context_tokens}): the answer needs room"
+        )
+    room = settings.context_tokens - settings.reply_tokens
+    if settings.summary_enabled and settings.summary_tokens >= settings.trim_to * room:
+        raise ConfigError(
+            f"summary.max_tokens ({settings.summary_tokens}) must be smaller than context.trim_to"
+            f" ({settings.trim_to:g}) of the room for the prompt ({room} tokens): after a trim"
+            " the summary and the recent messages share it"
         )
     shards = settings.discord_shard_ids
     if shards and not settings.discord_shard_count:

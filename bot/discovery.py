@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
@@ -46,6 +46,7 @@ class Endpoint:
     model: str
     configured: bool
     found: str = ""  # the local server's name, when discovery chose it
+    searched: tuple[str, ...] = ()  # the local servers asked, none answering
 
     @property
     def shown(self) -> str:
@@ -95,13 +96,15 @@ async def discover(settings: Settings) -> Endpoint:
             # Keep the configured model when the server has it; else its first one.
             model = settings.model if settings.model in models or not models else models[0]
             return Endpoint(url, model, configured=True, found=name)
-    return endpoint
+    return replace(endpoint, searched=tuple(url for _, url in servers))
 
 
 def describe(endpoint: Endpoint) -> str:
     """The start-up line(s) about the model: what is used, or how to set one."""
     if not endpoint.configured:
-        return "Warning: " + THREE_WAYS
+        asked = ", ".join(endpoint.searched)
+        searched = f"\nNo local server answered at {asked}." if asked else ""
+        return "Warning: " + THREE_WAYS + searched
     if endpoint.found:
         return (
             f"Model: found {endpoint.found} at {endpoint.base_url}, using model "

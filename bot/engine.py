@@ -22,7 +22,7 @@ import bot.access_commands  # noqa: F401  (registers /access)
 from bot.access import AccessControl
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
-from bot.llm import Completion, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.prompting import Prompt, PromptBuilder
@@ -33,7 +33,7 @@ from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summaries import Summarizer
 from bot.summarize import Summaries, SummaryError, is_summary
-from bot.tokens import count_message, count_text
+from bot.tokens import count_message
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
@@ -394,6 +394,7 @@ class Engine:
         asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
             await self.answers.answer_from_cache(message, model, cached, turn, self.turns.owner)
+            self.metrics.cached_answers.inc()
             yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
             yield ReplyEvent(ReplyKind.FINAL, cached)
             return
@@ -412,7 +413,7 @@ class Engine:
             if not completion.tool_calls:
                 final = self._finish(completion)
                 if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
-                    await self.answers.keep(cache_key, message, final.text)
+                    await self.answers.keep(cache_key, message, prompt, final.text)
                 yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
@@ -498,7 +499,7 @@ class Engine:
         usage = completion.usage if completion else None
         if completion is not None and usage is None:
             # The server sent no usage: count ourselves rather than record nothing.
-            usage = _estimate_usage(prompt, completion)
+            usage = estimate_usage(prompt, completion)
         if status == "ok":
             self.last_model_success = self.clock()
         elapsed = time.perf_counter() - started
@@ -589,8 +590,3 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
         return None
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
-
-
-def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:
-    prompt_tokens = sum(count_message(str(m.get("content") or "")) for m in prompt)
-    return Usage(prompt_tokens, count_text(completion.text))

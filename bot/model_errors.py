@@ -26,6 +26,8 @@ USER_MESSAGES = {
     "start the model server or fix OPENAI_BASE_URL.",
     "model_missing": "The model endpoint has no model named {model}; an admin should set "
     "PARLEY_MODEL to a model it serves.",
+    "wrong_url": "The model endpoint has no chat API at its URL (HTTP 404); an admin should "
+    "check OPENAI_BASE_URL (it usually ends in /v1).",
     "rate_limited": "The model provider is rate limiting Parley right now. "
     "Please try again in a minute.",
     "unavailable": "The model is unavailable right now. Please try again shortly.",
@@ -82,8 +84,12 @@ def _status_kind(error: openai.APIStatusError) -> str:
     if status in (401, 403):
         return "auth"
     if status == 404:
-        # OpenAI, Ollama, vLLM and LM Studio all answer an unknown model with 404.
-        return "model_missing"
+        # OpenAI, Ollama, vLLM and LM Studio all answer an unknown model with 404 and
+        # an error that names the model; a wrong path (a base URL without /v1) gets a
+        # bare "Not Found" page or an "Invalid URL" error instead.
+        return "model_missing" if "model" in str(error.body).lower() else "wrong_url"
+    if status == 405:  # POST refused: the URL is some web page, not the chat API
+        return "wrong_url"
     if status >= 500:
         return "unavailable"
     return "bad_request"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from bot.config import ConfigError, secret
 from bot.discovery import WAYS_IN_ONE_LINE
-from bot.startup import StartupError
+from bot.startup import StartupError, model_setting_problem
 
 ADAPTERS = ("slack", "discord", "web")
 # What to set for each platform, said the same way wherever Parley says it.
@@ -42,19 +42,24 @@ def slack_half_set() -> str:
     return ""
 
 
-def availability() -> list[str]:
-    """One line per adapter: ready, or what to set. No network calls (see `check`)."""
+def availability(blocked: str = "", web_blocked: str = "") -> list[str]:
+    """One line per adapter: ready, or what to set. No network calls (see `check`).
+    `blocked`: a fault that stops both chats (the database); `web_blocked`: the port."""
     base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
-    if base_url or secret("OPENAI_API_KEY"):
+    if problem := model_setting_problem():
+        model, chats = problem, "will not start until the model settings are fixed"
+    elif base_url or secret("OPENAI_API_KEY"):
         model = base_url or "OpenAI"
         chats = "ready"
     else:
         model = WAYS_IN_ONE_LINE
         chats = "starts, but answers only once a model endpoint is set"
+    web_blocked = blocked or web_blocked
     return [
         f"Model endpoint: {model}",
-        f"Console chat: {chats} (python -m bot chat)",
-        f"Web chat: {chats} (python -m bot run web)",
+        f"Console chat: {f'cannot start: {blocked}' if blocked else chats} (python -m bot chat)",
+        f"Web chat: {f'cannot start: {web_blocked}' if web_blocked else chats} "
+        "(python -m bot run web)",
         "Slack: " + ("ready (python -m bot run slack)" if slack_ready() else MISSING["slack"]),
         "Discord: "
         + ("ready (python -m bot run discord)" if discord_ready() else MISSING["discord"]),
@@ -68,7 +73,7 @@ def choose_adapters(names: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown adapter {', '.join(unknown)}: use slack, discord or web")
     if "slack" in chosen and not slack_ready():
-        raise ConfigError(f"Slack: {MISSING['slack']}")
+        raise ConfigError(f"Slack: {slack_half_set() or MISSING['slack']}")
     if "discord" in chosen and not discord_ready():
         raise ConfigError(f"Discord: {MISSING['discord']}")
     if chosen:

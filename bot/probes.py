@@ -41,7 +41,7 @@ class Item:
 
 
 MODEL_PARTS = ("model endpoint", "model key", "model exists")
-_ENDPOINT_DOWN = ("refused", "no_host", "timeout", "unavailable", "rate_limited")
+_ENDPOINT_DOWN = ("refused", "no_host", "timeout", "unavailable", "rate_limited", "wrong_url")
 
 
 async def probe_model(settings: Settings, endpoint: Endpoint, model: ModelClient) -> list[Item]:

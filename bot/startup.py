@@ -10,6 +10,7 @@ import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.config import ConfigError
 
@@ -97,4 +98,49 @@ def port_error_line(host: str, port: int, error: OSError) -> str:
         )
     if error.errno == errno.EACCES:
         return f"PORT {port} needs privileges on {host}: set PORT to 1024 or above"
-    return f"PORT {port} on {host} (web.host) cannot be used: {error.strerror or error}"
+    return (
+        f"PORT {port} on {host} (web.host) cannot be used ({error.strerror or error}): set "
+        "web.host to an address of this machine, e.g. 127.0.0.1 (or 0.0.0.0 for all)"
+    )
+
+
+def _secret_flaw(value: str) -> str | None:
+    """What in a pasted key cannot go in an HTTP header, or None."""
+    for position, character in enumerate(value, start=1):
+        if character.isspace():
+            return f"a space or line break at character {position}"
+        if not character.isascii() or not character.isprintable():
+            return f"the character {character!r} at position {position} (not plain ASCII)"
+    return None
+
+
+def model_setting_problem() -> str | None:
+    """Why OPENAI_BASE_URL or OPENAI_API_KEY cannot work as written, or None. Caught at
+    start, they would otherwise fail every message with a misleading cause."""
+    base_url = os.environ.get("OPENAI_BASE_URL", "").strip()
+    if base_url:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return (
+                f"OPENAI_BASE_URL {base_url!r} is not an http:// or https:// URL: write it "
+                "whole, e.g. http://localhost:11434/v1"
+            )
+    flaw = _secret_flaw(os.environ.get("OPENAI_API_KEY", "").strip())
+    if flaw:
+        return f"OPENAI_API_KEY has {flaw}: copy the key again, exactly"
+    return None
+
+
+PLATFORM_SECRETS = {
+    "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"),
+    "discord": ("DISCORD_BOT_TOKEN",),
+}
+
+
+def token_problem(platform: str) -> str | None:
+    """A platform token pasted with a space, line break or odd character, or None."""
+    for name in PLATFORM_SECRETS.get(platform, ()):
+        flaw = _secret_flaw(os.environ.get(name, "").strip())
+        if flaw:
+            return f"{name} has {flaw}: copy it again, exactly"
+    return None

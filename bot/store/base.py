@@ -160,8 +160,16 @@ class Store(Protocol):
         ...
 
     async def save_summary(
-        self, conversation: ConversationKey, summary: ConversationSummary
-    ) -> None: ...
+        self,
+        conversation: ConversationKey,
+        summary: ConversationSummary,
+        replacing: int | None = None,
+    ) -> None:
+        """replacing: the starts_after of the summary read before this one was made (0:
+        none); then nothing is saved if the conversation was reset (its mark moved) or
+        forgotten (its messages deleted) meanwhile: commands do not wait for a turn."""
+        ...
+
     async def history_between(
         self, conversation: ConversationKey, after_id: int, up_to_id: int, limit: int
     ) -> list[StoredMessage]:

@@ -308,7 +308,9 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries, PostgresAccess):
             " starts_after, updated_at) SELECT $1, '', last, last, $2 FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET summary = '',"
             " covers_up_to = excluded.covers_up_to, starts_after = excluded.starts_after,"
-            " updated_at = excluded.updated_at)"
+            " updated_at = excluded.updated_at),"
+            # Answers cached within the conversation came from its history.
+            " uncached AS (DELETE FROM response_cache WHERE channel = $1)"
             " INSERT INTO conversations (conversation, context_start, trim_noticed)"
             " SELECT $1, last, false FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET"

@@ -406,6 +406,8 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
             " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
             (key, last, last, time.time()),
         )
+        # Answers cached within the conversation came from its history (bot/response_cache.py).
+        self.db.execute("DELETE FROM response_cache WHERE channel = ?", (key,))
         self.history_cache.drop(key)
 
     async def reset(self, conversation: ConversationKey) -> None:
