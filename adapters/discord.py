@@ -44,6 +44,7 @@ from discord.http import Route
 from adapters.common import InFlight, neutralise_broadcasts
 from adapters.discord_commands import Interaction, ParleyTree, build_commands, sync_commands
 from adapters.discord_config import configure_endpoints, guild_ids, intents, invite_url
+from adapters.discord_context import DiscordHistory, ReplyChains, access_fields
 from adapters.discord_delivery import Backoff, acknowledged_already, deliver, tell
 from adapters.discord_login import login
 from adapters.discord_reply import (
@@ -156,6 +157,8 @@ class DiscordAdapter:
         # channels discord.py has not cached: their thread, or None if not a thread
         self._threads: dict[int, discord.Thread | None] = {}
         self._hinted: dict[int, None] = {}  # message ids answered with COMMAND_HINT
+        self.chains = ReplyChains()
+        engine.summaries.register(PLATFORM, DiscordHistory(lambda: self.client))
 
     # -- the Adapter protocol -----------------------------------------------------------
 
@@ -278,7 +281,10 @@ class DiscordAdapter:
             return  # other bots and our own messages (Discord echoes them back)
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        mentioned = self._mentions_me(message, client.user.id)
+        # A reply to Parley's own answer goes on without a mention.
+        mentioned = self._mentions_me(message, client.user.id) or (
+            await self.chains.replies_to(message, client.user.id)
+        )
         place = await self._place(message.channel, message.guild)
         if place is None:
             return
@@ -292,6 +298,11 @@ class DiscordAdapter:
         if is_command(text) and not place.is_direct:
             await self._hint(message.id, transport, text)
             return
+        if not is_command(text):
+            settings = self.engine.settings  # live: the config file may have changed
+            text = await self.chains.with_chain(
+                message, text, settings.discord_reply_chain_depth, settings.max_input_chars
+            )
         await self.answer(self._message(message, place, text), transport)
 
     async def _hint(self, message_id: int, transport: Transport, text: str) -> None:
@@ -322,6 +333,7 @@ class DiscordAdapter:
             PLATFORM, place.workspace, place.channel, str(message.author.id), text,
             thread=place.thread, dedupe_keys=(f"discord:msg:{message.id}",),
             platform_admin=_manages_guild(message.author),
+            **access_fields(message.author, message.channel, place.is_direct),
             attachments=discord_attachments(
                 message.attachments, Route.BASE, self.settings.attachment_timeout_seconds
             ),
@@ -465,7 +477,9 @@ class DiscordAdapter:
         return Message(
             PLATFORM, place.workspace, place.channel, str(user.id), text,
             thread=place.thread, dedupe_keys=(f"discord:interaction:{interaction.id}",),
-            platform_admin=_manages_guild(user), single_turn=True, attachments=discord_attachments(
+            platform_admin=_manages_guild(user), single_turn=True,
+            **access_fields(user, interaction.channel, place.is_direct),
+            attachments=discord_attachments(
                 _option_files(interaction), Route.BASE, self.settings.attachment_timeout_seconds
             ),
         )  # fmt: skip

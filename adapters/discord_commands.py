@@ -94,6 +94,11 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def reset(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("reset"))
 
+    @app_commands.command(name="summarize", description="Catch up: a summary of this channel")
+    @app_commands.describe(last="How much: a number of messages (50) or a period (24h)")
+    async def summarize(interaction: Interaction, last: str | None = None) -> None:
+        await handlers.command(interaction, command_line("summarize", last))
+
     @app_commands.command(name="help", description="What Parley's commands do")
     async def help_(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("help"))
@@ -102,7 +107,7 @@ def _conversation_commands(handlers: Handlers) -> list[SlashCommand]:
     async def summary(interaction: Interaction) -> None:
         await handlers.command(interaction, command_line("summary"))
 
-    return [ask, chat, reset, help_, summary]
+    return [ask, chat, reset, summarize, help_, summary]
 
 
 def _admin_commands(handlers: Handlers) -> list[SlashCommand]:
@@ -178,7 +183,20 @@ def _moderation_commands(handlers: Handlers) -> list[SlashCommand]:
     ) -> None:
         await handlers.command(interaction, command_line("moderation", state))
 
-    return [block, unblock, forget, audit, moderation]
+    @app_commands.command(name="access", description="Admins: who Parley answers where")
+    @app_commands.describe(
+        action="show, or allow/block/remove an id", kind="What the id names",
+        target="A channel (or 'here'), user or role id, e.g. discord:<guild>:<role>",
+    )  # fmt: skip
+    async def access(
+        interaction: Interaction,
+        action: Literal["show", "allow", "block", "remove"] = "show",
+        kind: Literal["channel", "user", "role"] | None = None,
+        target: str | None = None,
+    ) -> None:
+        await handlers.command(interaction, command_line("access", action, kind, target))
+
+    return [block, unblock, forget, audit, moderation, access]
 
 
 def command_failure(error: app_commands.AppCommandError) -> str:

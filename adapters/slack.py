@@ -49,6 +49,7 @@ from adapters.slack_format import (
     error_code,
     to_mrkdwn,
 )
+from adapters.slack_history import SHORTCUT_ID, SlackHistory, shortcut_incoming
 from bot.commands import command_name, mention_command
 from bot.config import ConfigError, Settings, secret
 from bot.engine import Accepted, Engine
@@ -74,6 +75,7 @@ BAD_TOKEN_ERRORS = frozenset(
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     admin: bool
+    name: str = ""  # the display name, for /summarize
 
 
 class UserDirectory:
@@ -113,7 +115,9 @@ class UserDirectory:
         # only admins of the workspace the message came from count.
         own_team = data.get("team_id", team) == team
         admin = own_team and bool(data.get("is_admin") or data.get("is_owner"))
-        return UserInfo(admin)
+        profile = data.get("profile") or {}
+        name = profile.get("display_name") or data.get("real_name") or data.get("name") or ""
+        return UserInfo(admin, str(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,8 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.event("assistant_thread_started")(self._on_assistant_thread)
         self.app.command(COMMAND)(self._on_command)
+        self.app.shortcut(SHORTCUT_ID)(self._on_shortcut)
+        self.engine.summaries.register("slack", SlackHistory(self))
 
     # -- the runner's Adapter protocol ---------------------------------------------
 
@@ -412,6 +418,7 @@ class SlackAdapter:
             platform="slack", workspace=incoming.team, channel=incoming.channel,
             user=incoming.user, text=incoming.text, thread=incoming.thread,
             dedupe_keys=incoming.dedupe_keys, platform_admin=admin, route=route,
+            is_direct=incoming.is_direct,
             attachments=files,
         )  # fmt: skip
 
@@ -461,6 +468,15 @@ class SlackAdapter:
 
         return send
 
+    async def _on_shortcut(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any]) -> None:
+        """The "Summarize thread" message shortcut: answered in the message's thread."""
+        await ack()
+        incoming = shortcut_incoming(body)
+        if incoming is None:
+            log.warning("slack: ignored a malformed %s shortcut", SHORTCUT_ID)
+            return
+        self._spawn(self._answer(incoming))
+
     # -- /parley ---------------------------------------------------------------------
 
     async def _on_command(
@@ -494,7 +510,7 @@ class SlackAdapter:
         return Message(
             platform="slack", workspace=team, channel=command.get("channel_id", ""), user=user,
             text="/" + (command.get("text", "").strip().lstrip("/") or "help"),
-            platform_admin=info.admin,
+            platform_admin=info.admin, is_direct=command.get("channel_id", "").startswith("D"),
             dedupe_keys=dedupe_keys(("slack:command:", command.get("trigger_id", ""))),
         )  # fmt: skip
 

@@ -81,6 +81,8 @@ def envelope_problem(payload: object) -> str:
     kind = payload.get("type")
     if kind == "url_verification":
         return "" if isinstance(payload.get("challenge"), str) else "a challenge that is no text"
+    if kind == "message_action":  # a message shortcut (Summarize thread)
+        return _strings(payload, ("callback_id", "trigger_id"), "shortcut")
     if kind != "event_callback":
         return f"a request of type {_shown(kind)}, which Parley does not handle"
     if problem := _strings(payload, ENVELOPE_ID_FIELDS, "envelope"):

@@ -106,7 +106,10 @@ def _status(arguments: argparse.Namespace) -> int:
     print("Parley: one LLM bot for Slack and Discord.\n")
     for line in availability(*_local_faults(arguments)):
         print(line)
-    print("\nCommands: run [slack] [discord] [web], chat, check, usage, limits, audit. See --help.")
+    print(
+        "\nCommands: run [slack] [discord] [web], chat, check, usage, limits, audit, access."
+        " See --help."
+    )
     return 0
 
 

@@ -240,22 +240,3 @@ def _shown_name(name: str) -> str:
     # A file name goes into the prompt and a note: one short line, no markup breakouts.
     cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '<>"`')
     return (cleaned.strip() or "file")[:120]
-
-
-def content_tokens(content: Any) -> int:
-    """Tokens of a chat message's content, a string or content parts."""
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if part.get("type") == "image_url":
-                total += _image_part_tokens(part)
-            else:
-                total += count_message(str(part.get("text", "")))
-        return total
-    return count_message(str(content or ""))
-
-
-def _image_part_tokens(part: dict[str, Any]) -> int:
-    # The size is not kept with the part: count an image at the most one can cost.
-    detail = str(part.get("image_url", {}).get("detail", "auto"))
-    return image_tokens(2048, 768, detail)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot import cli_access
 from bot.cli_audit import add_command, audit_cli_action, row_count_or_all, run_audit
 from bot.commands import describe_all_limits, describe_limits
 from bot.config import Settings
@@ -35,6 +36,7 @@ def add_commands(commands: Any) -> None:
     for name in ("block", "unblock"):
         actions.add_parser(name, help=f"{name} a user").add_argument("user")
     add_command(commands)
+    cli_access.add_command(commands)
     migrate = commands.add_parser("migrate", help="copy a SQLite database into PostgreSQL")
     migrate.add_argument("--from", dest="source", required=True, help="the SQLite file")
     migrate.add_argument("--to", dest="target", required=True, help="a postgresql:// URL")
@@ -60,6 +62,8 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
             return await _usage(store, arguments)
         if arguments.command == "audit":
             return await run_audit(store, arguments)
+        if arguments.command == "access":
+            return await cli_access.run(store, settings, arguments)
         return await _limits(store, settings, arguments)
     finally:
         await store.close()

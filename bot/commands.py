@@ -34,6 +34,7 @@ BECOME_ADMIN = (
 HELP = """Parley commands:
 /help: this list
 /reset: start this conversation afresh (older messages leave the context)
+/summarize [50|24h]: catch up on this thread or channel (last N messages or period)
 /summary: what I keep of this conversation's older messages
 /usage [period]: your own usage and what is left of your limits today
 Admins only:
@@ -45,7 +46,8 @@ Admins only:
 /system [text|reset]: show or set this channel's system prompt
 /model [name|reset]: show or set this channel's model
 /audit [period] [action]: admin actions and moderation events, e.g. /audit 30d limits
-/moderation [off|on]: exempt this channel from moderation, or not"""
+/moderation [off|on]: exempt this channel from moderation, or not
+/access show | /access allow|block|remove channel|user|role <id>: who Parley answers where"""
 
 
 class CommandError(Exception):
@@ -86,6 +88,7 @@ def command_name(text: str) -> str:
 
 _USER_ID = re.compile(r"^(<@[^>]+>|[a-z]+:\S+|[A-Z0-9]{6,}|\d{5,})$")
 _PERIOD = re.compile(r"^\d+[mhdw]$", re.IGNORECASE)
+_SUMMARY_WORDS = re.compile(r"^(\d+|\d+[mhdw])$", re.IGNORECASE)
 _USAGE_WORDS = re.compile(r"^(\d+[mhdw]|user|channel|model|day|kind|chart)$", re.IGNORECASE)
 
 
@@ -108,6 +111,12 @@ def mention_command(text: str) -> str | None:
         or (name == "forget" and arguments == ["confirm"])
         or (name == "usage" and all(_USAGE_WORDS.match(word) for word in arguments))
         or (name == "audit" and len(arguments) <= 1 and all(_PERIOD.match(w) for w in arguments))
+        or (
+            name == "summarize"
+            and len(arguments) <= 1
+            and all(_SUMMARY_WORDS.match(word) for word in arguments)
+        )
+        or (name == "access" and arguments[:1] in (["show"], ["allow"], ["block"], ["remove"]))
         or (name == "limits" and (not arguments or arguments[0].lower() in ("show", "set")))
         or (
             name in ("block", "unblock")

@@ -9,6 +9,7 @@ can never leak one.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -141,6 +142,21 @@ class Settings:
     web_rpm_total: int = 600
     # Proxies whose X-Forwarded-For names the client (addresses or networks).
     trusted_proxies: tuple[str, ...] = ()
+    # Access lists (bot/access.py): ids as python -m bot access names them. Empty allow
+    # lists let everyone in; admins pass every list.
+    access_allow_users: tuple[str, ...] = ()
+    access_block_users: tuple[str, ...] = ()
+    access_allow_channels: tuple[str, ...] = ()
+    access_block_channels: tuple[str, ...] = ()
+    access_allow_roles: tuple[str, ...] = ()
+    access_block_roles: tuple[str, ...] = ()
+    access_dms: bool = True
+    access_refusal: str = "once"  # or "silent"
+    # Replied-to Discord messages carried into the prompt, counting up the chain.
+    discord_reply_chain_depth: int = 5
+    summarize_max_messages: int = 200
+    # How often the config file is checked for changes (bot/live_config.py); 0: never.
+    reload_poll_seconds: float = 2.0
     # "auto" (by the model's name, bot/vision.py), "true" or "false".
     vision: str = "auto"
     # Files sent with a message (bot/attachments.py).
@@ -153,6 +169,8 @@ class Settings:
     # The fetch_url tool (bot/tools/fetch.py): off while no host is allowed.
     fetch: FetchSettings = field(default_factory=FetchSettings)
     config_path: str = ""
+    # The command line's overrides, applied again when the config file is re-read.
+    cli_overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], Any]:
@@ -163,7 +181,8 @@ def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], 
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):
             raise ValueError
         number = kind(value)
-        if number < 0 or (above_zero and number == 0):
+        # TOML's nan passes every comparison below; it would fail at first use.
+        if math.isnan(number) or number < 0 or (above_zero and number == 0):
             raise ValueError
         return number
 
@@ -217,6 +236,29 @@ def _int_list(value: Any) -> tuple[int, ...]:
     if len(set(numbers)) != len(numbers):
         raise ValueError
     return numbers
+
+
+def _ids(parts: int, example: str) -> Callable[[Any], tuple[str, ...]]:
+    """A list of ids made of `parts` non-empty pieces joined by ":"."""
+
+    def parse(value: Any) -> tuple[str, ...]:
+        ids = _string_list(value)
+        for item in ids:
+            pieces = item.split(":")
+            if len(pieces) != parts or not all(pieces):
+                raise ValueError(f"{item!r} is not like {example}")
+        return ids
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError
+        return str(value)
+
+    return parse
 
 
 def _networks(value: Any) -> tuple[str, ...]:
@@ -442,6 +484,33 @@ OPTIONS: dict[str, _Option] = {
         "a list of distinct shard numbers, e.g. [0, 1]",
         "PARLEY_DISCORD_SHARD_IDS",
     ),
+    "access.allow_users": _Option(
+        "access_allow_users", _ids(2, "slack:U123"), "platform:user ids"
+    ),
+    "access.block_users": _Option(
+        "access_block_users", _ids(2, "slack:U123"), "platform:user ids"
+    ),
+    "access.allow_channels": _Option(
+        "access_allow_channels", _ids(3, "slack:T1:C2"), "platform:workspace:channel ids"
+    ),
+    "access.block_channels": _Option(
+        "access_block_channels", _ids(3, "slack:T1:C2"), "platform:workspace:channel ids"
+    ),
+    "access.allow_roles": _Option(
+        "access_allow_roles", _ids(3, "discord:1:2"), "discord:guild:role ids"
+    ),
+    "access.block_roles": _Option(
+        "access_block_roles", _ids(3, "discord:1:2"), "discord:guild:role ids"
+    ),
+    "access.dms": _Option("access_dms", _boolean, "true or false"),
+    "access.refusal": _Option("access_refusal", _one_of("once", "silent"), '"once" or "silent"'),
+    "discord.reply_chain_depth": _Option(
+        "discord_reply_chain_depth", _non_negative_int, "a whole number >= 0"
+    ),
+    "summarize.max_messages": _Option(
+        "summarize_max_messages", _positive_int, "a whole number > 0"
+    ),
+    "reload.poll_seconds": _Option("reload_poll_seconds", _non_negative_float, "seconds >= 0"),
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),
     "model.discover_local": _Option("discover_local_models", _boolean, "true or false"),
@@ -516,6 +585,13 @@ def _validate(settings: Settings) -> Settings:
             "model.reply_tokens must be smaller than model.context_tokens "
             f"({settings.reply_tokens} >= {settings.context_tokens}): the answer needs room"
         )
+    room = settings.context_tokens - settings.reply_tokens
+    if settings.summary_enabled and settings.summary_tokens >= settings.trim_to * room:
+        raise ConfigError(
+            f"summary.max_tokens ({settings.summary_tokens}) must be smaller than context.trim_to"
+            f" ({settings.trim_to:g}) of the room for the prompt ({room} tokens): after a trim"
+            " the summary and the recent messages share it"
+        )
     shards = settings.discord_shard_ids
     if shards and not settings.discord_shard_count:
         raise ConfigError(
@@ -571,7 +647,8 @@ def load_settings(
         values[OPTIONS[name].attribute] = _parse(name, value, "the command line")
     known = {f.name for f in fields(Settings)}
     assert set(values) <= known
-    return _validate(replace(Settings(), config_path=str(path), **values))
+    cli = tuple((overrides or {}).items())
+    return _validate(replace(Settings(), config_path=str(path), cli_overrides=cli, **values))
 
 
 def secret(name: str) -> str:

@@ -18,20 +18,23 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bot.attachments import Prepared, content_tokens, prepare
+import bot.access_commands  # noqa: F401  (registers /access)
+from bot.access import AccessControl
+from bot.attachments import Prepared, prepare
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
-from bot.llm import Completion, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
 from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
-from bot.prompting import PromptBuilder
+from bot.prompting import Prompt, PromptBuilder
 from bot.ratelimit import Limiter
 from bot.response_cache import CACHED_NOTICE, ResponseCache
 from bot.safety import Safety, Screened
 from bot.store import Answer, Store, Turn, UsageRecord
 from bot.store.records import StaleTurn
 from bot.summaries import Summarizer
-from bot.tokens import count_message, count_recurring, count_text
+from bot.summarize import Summaries, SummaryError, is_summary
+from bot.tokens import count_message, count_recurring
 from bot.tools.registry import Registry, ToolContext
 from bot.turns import Recoverer, TurnKeeper
 from bot.usage import Prices
@@ -131,6 +134,8 @@ class Engine:
                                 self.model_calls, self.safety, clock)  # fmt: skip
         self.prompts = PromptBuilder(settings, store, summarizer, clock)
         self.answers = ResponseCache(settings, store, clock)
+        self.access = AccessControl(store, lambda: self.settings, is_admin, self.metrics)
+        self.summaries = Summaries(store, lambda: self.settings, clock)
         self._last_prune = 0.0
         self.turns = TurnKeeper(store, settings, self._answer_stale)
 
@@ -163,7 +168,7 @@ class Engine:
         answered, across replicas, is then the order in which they were acknowledged.
         """
         problem = self._invalid(message)
-        if problem or is_command(message.text):
+        if problem or (is_command(message.text) and not is_summary(message.text)):
             # Duplicates first: a redelivered bad message gets one complaint.
             claimed = await self.store.claim_delivery(message.dedupe_keys)
             return Accepted(None) if claimed else None
@@ -207,7 +212,8 @@ class Engine:
             log.info("duplicate delivery ignored: %s", message.dedupe_keys)
             return
         if accepted.turn is None:
-            yield await self._answer_directly(message, self._invalid(message))
+            if (direct := await self._answer_directly(message, self._invalid(message))) is not None:
+                yield direct
             return
         # One message of a conversation at a time, in the order of their turns, in
         # this process and across replicas.
@@ -289,6 +295,14 @@ class Engine:
     async def _answer_turn(
         self, message: Message, turn: Turn, timing: Timing, admitted: bool
     ) -> AsyncGenerator[ReplyEvent, None]:
+        if not admitted:
+            # Access lists first: a message Parley does not answer is not moderated,
+            # counted or stored.
+            verdict = await self.access.check(message)
+            if not verdict.allowed:
+                if verdict.notice is not None:
+                    yield verdict.notice
+                return
         screened = await self.safety.screen(message, admitted)
         if screened.refusal is not None:
             yield screened.refusal
@@ -309,11 +323,12 @@ class Engine:
             async for event in events:
                 yield event
 
-    async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent:
+    async def _answer_directly(self, message: Message, problem: str) -> ReplyEvent | None:
         """The reply to a message the model never sees: a complaint or a command."""
         if problem:
             return ReplyEvent(ReplyKind.ERROR, problem)
-        return await run_command(self.commands, message)
+        verdict = await self.access.check(message)
+        return await run_command(self.commands, message) if verdict.allowed else verdict.notice
 
     async def _read_files(self, message: Message, fallback_model: str) -> Prepared:
         if not message.attachments:
@@ -378,8 +393,17 @@ class Engine:
     ) -> AsyncGenerator[ReplyEvent, None]:
         model, system_prompt = await self._channel_settings(message)
         model = screened.model or model  # the budget's fallback model
-        schemas = self.tools.schemas(self._enabled_tools(message))
-        prompt = await self.prompts.build(message, model, system_prompt, schemas)
+        summary = is_summary(message.text)  # /summarize: a prompt of its own, no tools
+        schemas = [] if summary else self.tools.schemas(self._enabled_tools(message))
+        try:
+            prompt = (
+                Prompt(await self.summaries.prompt(message, system_prompt), notice="")
+                if summary
+                else await self.prompts.build(message, model, system_prompt, schemas)
+            )
+        except SummaryError as error:
+            yield ReplyEvent(ReplyKind.ERROR, str(error))
+            return
         if len(prompt.messages) < 2 or prompt.messages[-1].get("role") != "user":
             yield ReplyEvent(ReplyKind.ERROR, "Your message does not fit in the model's context.")
             return
@@ -387,10 +411,14 @@ class Engine:
             yield ReplyEvent(ReplyKind.NOTICE, prompt.notice)
         if screened.notice:
             yield ReplyEvent(ReplyKind.NOTICE, screened.notice)
-        cache_key = self.answers.key(message, model, system_prompt, prompt, schemas)
+        # A summary reads what is new each time: never answered from the cache.
+        cache_key = (
+            "" if summary else self.answers.key(message, model, system_prompt, prompt, schemas)
+        )
         asked = len(prompt.messages)
         if (cached := await self.answers.lookup(cache_key)) is not None:
             await self.answers.answer_from_cache(message, model, cached, turn, self.turns.owner)
+            self.metrics.cached_answers.inc()
             yield ReplyEvent(ReplyKind.NOTICE, CACHED_NOTICE)
             yield ReplyEvent(ReplyKind.FINAL, cached)
             return
@@ -409,7 +437,7 @@ class Engine:
             if not completion.tool_calls:
                 final = self._finish(completion)
                 if final.kind is ReplyKind.FINAL and len(prompt.messages) == asked:  # no tools
-                    await self.answers.keep(cache_key, message, final.text)
+                    await self.answers.keep(cache_key, message, prompt, final.text)
                 yield final
                 return
             async with aclosing(self._run_tools(message, completion, prompt.messages)) as events:
@@ -495,7 +523,7 @@ class Engine:
         usage = completion.usage if completion else None
         if completion is not None and usage is None:
             # The server sent no usage: count ourselves rather than record nothing.
-            usage = _estimate_usage(prompt, completion)
+            usage = estimate_usage(prompt, completion)
         if status == "ok":
             self.last_model_success = self.clock()
         elapsed = time.perf_counter() - started
@@ -586,8 +614,3 @@ def _final_answer(completion: Completion | None, status: str) -> Answer | None:
         return None
     text = completion.text.strip()
     return Answer(text, count_message(text)) if text else None
-
-
-def _estimate_usage(prompt: list[dict[str, Any]], completion: Completion) -> Usage:
-    prompt_tokens = sum(content_tokens(m.get("content")) for m in prompt)
-    return Usage(prompt_tokens, count_text(completion.text))

@@ -52,6 +52,8 @@ from bot.llm_deadline import Deadlines, FirstTokenLate, OutOfTime, within
 from bot.model_errors import USER_MESSAGES as USER_MESSAGES  # re-exported
 from bot.model_errors import ModelError as ModelError  # re-exported
 from bot.sse import SSEBuffer
+from bot.tokens import count_text
+from bot.vision import content_tokens
 
 log = logging.getLogger(__name__)
 
@@ -456,3 +458,10 @@ def _request_body(
     if tools:
         body["tools"] = list(tools)
     return body
+
+
+def estimate_usage(prompt: Sequence[dict[str, Any]], completion: Completion) -> Usage:
+    """A call's usage counted by us, for a server that sent none: recording nothing
+    would make the call free (past token limits and spend caps)."""
+    prompt_tokens = sum(content_tokens(m.get("content")) for m in prompt)
+    return Usage(prompt_tokens, count_text(completion.text))

@@ -64,6 +64,12 @@ class Message:
     # What the adapter needs to answer this message later, in another process if need
     # be (after a crash): channel and thread ids, never secrets or tokens.
     route: Mapping[str, str] = field(default_factory=dict)
+    # What access lists check (bot/access.py), where the platform has it: the user's
+    # role ids (Discord), the channel's category, a thread's parent channel, a DM.
+    roles: tuple[str, ...] = ()
+    category: str = ""
+    parent_channel: str = ""
+    is_direct: bool = False
     # A question asked on its own (Discord's /ask): the response cache may answer it.
     single_turn: bool = False
     attachments: tuple[Attachment, ...] = ()
@@ -82,6 +88,7 @@ class Message:
         try:
             fields: Any = json.loads(payload)
             fields["dedupe_keys"] = tuple(fields["dedupe_keys"])
+            fields["roles"] = tuple(fields.get("roles", ()))
             files = fields.get("attachments", [])
             fields["attachments"] = tuple(Attachment(str(n), str(m), int(s)) for n, m, s in files)
             return cls(**fields)

@@ -51,10 +51,18 @@ class Metrics:
         self.prompt_tokens = self.tokens.labels("prompt")
         self.completion_tokens = self.tokens.labels("completion")
         self.cached_tokens = self.tokens.labels("cached")
+        # /usage counts these as requests of kind "cached"; they make no model call.
+        self.cached_answers = Counter(
+            "parley_cached_answers", "Answers given from the response cache", registry=r
+        )
         self.cost = Counter("parley_cost_usd", "Cost of model calls with a known price", registry=r)
         self.refusals = Counter(
             "parley_rate_limit_refusals", "Requests refused by a limit", ["limit"], registry=r
         )
+        self.access_refusals = Counter(
+            "parley_access_refusals", "Messages not answered by the access lists", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self.tool_calls = Counter(
             "parley_tool_calls", "Tool calls by tool and outcome", ["tool", "status"], registry=r
         )

@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.config import Settings
@@ -88,13 +88,18 @@ class PromptBuilder:
         first if that history no longer fits."""
         key = message.conversation
         state = await self.store.summary(key) or ConversationSummary("", 0, 0, 0.0)
+        if not self.settings.summary_enabled:  # off: one kept from before is not sent
+            state = replace(state, text="")
         window = await self.store.recent(key, self.settings.history_messages)
         first = len(window.messages) == 1 and not window.dropped_older
-        history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
-        # The window is full of messages after the mark: older ones are out of sight.
-        crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)
         room = self.settings.context_tokens - self.settings.reply_tokens
         fixed = self.schema_tokens(schemas) + count_recurring(_system(system_prompt, state.text))
+        history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
+        # A message that alone could never fit (its question is refused) must not make a
+        # trim drop, and summarise, all the rest: its turn is left out instead.
+        history = drop_oversized_groups(history, room - fixed)
+        # The window is full of messages after the mark: older ones are out of sight.
+        crowded = window.dropped_older and all(m.id > state.starts_after for m in window.messages)
         if crowded or fixed + _tokens(history) > room:
             history, state = await self._trim(message, model, history, state, fixed, crowded)
         history = start_at_user(history)
@@ -136,8 +141,9 @@ class PromptBuilder:
             extended = await self.summarizer.extend(message, model, text, dropped)
             if extended is not None:  # a failed call is tried again at the next trim
                 text, covers = extended, dropped_up_to
+        replacing = state.starts_after  # not saved if a /reset or /forget came meanwhile
         state = ConversationSummary(text, covers, dropped_up_to, self.clock())
-        await self.store.save_summary(message.conversation, state)
+        await self.store.save_summary(message.conversation, state, replacing)
         return kept, state
 
 
@@ -166,6 +172,12 @@ def drop_oldest_groups(
         total -= sum(m.tokens for m in history[start:end])
         start = end
     return start_at_user(history[start:])
+
+
+def drop_oversized_groups(history: list[StoredMessage], room: int) -> list[StoredMessage]:
+    """The history without the groups (turns) holding a message larger than `room`."""
+    oversized = {m.group_id for m in history if m.tokens > room}
+    return [m for m in history if m.group_id not in oversized] if oversized else history
 
 
 def drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:

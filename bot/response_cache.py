@@ -6,6 +6,8 @@ again, word for word, in the same channel with the same model, system prompt and
 set within the TTL is answered from the store: no model call, a usage row of kind
 "cached" with zero tokens, and a note that the answer is a cached one. Answers that
 used tools are never kept: a tool's result may change from one minute to the next.
+An answer whose prompt held history is kept for its own conversation only (and dropped
+by /reset): it may repeat what that history said.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ResponseCache:
             return ""
         if not (message.single_turn or prompt.first) or message.attachments:
             return ""  # (files shape the answer too, and are not in the key)
-        shaping = [_channel(message), model, system_prompt, schemas, message.text.strip()]
+        shaping = [_scope(message, prompt), model, system_prompt, schemas, message.text.strip()]
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
     async def lookup(self, key: str) -> str | None:
@@ -64,12 +66,24 @@ class ResponseCache:
         await self.store.finish_call(record, message.conversation, answer, turn.id, owner)
         turn.ended = True
 
-    async def keep(self, key: str, message: Message, text: str) -> None:
-        if key:
-            expires = self.clock() + self.settings.response_cache_seconds
-            await self.store.save_answer(key, _channel(message), text, expires)
+    async def keep(self, key: str, message: Message, prompt: Prompt, text: str) -> None:
+        if not key:
+            return
+        # A /reset or /forget may have run while the model answered (commands do not
+        # wait for a turn): the question is gone then, and its answer must not return.
+        newest = (await self.store.recent(message.conversation, 2)).messages
+        if [m.role for m in newest] != ["user", "assistant"]:
+            return
+        expires = self.clock() + self.settings.response_cache_seconds
+        await self.store.save_answer(key, _scope(message, prompt), text, expires)
 
 
-def _channel(message: Message) -> str:
-    """The channel as the store names its conversations' prefix (for /forget)."""
-    return str(ConversationKey(message.platform, message.workspace, message.channel, ""))
+def _scope(message: Message, prompt: Prompt) -> str:
+    """Where a cached answer may be given again, named as the store names conversations
+    (/forget drops a channel's by prefix, /reset a conversation's by name). A question
+    with no history before it: its channel. A single-turn question within a conversation
+    (Discord's /ask carries the channel's or thread's history): that conversation only,
+    so an answer drawn from one conversation's history never reaches another."""
+    if prompt.first:
+        return str(ConversationKey(message.platform, message.workspace, message.channel, ""))
+    return str(message.conversation)

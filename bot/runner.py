@@ -15,6 +15,7 @@ from bot.app import open_engine
 from bot.config import Settings
 from bot.engine import Engine
 from bot.http import make_app, start_server
+from bot.live_config import LiveSettings
 from bot.messages import Message, ReplyEvent
 from bot.startup import StartupError, port_error_line, port_problem
 from bot.turns import Recoverer
@@ -95,6 +96,8 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
             runner = await start_server(app, settings.web_host, settings.port)
         except OSError as error:  # taken in the meantime
             raise StartupError(port_error_line(settings.web_host, settings.port, error)) from None
+        live = LiveSettings(engine)  # config/parley.toml re-read when it changes
+        live.start()
         log.info("HTTP on http://%s:%s; adapters: %s", settings.web_host, settings.port, names)
         try:
             for adapter in adapters:
@@ -108,5 +111,6 @@ async def run_adapters(settings: Settings, names: Sequence[str]) -> None:
         finally:
             engine.turns.stop_recovering()  # stopping: the next process takes them over
             # Together: each finishes its answers in progress within the grace period.
+            await live.stop()
             await asyncio.gather(*(adapter.stop() for adapter in adapters))
             await runner.cleanup()

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from bot.commands import CommandContext, command
 from bot.config import Settings
 from bot.history import StoredMessage
-from bot.llm import Completion, ModelClient, ModelError, Usage
+from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
 from bot.messages import Message
 from bot.metrics import Metrics
 from bot.store import Store, UsageRecord
+from bot.tokens import count_message, count_text, cut_to_tokens
 from bot.usage import Prices
 
 if TYPE_CHECKING:
@@ -71,9 +72,14 @@ class Summarizer:
             return previous
         model = self.settings.summary_model or chat_model
         words = max(50, self.settings.summary_tokens * 3 // 4)
+        instructions = INSTRUCTIONS.format(words=words)
+        # The input fits the context beside the summary: after failed calls the dropped
+        # messages pile up, and a prompt past the context would fail for ever.
+        fits = self.settings.context_tokens - self.settings.summary_tokens
+        fits -= count_message(instructions) + count_message("")
         prompt = [
-            {"role": "system", "content": INSTRUCTIONS.format(words=words)},
-            {"role": "user", "content": _input(previous, dropped)},
+            {"role": "system", "content": instructions},
+            {"role": "user", "content": _input(previous, dropped, fits)},
         ]
         completion: Completion | None = None
         status = "ok"
@@ -89,10 +95,14 @@ class Summarizer:
         except ModelError as error:
             status = error.kind
             log.warning("summary for %s failed: %s", message.conversation, error)
-        usage = completion.usage if completion and completion.usage else Usage()
+        usage = Usage()
+        if completion is not None:  # a server that sent no usage: count it ourselves
+            usage = completion.usage or estimate_usage(prompt, completion)
         await self._record(message, model, usage, status, started)
         text = self.safety.masked(completion.text).strip() if completion else ""
-        return text or None
+        # Its budget holds even if the provider ignored max_tokens: the summary sits in
+        # every later prompt, and an oversized one would leave no room for a question.
+        return cut_to_tokens(text, self.settings.summary_tokens).strip() or None
 
     async def _record(
         self, message: Message, model: str, usage: Usage, status: str, started: float
@@ -108,17 +118,29 @@ class Summarizer:
         await self.store.record_usage(record)
 
 
-def _input(previous: str, dropped: list[StoredMessage]) -> str:
-    lines = [f"Summary so far:\n{previous or '(none yet)'}", "", "Messages to add:"]
-    for m in dropped:
-        who = m.user or m.role
-        if m.role == "tool":
-            who = "tool result"
-        elif m.tool_calls:
-            names = ", ".join(call.get("function", {}).get("name", "?") for call in m.tool_calls)
-            who = f"assistant (called {names})"
-        lines.append(f"{who}: {m.content[:MESSAGE_CHARS]}")
-    return "\n".join(lines)
+def _input(previous: str, dropped: list[StoredMessage], tokens: int) -> str:
+    """The summary so far and the dropped messages, within `tokens`: the newest
+    messages that fit (the oldest are left out when they do not)."""
+    head = f"Summary so far:\n{previous or '(none yet)'}\n\nMessages to add:"
+    left = tokens - count_text(head)
+    lines: list[str] = []
+    for m in reversed(dropped):
+        line = _line(m)
+        left -= count_text(line) + 1  # and its newline
+        if left < 0:
+            break
+        lines.append(line)
+    return "\n".join([head, *reversed(lines)])
+
+
+def _line(m: StoredMessage) -> str:
+    who = m.user or m.role
+    if m.role == "tool":
+        who = "tool result"
+    elif m.tool_calls:
+        names = ", ".join(call.get("function", {}).get("name", "?") for call in m.tool_calls)
+        who = f"assistant (called {names})"
+    return f"{who}: {m.content[:MESSAGE_CHARS]}"
 
 
 @command("summary", admin=False)

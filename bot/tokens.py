@@ -54,6 +54,12 @@ def count_text(text: str) -> int:
     return len(encoding().encode_ordinary(text))
 
 
+def cut_to_tokens(text: str, limit: int) -> str:
+    """The text's first `limit` tokens (all of it if it is that short)."""
+    tokens = encoding().encode_ordinary(text)
+    return text if len(tokens) <= limit else encoding().decode(tokens[:limit])
+
+
 def count_message(content: str) -> int:
     """Tokens a chat message of this content costs in a prompt."""
     return count_text(content) + MESSAGE_OVERHEAD_TOKENS

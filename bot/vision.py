@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
+
+from bot.tokens import count_message
 
 VISION_PATTERNS = tuple(
     re.compile(pattern)
@@ -68,3 +71,22 @@ def image_tokens(width: int, height: int, detail: str) -> int:
     scale *= min(1.0, 768 / (min(width, height) * scale))
     tiles = math.ceil(width * scale / TILE_SIDE) * math.ceil(height * scale / TILE_SIDE)
     return BASE_TOKENS + TILE_TOKENS * tiles
+
+
+def content_tokens(content: Any) -> int:
+    """Prompt tokens of a chat message's content, a string or content parts."""
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if part.get("type") == "image_url":
+                total += _image_part_tokens(part)
+            else:
+                total += count_message(str(part.get("text", "")))
+        return total
+    return count_message(str(content or ""))
+
+
+def _image_part_tokens(part: dict[str, Any]) -> int:
+    # The size is not kept with the part: count an image at the most one can cost.
+    detail = str(part.get("image_url", {}).get("detail", "auto"))
+    return image_tokens(2048, 768, detail)

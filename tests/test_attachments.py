@@ -25,7 +25,7 @@ from bot.extract import DOCX
 from bot.messages import Attachment, ConversationKey, Fetch, Message
 from bot.store import Store
 from bot.store.records import UserLimits
-from bot.vision import image_tokens, sees_images
+from bot.vision import content_tokens, image_tokens, sees_images
 from tests.attachment_files import docx_with_text, image_parts, pdf_with_text, png, user_text
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI
@@ -300,3 +300,12 @@ def test_slack_files_come_only_from_slacks_hosts(url: str, why: str) -> None:
 )
 def test_discord_files_come_only_from_discords_hosts(url: str, why: str) -> None:
     assert discord_host_check("https://discord.com/api/v10")(URL(url)) == why
+
+
+def test_usage_estimated_without_a_server_report_counts_images_by_their_rule() -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    low = {"type": "image_url", "image_url": {"url": "data:,", "detail": "low"}}
+    text = {"type": "text", "text": "what is this?"}
+    # The size is not kept with a part: at most 8 tiles at high (or auto) detail, 85 at low.
+    assert content_tokens([text, image]) == content_tokens("what is this?") + 85 + 8 * 170
+    assert content_tokens([low]) == 85

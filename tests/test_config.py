@@ -53,6 +53,9 @@ def test_admins_from_the_environment(tmp_path: Path) -> None:
         ("", {"PARLEY_ADMINS": "alice"}, "platform:user"),
         ("", {"PORT": "http"}, "web.port"),
         ("[web]\ntrusted_proxies = ['10.0.0.0/8', 'proxy']\n", {}, "web.trusted_proxies"),
+        ("[context]\ntrim_to = nan\n", {}, "context.trim_to"),  # TOML's nan
+        ("[model]\ndeadline_seconds = nan\n", {}, "model.deadline_seconds"),
+        ("[summary]\nmax_tokens = 5000\n", {}, "summary.max_tokens"),  # room 7,000 x 0.6
     ],
 )
 def test_bad_settings_name_the_setting(

@@ -3,18 +3,22 @@ tokens, through the engine and the real SDK against the fake model."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.engine import Engine
 from bot.messages import ReplyKind
 from bot.prompting import SUMMARY_HEADING, SUMMARY_NOTICE, cache_key
 from bot.response_cache import CACHED_NOTICE
 from bot.summaries import NO_SUMMARY
-from bot.tokens import count_message
+from bot.tokens import count_message, count_text
 from tests.conftest import EngineFactory, collect, final_text, message
-from tests.fakes.openai_server import FakeOpenAI, Status
+from tests.fakes import eventually
+from tests.fakes.openai_server import Delay, FakeOpenAI, Status, Text
 from tests.test_console import run_chat
 
 SUMMARIZER = "summarizer"
@@ -206,6 +210,7 @@ async def test_the_response_cache_answers_an_identical_single_turn_question_from
 
     rows = {row["key"]: row for row in await engine.store.usage_report(0, "kind")}
     assert rows["cached"]["requests"] == 1 and rows["cached"]["total_tokens"] == 0
+    assert "parley_cached_answers_total 1.0" in engine.metrics.exposition().decode()
     history = await engine.store.recent(message("x", thread="t2").conversation, 10)
     assert [m.role for m in history.messages] == ["user", "assistant"]
 
@@ -253,3 +258,138 @@ def test_a_user_sees_the_summary_in_the_terminal_chat(tmp_path: Path) -> None:
     shown = out.split("What I keep of the earlier conversation:\n", 1)[1]
     assert "line 0 about the kiwi harvest" in shown  # the fake's summary echoes its input
     assert out.rstrip().endswith(NO_SUMMARY)
+
+
+async def test_a_summary_longer_than_its_budget_is_cut_to_it(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """A provider that ignores max_tokens (here the fake echoes the whole input) must
+    not grow the summary past summary.max_tokens: it sits in every later prompt, and an
+    oversized one would leave no room for any question."""
+    engine = make_engine(**SMALL)
+    await talk(engine, 60)  # every turn answered (talk checks)
+    state = await engine.store.summary(message("x").conversation)
+    assert state is not None and state.text
+    assert count_text(state.text) <= SMALL["summary_tokens"]
+
+
+async def test_a_conversational_question_is_never_answered_from_another_conversations_cache(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """A Discord /ask carries its conversation's history (README: the channel is the
+    conversation); its answer, cached, must not reach another conversation (a thread's
+    answer, drawn from that thread's history, given in its parent channel), nor come back
+    after /reset."""
+    engine = make_engine(response_cache_seconds=600.0, tools=())
+    secret = message("the launch code is kiwi-42", thread="private", single_turn=True)
+    await collect(engine, secret)
+    fake_openai.script(Text("You told me the launch code is kiwi-42."))
+    question = message("what did I tell you?", thread="private", single_turn=True)
+    assert "kiwi-42" in final_text(await collect(engine, question))
+
+    elsewhere = await collect(engine, message("what did I tell you?", single_turn=True))
+    assert "kiwi-42" not in final_text(elsewhere)
+    await collect(engine, message("/reset", thread="private", single_turn=True))
+    after_reset = await collect(engine, question)
+    assert "kiwi-42" not in final_text(after_reset)
+
+
+async def test_summaries_are_billed_even_when_the_provider_reports_no_usage(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """As for answers, Parley counts the tokens itself: a summary recorded as free would
+    slip past per-user token limits and spend caps."""
+    fake_openai.stop_at_max_tokens = True
+    fake_openai.send_usage = False
+    engine = make_engine(**{**SMALL, "summary_model": "gpt-4o-mini"})
+    await talk(engine, 20)
+    rows = {row["key"]: row for row in await engine.store.usage_report(0, "kind")}
+    assert rows["chat"]["prompt_tokens"] > 0  # the answers' own estimate
+    assert rows["summary"]["requests"] >= 1
+    assert rows["summary"]["prompt_tokens"] > 0 and rows["summary"]["completion_tokens"] > 0
+    assert rows["summary"]["cost_usd"] > 0
+
+
+async def test_after_failed_summaries_the_next_one_still_fits_the_context(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """Each failed summary leaves more messages for the next one: its input must still
+    fit model.context_tokens beside its answer, or it fails for ever (a local model
+    refuses a prompt past its context)."""
+    fake_openai.stop_at_max_tokens = True
+    engine = make_engine(**SMALL)
+    fake_openai.by_model[SUMMARIZER] = Status(400)
+    await talk(engine, 60)
+    del fake_openai.by_model[SUMMARIZER]
+    await talk(engine, 20, start=60)
+    made = await engine.store.summary(message("x").conversation)
+    assert made is not None and made.text
+    for request in summary_requests(fake_openai):
+        assert tokens(request) + SMALL["summary_tokens"] <= SMALL["context_tokens"]
+
+
+async def test_one_message_too_big_for_the_context_does_not_cost_the_conversation_its_history(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.stop_at_max_tokens = True
+    engine = make_engine(**{**SMALL, "max_input_chars": 100_000})
+    await talk(engine, 5)
+    refused = await collect(engine, message("paste " * 1500))
+    assert final_text(refused) == "Your message does not fit in the model's context."
+    assert summary_requests(fake_openai) == []  # nothing was trimmed for it
+
+    await talk(engine, 1, start=5)
+    sent = [m["content"] for m in chat_requests(fake_openai)[-1]["messages"]]
+    assert sent[1].startswith("message number 0 ")  # the earlier turns are all still there
+    assert not any(text.startswith("paste") for text in sent)
+
+
+@pytest.mark.parametrize("command", ["/reset", "/forget"])
+async def test_a_summary_still_being_made_when_the_user_resets_or_forgets_is_not_kept(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, command: str
+) -> None:
+    """Commands do not wait for the turn in progress: a summary of the old messages
+    that comes back after /reset or /forget must not be stored (it would bring back,
+    or keep, what the user just cleared or deleted)."""
+    fake_openai.stop_at_max_tokens = True
+    fake_openai.by_model[SUMMARIZER] = Delay(0.5)
+    engine = make_engine(**SMALL)
+    conversation = message("x").conversation
+    for number in itertools.count():
+        assert number < 40, "no trim happened"
+        turn = asyncio.create_task(collect(engine, message(f"message number {number} " * 10)))
+        await eventually(lambda turn=turn: turn.done() or summary_requests(fake_openai))
+        if summary_requests(fake_openai):
+            break
+        await turn
+    if command == "/forget":
+        await collect(engine, message("/forget"))
+    await collect(engine, message(f"{command} confirm".strip()))
+    await turn  # the turn, and its summary, end after the command
+    state = await engine.store.summary(conversation)
+    assert state is None or state.text == ""
+
+
+async def test_an_answer_finished_after_a_reset_is_not_cached_for_later(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(response_cache_seconds=600.0, tools=())
+    await collect(engine, message("the launch code is kiwi-42", single_turn=True))
+    fake_openai.script(Delay(0.5, Text("You told me the launch code is kiwi-42.")))
+    question = message("what did I tell you?", single_turn=True)
+    answering = asyncio.create_task(collect(engine, question))
+    await eventually(lambda: fake_openai.request_count == 2)
+    await collect(engine, message("/reset"))  # while the model answers
+    assert "kiwi-42" in final_text(await answering)
+    assert "kiwi-42" not in final_text(await collect(engine, question))
+
+
+async def test_turning_summaries_off_stops_sending_the_one_kept(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    """/summary says summaries are off: no summary the user cannot see is sent either."""
+    fake_openai.stop_at_max_tokens = True
+    await talk(make_engine(**SMALL), 20)
+    engine = make_engine(**{**SMALL, "summary_enabled": False})  # the same database
+    await talk(engine, 1, start=20)
+    assert SUMMARY_HEADING not in chat_requests(fake_openai)[-1]["messages"][0]["content"]

@@ -71,3 +71,30 @@ async def test_usage_rows_keep_their_kind_and_cached_tokens(store: Store) -> Non
     assert rows["chat"]["cached_tokens"] == 3456
     assert rows["summary"]["cached_tokens"] == 0
     assert rows["summary"]["requests"] == 1
+
+
+async def test_reset_drops_the_answers_cached_within_that_conversation_only(store: Store) -> None:
+    await store.save_answer("in thread", str(THREAD), "drawn from its history", 100.0)
+    await store.save_answer("in other", str(OTHER), "another conversation's", 100.0)
+    await store.reset(THREAD)
+    assert await store.cached_answer("in thread", now=50.0) is None
+    assert await store.cached_answer("in other", now=50.0) == "another conversation's"
+
+
+async def test_a_summary_made_before_a_reset_or_forget_is_not_saved_after_it(store: Store) -> None:
+    first, second, _ = [await store.append(THREAD, "user", "hello", 2) for _ in range(3)]
+    made = ConversationSummary("what they said", first, first, 1.0)
+    await store.save_summary(THREAD, made, replacing=0)  # nothing came between
+    assert await store.summary(THREAD) == made
+
+    later = ConversationSummary("more of what they said", second, second, 2.0)
+    await store.reset(THREAD)
+    await store.save_summary(THREAD, later, replacing=first)  # the reset moved the mark
+    reset = await store.summary(THREAD)
+    assert reset is not None and reset.text == ""
+
+    await store.append(OTHER, "user", "hello", 2)
+    first = await store.append(OTHER, "user", "again", 2)
+    await store.forget_channel("s", "w", "c2")
+    await store.save_summary(OTHER, ConversationSummary("gone", first, first, 3.0), replacing=0)
+    assert await store.summary(OTHER) is None  # its messages were deleted meanwhile

@@ -162,8 +162,16 @@ class Store(Protocol):
         ...
 
     async def save_summary(
-        self, conversation: ConversationKey, summary: ConversationSummary
-    ) -> None: ...
+        self,
+        conversation: ConversationKey,
+        summary: ConversationSummary,
+        replacing: int | None = None,
+    ) -> None:
+        """replacing: the starts_after of the summary read before this one was made (0:
+        none); then nothing is saved if the conversation was reset (its mark moved) or
+        forgotten (its messages deleted) meanwhile: commands do not wait for a turn."""
+        ...
+
     async def history_between(
         self, conversation: ConversationKey, after_id: int, up_to_id: int, limit: int
     ) -> list[StoredMessage]:
@@ -207,6 +215,29 @@ class Store(Protocol):
         ...
 
     async def refusal_counts(self, since: float) -> dict[str, int]: ...
+
+    # -- access lists (bot/access.py) ----------------------------------------------------
+
+    async def access_entries(self) -> list[tuple[str, str, str]]:
+        """Every (list, kind, target) admins added: ("block", "user", "slack:U1")."""
+        ...
+
+    async def access_version(self) -> tuple[int, float]:
+        """(entries, newest change): changes whenever an entry is added, moved or
+        removed, so a process re-reads the entries only then."""
+        ...
+
+    async def set_access(self, list_name: str, kind: str, target: str) -> None:
+        """Put a target on the allow or block list (moving it off the other)."""
+        ...
+
+    async def remove_access(self, kind: str, target: str) -> bool:
+        """False if the target was on no list in the database."""
+        ...
+
+    async def claim_access_notice(self, key: str) -> bool:
+        """True the first time, across processes: say why Parley stays quiet once."""
+        ...
     async def prune(self, now: float) -> None:
         """Drop delivery keys past redelivery, admissions past the rate window and
         expired cached answers."""

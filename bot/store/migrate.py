@@ -1,9 +1,10 @@
 """python -m bot migrate --from PATH --to URL: copy a SQLite database into PostgreSQL.
 
 Everything a team would miss is copied: history (with its ids, which resets refer
-to), conversations, channel settings, limits, usage, daily totals, refusals and
-delivery keys (so a platform's retry of an old event is still recognised). Rows go
-in with ON CONFLICT DO NOTHING, so running it again copies only what is missing.
+to), conversations, channel settings, limits, usage, daily totals, refusals, access
+lists and their refusal notices, and delivery keys (so a platform's retry of an old
+event is still recognised). Rows go in with ON CONFLICT DO NOTHING, so running it
+again copies only what is missing.
 Admissions (a minute's worth) and turns (messages being answered) are left behind.
 """
 
@@ -71,6 +72,9 @@ TABLES = [
     Table("refusals", "id, at, user_key, kind", "id, at, user_key, kind", "id", identity=True),
     Table("audit", "id, " + AUDIT_COLUMNS, "id, " + AUDIT_COLUMNS, "id", identity=True),
     Table("budget_alerts", "key, at", "key, at", "key"),
+    Table("access", "kind, target, list, created_at", "kind, target, list, created_at",
+          "kind, target"),
+    Table("access_notices", "key, at", "key, at", "key"),
 ]  # fmt: skip
 
 

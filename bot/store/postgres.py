@@ -27,6 +27,7 @@ from asyncpg.pool import PoolConnectionProxy
 from bot.config import ConfigError
 from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey
+from bot.store.access_tables import PostgresAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.postgres_audit import AuditQueries
 from bot.store.postgres_schema import migrate
@@ -102,7 +103,7 @@ async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> Po
     return PostgresStore(pool, address.shown)
 
 
-class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
+class PostgresStore(UsageQueries, AuditQueries, SummaryQueries, PostgresAccess):
     kind = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, shown: str) -> None:
@@ -309,7 +310,9 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries):
             " starts_after, updated_at) SELECT $1, '', last, last, $2 FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET summary = '',"
             " covers_up_to = excluded.covers_up_to, starts_after = excluded.starts_after,"
-            " updated_at = excluded.updated_at)"
+            " updated_at = excluded.updated_at),"
+            # Answers cached within the conversation came from its history.
+            " uncached AS (DELETE FROM response_cache WHERE channel = $1)"
             " INSERT INTO conversations (conversation, context_start, trim_noticed)"
             " SELECT $1, last, false FROM mark"
             " ON CONFLICT (conversation) DO UPDATE SET"

@@ -275,6 +275,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        7,
+        "access",
+        # Numbers are taken per feature branch: a gap (5 not yet here) is fine,
+        # migrate() applies whatever is missing, by number.
+        """
+        CREATE TABLE access (
+            kind text COLLATE "C" NOT NULL, target text COLLATE "C" NOT NULL,
+            list text NOT NULL, created_at double precision NOT NULL,
+            PRIMARY KEY (kind, target));
+        CREATE TABLE access_notices (key text COLLATE "C" PRIMARY KEY,
+            at double precision NOT NULL);
+        """,
+    ),
+    (
         8,
         "attachments",
         # A user message with images keeps its content parts (JSON, images as data:

@@ -33,15 +33,22 @@ class SummaryQueries:
         return None if row is None else ConversationSummary(*row)
 
     async def save_summary(
-        self, conversation: ConversationKey, summary: ConversationSummary
+        self,
+        conversation: ConversationKey,
+        summary: ConversationSummary,
+        replacing: int | None = None,
     ) -> None:
+        # $6 null: always; else only if not reset (mark moved) nor forgotten meanwhile.
         await self.pool.execute(
             "INSERT INTO summaries (conversation, summary, covers_up_to, starts_after,"
-            " updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation) DO UPDATE"
+            " updated_at) SELECT $1, $2, $3, $4, $5 WHERE $6::bigint IS NULL OR"
+            " (coalesce((SELECT starts_after FROM summaries WHERE conversation = $1), 0) = $6"
+            " AND EXISTS (SELECT 1 FROM messages WHERE conversation = $1 AND id <= $4))"
+            " ON CONFLICT (conversation) DO UPDATE"
             " SET summary = excluded.summary, covers_up_to = excluded.covers_up_to,"
             " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
             str(conversation), summary.text, summary.covers_up_to, summary.starts_after,
-            summary.updated_at,
+            summary.updated_at, replacing,
         )  # fmt: skip
 
     async def history_between(

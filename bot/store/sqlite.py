@@ -22,6 +22,7 @@ from sqlite_utils import Database
 
 from bot.history import HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
+from bot.store.access_tables import SqliteAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
 from bot.store.records import (
     DEDUPE_KEEP_SECONDS,
@@ -88,7 +89,7 @@ def open_database(path: str) -> Database:
     return db
 
 
-class SqliteStore(UsageTables, AuditTables, SummaryTables):
+class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
     kind = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
@@ -408,6 +409,8 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables):
             " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
             (key, last, last, time.time()),
         )
+        # Answers cached within the conversation came from its history (bot/response_cache.py).
+        self.db.execute("DELETE FROM response_cache WHERE channel = ?", (key,))
         self.history_cache.drop(key)
 
     async def reset(self, conversation: ConversationKey) -> None:

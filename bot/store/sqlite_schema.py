@@ -154,6 +154,19 @@ def long_conversations(db: Database) -> None:
 
 
 @MIGRATIONS()
+def access(db: Database) -> None:
+    # Admins' allow and block entries (python -m bot access, /access), beside what
+    # [access] in the config file sets: one row per target, on one list at a time.
+    db.execute(
+        "CREATE TABLE access (kind TEXT NOT NULL, target TEXT NOT NULL,"
+        " list TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (kind, target))"
+    )
+    # Where Parley has said why it does not answer (access.refusal = "once"): kept in
+    # the database so the once holds across restarts and replicas.
+    db.execute("CREATE TABLE access_notices (key TEXT PRIMARY KEY, at REAL NOT NULL)")
+
+
+@MIGRATIONS()
 def attachments(db: Database) -> None:
     # A user message with images keeps its content parts (JSON, images as data: URLs of
     # the scaled copy) beside its text; NULL for every other message.

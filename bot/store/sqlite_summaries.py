@@ -34,16 +34,29 @@ class SummaryTables:
         return None if row is None else ConversationSummary(*row)
 
     async def save_summary(
-        self, conversation: ConversationKey, summary: ConversationSummary
+        self,
+        conversation: ConversationKey,
+        summary: ConversationSummary,
+        replacing: int | None = None,
     ) -> None:
+        key = str(conversation)
+        unchanged = "true"
+        guard: tuple[Any, ...] = ()
+        if replacing is not None:
+            unchanged = (
+                "coalesce((SELECT starts_after FROM summaries WHERE conversation = ?), 0) = ?"
+                " AND EXISTS (SELECT 1 FROM messages WHERE conversation = ? AND id <= ?)"
+            )
+            guard = (key, replacing, key, summary.starts_after)
         await self._write(
             self.db.execute,
             "INSERT INTO summaries (conversation, summary, covers_up_to, starts_after,"
-            " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(conversation) DO UPDATE SET"
+            f" updated_at) SELECT ?, ?, ?, ?, ? WHERE {unchanged}"
+            " ON CONFLICT(conversation) DO UPDATE SET"
             " summary = excluded.summary, covers_up_to = excluded.covers_up_to,"
             " starts_after = excluded.starts_after, updated_at = excluded.updated_at",
-            (str(conversation), summary.text, summary.covers_up_to, summary.starts_after,
-             summary.updated_at),
+            (key, summary.text, summary.covers_up_to, summary.starts_after,
+             summary.updated_at, *guard),
         )  # fmt: skip
 
     async def history_between(

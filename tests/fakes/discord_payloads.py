@@ -93,6 +93,7 @@ class MessagePayload(TypedDict):
     guild_id: NotRequired[str]
     member: NotRequired[MemberPayload]
     message_reference: NotRequired[JSON]
+    referenced_message: NotRequired[JSON]
     webhook_id: NotRequired[str]
     application_id: NotRequired[str]
 

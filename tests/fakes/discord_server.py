@@ -99,6 +99,8 @@ class FakeDiscord:
         self.application_flags = 1 << 19
         self.refuse_intents = False
         self.messages: dict[int, MessagePayload] = {}
+        # What people said (send_message), apart from the bot's own in `messages`.
+        self.said: dict[int, MessagePayload] = {}
         self.channels: dict[int, JSON] = {}
         self.thread_create_events = thread_create_events
         self.gateway = _Gateway()
@@ -124,6 +126,9 @@ class FakeDiscord:
                 ("POST", r"/channels/(\d+)/messages/(\d+)/threads", self._thread_from_message),
                 ("POST", r"/channels/(\d+)/threads", self._thread),
                 ("GET", r"/channels/(\d+)", self._get_channel),
+                ("GET", r"/channels/(\d+)/messages/(\d+)", self._get_message),
+                ("GET", r"/channels/(\d+)/messages", self._history),
+                ("GET", r"/guilds/(\d+)/members/(\d+)", self._member),
             )
         ]  # fmt: skip
         # Original interaction responses by token: created by a deferral.
@@ -216,8 +221,12 @@ class FakeDiscord:
         channel_id: int = CHANNEL_ID,
         guild_id: int | None = GUILD_ID,
         mentions: Sequence[int] = (),
+        reply_to: MessagePayload | None = None,
+        referenced: bool = True,
         attachments: Sequence[AttachmentPayload] = (),
     ) -> MessagePayload:
+        """A person's message; `reply_to`: as a reply to that one (`referenced`: the
+        gateway sends the replied-to message along, as Discord usually does)."""
         author_payload = wire.user(author)
         payload = wire.message_payload(self.new_id(), channel_id, guild_id, author_payload, content)
         payload["attachments"] = list(attachments)
@@ -226,10 +235,19 @@ class FakeDiscord:
         payload["mentions"] = [
             {**wire.user(uid), "member": wire.member(uid, with_user=False)} for uid in mentions
         ]
+        if reply_to is not None:
+            payload["type"] = 19
+            payload["message_reference"] = {
+                "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                **({"guild_id": str(guild_id)} if guild_id else {}),
+            }  # fmt: skip
+            if referenced:
+                payload["referenced_message"] = dict(reply_to)
         return payload
 
     async def send_message(self, content: str, **options: Any) -> MessagePayload:
         payload = self.message(content, **options)
+        self.said[int(payload["id"])] = payload
         await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
@@ -351,7 +369,10 @@ class FakeDiscord:
         shard = identify.get("shard", [0, 1])
         await self.dispatch("READY", wire.ready(session, resume_url, self.guild_ids, shard))
         for guild_id in self.guild_ids:
-            await self.dispatch("GUILD_CREATE", wire.guild(guild_id, self.channel_for(guild_id)))
+            guild = wire.guild(guild_id, self.channel_for(guild_id))
+            # The channel as the test left it (permission overwrites, say).
+            guild["channels"] = [self.channels[self.channel_for(guild_id)]]
+            await self.dispatch("GUILD_CREATE", guild)
 
     # -- REST -------------------------------------------------------------------------
 
@@ -495,6 +516,37 @@ class FakeDiscord:
         if self.thread_create_events:
             await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread
+
+    def _everything(self, channel_id: str) -> list[MessagePayload]:
+        """People's and the bot's messages in a channel, oldest first (ids are in time
+        order), as GET /channels/{id}/messages shows them."""
+        # Ephemeral messages are the asker's alone: never in a channel's history.
+        found = [m for m in [*self.said.values(), *self.messages.values()]
+                 if m["channel_id"] == channel_id and not m["flags"] & EPHEMERAL]  # fmt: skip
+        return sorted(found, key=lambda m: int(m["id"]))
+
+    async def _get_message(self, channel_id: str, message_id: str, **_: Any) -> JSON:
+        for message in self._everything(channel_id):
+            if message["id"] == message_id:
+                return dict(message)
+        raise _Error(404, "Unknown Message", 10008)
+
+    async def _history(self, channel_id: str, *, query: dict[str, str], **_: Any) -> list[JSON]:
+        """GET /channels/{id}/messages: newest first, as Discord answers (limit, before,
+        after)."""
+        found = self._everything(channel_id)
+        if "before" in query:
+            found = [m for m in found if int(m["id"]) < int(query["before"])]
+        if "after" in query:
+            found = [m for m in found if int(m["id"]) > int(query["after"])]
+        limit = min(int(query.get("limit", 50)), 100)
+        newest = found[::-1][:limit]
+        return [dict(m) for m in newest]
+
+    async def _member(self, guild_id: str, user_id: str, **_: Any) -> JSON:
+        if int(user_id) not in wire.NAMES:
+            raise _Error(404, "Unknown Member", 10007)
+        return dict(wire.member(int(user_id)))
 
     async def _open_dm(self, *, body: JSON, **_: Any) -> JSON:
         """The bot's DM channel with a user (one per user, as Discord keeps it)."""

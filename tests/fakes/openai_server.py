@@ -205,6 +205,8 @@ class FakeOpenAI:
         self.count_tokens: Callable[[str], int] = _estimate_tokens
         # Cut answers at max_completion_tokens (four characters a token), as a model stops.
         self.stop_at_max_tokens = False
+        # False: a provider that never reports usage in a stream, even when asked.
+        self.send_usage = True
         # Requests for these models get this answer, every time (not consumed).
         self.by_model: dict[str, Response] = {}
         # The last prompt of each prompt_cache_key (None: requests without one).
@@ -451,7 +453,7 @@ class FakeOpenAI:
         """Yield chunks in OpenAI's order: role, content, tool calls, finish, [usage]."""
         env = self._envelope(body, "chat.completion.chunk")  # one id for the whole stream
         options = body.get("stream_options") or {}
-        with_usage = bool(options.get("include_usage"))
+        with_usage = bool(options.get("include_usage")) and self.send_usage
 
         def chunk(delta: JSON, finish: str | None = None) -> JSON:
             out: JSON = {

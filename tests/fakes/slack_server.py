@@ -90,6 +90,8 @@ class FakeSlack:
         self.foreign_users: set[str] = set()  # Slack Connect users from another org
         self.socket_acks: list[JSON] = []
         self.files: dict[str, Uploaded] = {}
+        # What people wrote, as conversations.history / .replies return it (say()).
+        self.history: list[JSON] = []
         # Files users shared (url_private), by id: (bytes, content type); and who
         # downloaded them, with which Authorization header.
         self.private_files: dict[str, tuple[bytes, str]] = {}
@@ -229,6 +231,40 @@ class FakeSlack:
 
     def _apps_connections_open(self, params: JSON) -> JSON:
         return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket"}
+
+    def say(self, channel: str, text: str, *, user: str = "U1", ts: str = "",
+            thread_ts: str = "", subtype: str = "") -> JSON:  # fmt: skip
+        """A person's message in the channel's history (no event is sent for it)."""
+        message = {"type": "message", "user": user, "text": text, "ts": ts or self._next_ts(),
+                   **({"thread_ts": thread_ts} if thread_ts else {}),
+                   **({"subtype": subtype} if subtype else {})}  # fmt: skip
+        self.history.append({**message, "channel": channel})
+        return message
+
+    def _readable(self, channel: str) -> list[JSON]:
+        """People's and the bot's messages in a channel, oldest first."""
+        said = [dict(m) for m in self.history if m["channel"] == channel]
+        ours = [
+            {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": p.text,
+             "ts": p.ts, "channel": channel, **({"thread_ts": p.thread_ts} if p.thread_ts else {})}
+            for p in self.posted.values()
+            if p.channel == channel and not p.ephemeral_user and not p.deleted
+        ]  # fmt: skip
+        return sorted(said + ours, key=lambda m: float(m["ts"]))
+
+    def _conversations_replies(self, params: JSON) -> JSON:
+        thread = str(params.get("ts", ""))
+        found = [m for m in self._readable(str(params.get("channel", "")))
+                 if m["ts"] == thread or m.get("thread_ts") == thread]  # fmt: skip
+        return {"ok": True, "messages": found, "has_more": False,
+                "response_metadata": {"next_cursor": ""}}  # fmt: skip
+
+    def _conversations_history(self, params: JSON) -> JSON:
+        oldest = float(params.get("oldest") or 0)
+        top = [m for m in self._readable(str(params.get("channel", "")))
+               if m.get("thread_ts", m["ts"]) == m["ts"] and float(m["ts"]) >= oldest]  # fmt: skip
+        limit = int(params.get("limit") or 100)
+        return {"ok": True, "messages": top[::-1][:limit], "has_more": len(top) > limit}
 
     def _users_info(self, params: JSON) -> JSON:
         user = str(params.get("user", ""))
@@ -440,6 +476,21 @@ class EventSender:
         body = json.dumps(self.envelope(event, event_id))
         status, _ = await self.post(body, "application/json", headers=headers, signature=signature)
         return status
+
+    async def shortcut(self, callback_id: str, *, user: str, channel: str, message: JSON,
+                       response_url: str) -> tuple[int, str]:  # fmt: skip
+        """A message shortcut, as Slack posts it to the interactivity URL: signed form
+        data with one field, payload (JSON)."""
+        payload = {
+            "type": "message_action", "callback_id": callback_id, "token": "legacy",
+            "trigger_id": f"trig-{next(self._event_ids)}", "action_ts": str(time.time()),
+            "team": {"id": TEAM_ID, "domain": "test"}, "user": {"id": user, "team_id": TEAM_ID},
+            "channel": {"id": channel, "name": "general"}, "message": message,
+            "message_ts": message.get("ts", ""), "response_url": response_url,
+            "is_enterprise_install": False, "enterprise": None,
+        }  # fmt: skip
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, "application/x-www-form-urlencoded")
 
     async def url_verification(self, challenge: str) -> tuple[int, str]:
         body = json.dumps({"token": "legacy", "challenge": challenge, "type": "url_verification"})
