@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from bot.engine import Engine
 from bot.llm import ModelClient
 from bot.startup import StartupError, model_setting_problem
 from bot.store import open_store
+from bot.tokens import encoding
 from bot.tools.builtins import register_builtins
 from bot.tools.fetch import register_fetch
 from bot.tools.plugins import load_entry_points, load_modules
@@ -50,6 +52,9 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     """An engine with its store, model client, tools and MCP servers; closed on exit."""
     if problem := model_setting_problem():
         raise StartupError(problem)
+    # The tokenizer takes 0.3-3 s to load: off the loop, while the rest starts, rather
+    # than on the first message, which would stall every other conversation meanwhile.
+    tokenizer = asyncio.create_task(asyncio.to_thread(encoding))
     endpoint = await discover(settings)
     # The first thing Parley tells you about: which model, or how to set one.
     print(describe(endpoint), file=sys.stderr, flush=True)
@@ -65,6 +70,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             prices = Prices.load(settings.prices_path)
             _warn_unpriced(settings, prices)
             engine = Engine(settings, store, model, tools=registry, prices=prices)
+            await tokenizer
             try:
                 yield engine
             finally:

@@ -75,9 +75,9 @@ class _Fault:
 
 # What config/slack-manifest.yml asks for: a token installed from it has these.
 GRANTED_SCOPES = (
-    "app_mentions:read", "chat:write", "files:write", "im:history", "channels:history",
-    "groups:history", "mpim:history", "im:read", "im:write", "users:read", "commands",
-    "assistant:write", "reactions:write",
+    "app_mentions:read", "chat:write", "files:read", "files:write", "im:history",
+    "channels:history", "groups:history", "mpim:history", "im:read", "im:write", "users:read",
+    "commands", "assistant:write", "reactions:write",
 )
 
 
