@@ -1,0 +1,45 @@
+"""Adversarial review of issue #14: each test is an attack that must fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import FetchSettings
+from bot.fetching import refused_address
+from bot.tools.fetch import register_fetch
+from bot.tools.registry import Registry, ToolResult
+from tests.test_tools_fetch import _context
+
+# IPv6 forms that reach an IPv4 address through a mapping, a tunnel or a translator.
+DISGUISED_INTERNAL = {
+    "::ffff:127.0.0.1": "loopback",  # IPv4-mapped
+    "::127.0.0.1": "loopback",  # IPv4-compatible (deprecated, still parsed)
+    "::ffff:0:7f00:1": "loopback",  # SIIT, IPv4-translated
+    "2002:7f00:1::": "loopback",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::": "link-local",  # 6to4 of the metadata service
+    "64:ff9b::a9fe:a9fe": "link-local",  # NAT64 of the metadata service
+    "64:ff9b:1::a00:1": "private",  # local-use NAT64 of 10.0.0.1
+}
+
+
+@pytest.mark.parametrize(("address", "why"), DISGUISED_INTERNAL.items())
+def test_ipv6_forms_of_internal_ipv4_addresses_are_refused(address: str, why: str) -> None:
+    assert refused_address(address) == why
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::", "2606:4700::1111"])
+def test_public_addresses_in_those_forms_stay_reachable(address: str) -> None:
+    assert refused_address(address) == ""
+
+
+async def _fetch(url: str, *hosts: str) -> ToolResult:
+    registry = Registry()
+    register_fetch(registry, FetchSettings(allow_hosts=hosts))
+    return await registry.run("fetch_url", f'{{"url": "{url}"}}', _context(), timeout=10)
+
+
+@pytest.mark.parametrize("host", ["[::7f00:1]", "[2002:a9fe:a9fe::]", "[64:ff9b::a9fe:a9fe]"])
+async def test_fetch_url_refuses_disguised_metadata_and_loopback(host: str) -> None:
+    result = await _fetch(f"http://{host}/latest/meta-data/", "*")
+    assert not result.ok
+    assert "address, which is refused unless listed exactly" in result.content
