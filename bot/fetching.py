@@ -80,8 +80,9 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 class GuardedResolver(AbstractResolver):
     """Resolves names, keeping only addresses that may be reached; connections are
-    made to what this returns. `trusted(host)`: names listed explicitly, whose
-    addresses are not checked (an intranet host someone chose to allow)."""
+    made to what this returns. `trusted(host)`: names listed explicitly, which may
+    resolve to private addresses (an intranet host someone chose to allow), though
+    never to link-local ones (cloud metadata)."""
 
     def __init__(self, trusted: Callable[[str], bool]) -> None:
         self._resolver = DefaultResolver()
@@ -91,9 +92,14 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         found = await self._resolver.resolve(host, port, family)
-        if self._trusted(host):
-            return found
-        allowed = [result for result in found if not refused_address(result["host"])]
+        # A listed name may point inside the network (an intranet host), but never at
+        # a link-local address, where cloud metadata services hand out credentials.
+        trusted = self._trusted(host)
+        allowed = [
+            result for result in found
+            if (why := refused_address(result["host"])) == ""
+            or (trusted and why != "link-local")
+        ]  # fmt: skip
         if not allowed:
             why = refused_address(found[0]["host"]) if found else "no address"
             raise OSError(f"{host} resolves to a {why} address, which is not allowed")

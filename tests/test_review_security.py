@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import socket
+
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from PIL import Image
 
 from bot.config import FetchSettings
-from bot.fetching import refused_address
+from bot.extract import Unreadable, prepare_image
+from bot.fetching import GuardedResolver, refused_address
 from bot.tools.fetch import register_fetch
 from bot.tools.registry import Registry, ToolResult
 from tests.test_tools_fetch import _context
@@ -43,3 +49,45 @@ async def test_fetch_url_refuses_disguised_metadata_and_loopback(host: str) -> N
     result = await _fetch(f"http://{host}/latest/meta-data/", "*")
     assert not result.ok
     assert "address, which is refused unless listed exactly" in result.content
+
+
+class _Answers(AbstractResolver):
+    """Stands in for DNS (no name server here): every name resolves to `address`."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=self.address, port=port, family=family,
+                          proto=0, flags=0)
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        return None
+
+
+async def _resolve_listed_name(address: str) -> list[ResolveResult]:
+    resolver = GuardedResolver(lambda host: host == "intranet.test")
+    resolver._resolver = _Answers(address)  # type: ignore[assignment]
+    return await resolver.resolve("intranet.test", 80)
+
+
+async def test_a_name_listed_exactly_reaches_the_intranet() -> None:
+    [found] = await _resolve_listed_name("10.0.0.5")
+    assert found["host"] == "10.0.0.5"
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "::ffff:169.254.169.254", "fe80::1"])
+async def test_a_name_listed_exactly_never_reaches_the_metadata_service(address: str) -> None:
+    with pytest.raises(OSError, match="link-local address, which is not allowed"):
+        await _resolve_listed_name(address)
+
+
+def test_an_image_of_huge_dimensions_is_refused_before_it_is_decoded() -> None:
+    picture = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(picture, "PNG")  # 64 Mpixels in 8 kB
+    with pytest.raises(Unreadable, match=r"too large \(8000x8000\)"):
+        prepare_image(picture.getvalue(), 2048)
