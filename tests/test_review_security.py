@@ -12,8 +12,11 @@ from PIL import Image
 from bot.config import FetchSettings
 from bot.extract import Unreadable, prepare_image
 from bot.fetching import GuardedResolver, refused_address
+from bot.messages import Attachment
 from bot.tools.fetch import register_fetch
 from bot.tools.registry import Registry, ToolResult
+from tests.conftest import EngineFactory, collect, final_text, message
+from tests.fakes.openai_server import FakeOpenAI
 from tests.test_tools_fetch import _context
 
 # IPv6 forms that reach an IPv4 address through a mapping, a tunnel or a translator.
@@ -91,3 +94,22 @@ def test_an_image_of_huge_dimensions_is_refused_before_it_is_decoded() -> None:
     Image.new("1", (8000, 8000)).save(picture, "PNG")  # 64 Mpixels in 8 kB
     with pytest.raises(Unreadable, match=r"too large \(8000x8000\)"):
         prepare_image(picture.getvalue(), 2048)
+
+
+async def test_a_blocked_user_reaches_neither_the_model_nor_the_file_hosts(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    engine = make_engine(access_block_users=("test:mallory",))
+    assert final_text(await collect(engine, message("our plans", user="alice")))
+    asked = fake_openai.request_count
+    downloads: list[int] = []
+
+    async def download(max_bytes: int) -> bytes:
+        downloads.append(max_bytes)
+        return b"read me"
+
+    note = Attachment("note.txt", "text/plain", 7, download)
+    for text in ("/summarize", "/summarize 24h", "look", "/help"):
+        await collect(engine, message(text, user="mallory", attachments=(note,)))
+    assert fake_openai.request_count == asked
+    assert downloads == []
