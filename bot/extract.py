@@ -80,7 +80,7 @@ def decode_text(data: bytes) -> str:
 
 def pdf_text(data: bytes, max_chars: int) -> str:
     from pypdf import PdfReader  # imported when a PDF comes: a quick start without one
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -94,7 +94,11 @@ def pdf_text(data: bytes, max_chars: int) -> str:
             length += len(text)
             if length >= max_chars:
                 break
-    except (PdfReadError, ValueError, KeyError, TypeError) as error:
+    except Unreadable:
+        raise
+    # PyPdfError, not only PdfReadError: pypdf's own limits (LimitReachedError, a
+    # 1 kB file with a huge array) must be one line for the user, not a crash.
+    except (PyPdfError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise Unreadable("not a readable PDF") from error
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:

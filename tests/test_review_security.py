@@ -8,6 +8,8 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image
+from pypdf import PdfWriter
+from pypdf.generic import DictionaryObject, NameObject, StreamObject
 
 from bot.config import FetchSettings
 from bot.extract import Unreadable, prepare_image
@@ -113,3 +115,39 @@ async def test_a_blocked_user_reaches_neither_the_model_nor_the_file_hosts(
         await collect(engine, message(text, user="mallory", attachments=(note,)))
     assert fake_openai.request_count == asked
     assert downloads == []
+
+
+def _pdf_with_a_huge_array() -> bytes:
+    """901 bytes that trip pypdf's array limit (LimitReachedError) when read."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    font = DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+        NameObject("/BaseFont"): NameObject("/Helvetica"),
+    })  # fmt: skip
+    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+    contents = StreamObject()
+    contents.set_data(b"BT /F1 12 Tf 10 10 Td [" + b"1 " * 100_001 + b"] TJ ET\n")
+    page[NameObject("/Contents")] = writer._add_object(contents.flate_encode())
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+async def test_a_pdf_tripping_pypdfs_limits_is_named_and_the_message_answered(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _pdf_with_a_huge_array()
+
+    async def fetch(max_bytes: int) -> bytes:
+        return data
+
+    engine = make_engine()
+    bomb = Attachment("bomb.pdf", "application/pdf", len(data), fetch)
+    events = await collect(engine, message("read", attachments=(bomb,)))
+    assert [e.text for e in events if e.kind.value == "notice"] == [
+        "I could not use this file: bomb.pdf (not a readable PDF)."
+    ]
+    assert final_text(events) == "echo: read"
+    assert "Traceback" not in caplog.text
