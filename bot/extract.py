@@ -114,7 +114,8 @@ def docx_text(data: bytes) -> str:
             if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
                 raise Unreadable("the document is too large once unpacked")
         document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+    # SyntaxError: lxml's XMLSyntaxError, for a document whose XML is broken.
+    except (zipfile.BadZipFile, KeyError, ValueError, SyntaxError) as error:
         raise Unreadable("not a readable DOCX") from error
     lines = [paragraph.text for paragraph in document.paragraphs]
     for table in document.tables:

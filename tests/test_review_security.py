@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import zipfile
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -12,11 +13,12 @@ from pypdf import PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, StreamObject
 
 from bot.config import FetchSettings
-from bot.extract import Unreadable, prepare_image
+from bot.extract import DOCX, Unreadable, prepare_image
 from bot.fetching import GuardedResolver, refused_address
 from bot.messages import Attachment
 from bot.tools.fetch import register_fetch
 from bot.tools.registry import Registry, ToolResult
+from tests.attachment_files import docx_with_text
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_tools_fetch import _context
@@ -151,3 +153,32 @@ async def test_a_pdf_tripping_pypdfs_limits_is_named_and_the_message_answered(
     ]
     assert final_text(events) == "echo: read"
     assert "Traceback" not in caplog.text
+
+
+def _docx_with_broken_xml() -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(docx_with_text("hello")))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as broken:
+        for entry in source.infolist():
+            data = source.read(entry.filename)
+            broken.writestr(
+                entry, b"<w:document" if entry.filename == "word/document.xml" else data
+            )
+    return out.getvalue()
+
+
+async def test_a_docx_with_broken_xml_is_named_and_the_message_answered(
+    make_engine: EngineFactory, fake_openai: FakeOpenAI
+) -> None:
+    data = _docx_with_broken_xml()
+
+    async def fetch(max_bytes: int) -> bytes:
+        return data
+
+    engine = make_engine()
+    broken = Attachment("notes.docx", DOCX, len(data), fetch)
+    events = await collect(engine, message("read", attachments=(broken,)))
+    assert [e.text for e in events if e.kind.value == "notice"] == [
+        "I could not use this file: notes.docx (not a readable DOCX)."
+    ]
+    assert final_text(events) == "echo: read"
