@@ -142,7 +142,9 @@ def prepare_image(data: bytes, max_side: int) -> PreparedImage:
             frame = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert(mode)
             frame.thumbnail((max_side, max_side))  # the first frame of an animation
             frame = frame.convert(mode)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+    # ValueError: Pillow's own limits, e.g. a 3 kB PNG whose text chunk unpacks past
+    # PngImagePlugin.MAX_TEXT_CHUNK.
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise Unreadable("not a readable image") from error
     mime, encoded = _encode(frame)
     return PreparedImage(f"data:{mime};base64,{encoded}", frame.width, frame.height)

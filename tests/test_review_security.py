@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pypdf import PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, StreamObject
 
@@ -182,3 +182,12 @@ async def test_a_docx_with_broken_xml_is_named_and_the_message_answered(
         "I could not use this file: notes.docx (not a readable DOCX)."
     ]
     assert final_text(events) == "echo: read"
+
+
+def test_a_png_whose_text_chunk_unpacks_too_far_is_unreadable() -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 3_000_000, zip=True)  # 3 kB packed, 3 MB unpacked
+    picture = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(picture, "PNG", pnginfo=info)
+    with pytest.raises(Unreadable, match="not a readable image"):
+        prepare_image(picture.getvalue(), 512)
