@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import socket
 import zipfile
+from collections.abc import Callable
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image, PngImagePlugin
 from pypdf import PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, StreamObject
+from yarl import URL
 
+from adapters.files import discord_host_check, slack_host_check
 from bot.config import FetchSettings
 from bot.extract import DOCX, Unreadable, prepare_image
 from bot.fetching import GuardedResolver, refused_address
@@ -191,3 +194,17 @@ def test_a_png_whose_text_chunk_unpacks_too_far_is_unreadable() -> None:
     Image.new("RGB", (4, 4)).save(picture, "PNG", pnginfo=info)
     with pytest.raises(Unreadable, match="not a readable image"):
         prepare_image(picture.getvalue(), 512)
+
+
+@pytest.mark.parametrize(
+    ("check", "url"),
+    [
+        (slack_host_check("https://slack.com/api/"), "http://slack.com/files-pri/T1-F1/a.png"),
+        (discord_host_check("https://discord.com/api/v10"), "http://discord.com/x/a.png"),
+    ],
+)
+def test_the_token_never_goes_to_the_api_host_in_clear(
+    check: Callable[[URL], str], url: str
+) -> None:
+    assert check(URL(url)) in ("not a secure link", "not on Discord's file hosts")
+    assert check(URL(url.replace("http://", "https://"))) == ""
