@@ -94,6 +94,10 @@ class ReplyChains:
         while len(self.cache) > self.size:
             self.cache.popitem(last=False)
 
+    def forget(self, channel_id: int, message_id: int) -> None:
+        """A message deleted or edited: fetched again if a reply names it."""
+        self.cache.pop((channel_id, message_id), None)
+
     async def _get(self, message: discord.Message, message_id: int) -> Quoted | None:
         key = (message.channel.id, message_id)
         if key in self.cache:

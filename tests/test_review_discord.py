@@ -32,3 +32,34 @@ async def test_a_reference_naming_a_private_threads_message_quotes_nothing(
     await bot.mention("what did it say?", reply_to=forged, referenced=False)
     await eventually(lambda: bot.model.request_count == 2)
     assert "4471" not in _last_user_turn(bot.model.requests[1])
+
+
+async def test_a_deleted_message_is_no_longer_quoted_from_the_cache(start_bot: BotFactory) -> None:
+    bot = await start_bot()
+    oops = await bot.fake.send_message("My token is tok-9931, oops.", author=ADA_ID)
+    bot.model.script(Text("A token."), Text("Nothing to see."))
+    await bot.mention("what is this?", reply_to=oops, referenced=False)
+    await eventually(lambda: bot.model.request_count == 1)
+    assert "tok-9931" in _last_user_turn(bot.model.requests[0])
+    del bot.fake.said[int(oops["id"])]  # deleted: Discord answers 404 for it now
+    deleted = {"id": oops["id"], "channel_id": oops["channel_id"], "guild_id": oops["guild_id"]}
+    await bot.fake.dispatch("MESSAGE_DELETE", deleted)
+    await bot.mention("and now?", reply_to=oops, referenced=False)
+    await eventually(lambda: bot.model.request_count == 2)
+    assert "tok-9931" not in _last_user_turn(bot.model.requests[1])
+
+
+async def test_an_edited_message_is_quoted_as_it_reads_now(start_bot: BotFactory) -> None:
+    bot = await start_bot()
+    oops = await bot.fake.send_message("My token is tok-9931, oops.", author=ADA_ID)
+    bot.model.script(Text("A token."), Text("Redacted."))
+    await bot.mention("what is this?", reply_to=oops, referenced=False)
+    await eventually(lambda: bot.model.request_count == 1)
+    edited = oops.copy()
+    edited["content"] = "(redacted)"
+    bot.fake.said[int(oops["id"])] = edited
+    await bot.fake.dispatch("MESSAGE_UPDATE", edited)
+    await bot.mention("and now?", reply_to=oops, referenced=False)
+    await eventually(lambda: bot.model.request_count == 2)
+    now = _last_user_turn(bot.model.requests[1])
+    assert "tok-9931" not in now and "(redacted)" in now
