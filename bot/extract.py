@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -34,6 +35,7 @@ TEXT_SUFFIXES = frozenset(
 # A DOCX is a zip archive: what it may unpack to before it is read.
 MAX_UNPACKED_BYTES = 100_000_000
 PDF = "application/pdf"
+MAX_PDF_PAGES = 1000
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
@@ -88,7 +90,9 @@ def pdf_text(data: bytes, max_chars: int) -> str:
             raise Unreadable("the PDF is encrypted")
         pages: list[str] = []
         length = 0
-        for page in reader.pages:
+        # Pages past MAX_PDF_PAGES are not read: tens of thousands of tiny pages fit in
+        # a few megabytes and would hold one of the two file workers for minutes.
+        for page in itertools.islice(reader.pages, MAX_PDF_PAGES):
             text = page.extract_text() or ""
             pages.append(text)
             length += len(text)

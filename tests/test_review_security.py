@@ -16,7 +16,7 @@ from yarl import URL
 
 from adapters.files import discord_host_check, slack_host_check
 from bot.config import FetchSettings
-from bot.extract import DOCX, Unreadable, prepare_image
+from bot.extract import DOCX, MAX_PDF_PAGES, Unreadable, pdf_text, prepare_image
 from bot.fetching import GuardedResolver, refused_address
 from bot.messages import Attachment
 from bot.tools.fetch import register_fetch
@@ -208,3 +208,28 @@ def test_the_token_never_goes_to_the_api_host_in_clear(
 ) -> None:
     assert check(URL(url)) in ("not a secure link", "not on Discord's file hosts")
     assert check(URL(url.replace("http://", "https://"))) == ""
+
+
+def _pdf_with_text_on_page(text: str, page_number: int) -> bytes:
+    writer = PdfWriter()
+    for _ in range(page_number - 1):
+        writer.add_blank_page(10, 10)
+    page = writer.add_blank_page(612, 792)
+    font = DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+        NameObject("/BaseFont"): NameObject("/Helvetica"),
+    })  # fmt: skip
+    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+    contents = StreamObject()
+    contents.set_data(f"BT /F1 12 Tf 10 10 Td ({text}) Tj ET\n".encode())
+    page[NameObject("/Contents")] = writer._add_object(contents)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdf_is_read_up_to_a_page_limit() -> None:
+    assert pdf_text(_pdf_with_text_on_page("early", 3), 1000) == "early"
+    with pytest.raises(Unreadable, match="no text"):
+        pdf_text(_pdf_with_text_on_page("late", MAX_PDF_PAGES + 1), 1000)
