@@ -124,6 +124,13 @@ class ParleyClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.tracked(self.adapter.on_message(message))
 
+    # A deleted or edited message is no longer quoted as it was.
+    async def on_raw_message_delete(self, event: discord.RawMessageDeleteEvent) -> None:
+        self.adapter.chains.forget(event.channel_id, event.message_id)
+
+    async def on_raw_message_edit(self, event: discord.RawMessageUpdateEvent) -> None:
+        self.adapter.chains.forget(event.channel_id, event.message_id)
+
 
 class ShardedParleyClient(ParleyClient, discord.AutoShardedClient):
     """The same client over several gateway shards, for bots in many servers."""

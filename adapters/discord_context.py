@@ -82,41 +82,49 @@ class ReplyChains:
 
     def __init__(self, size: int = CHAIN_CACHE_SIZE) -> None:
         self.size = size
-        self.cache: OrderedDict[int, Quoted | None] = OrderedDict()
+        # Keyed by (channel, message): a reference naming another channel's message
+        # under this channel's id never finds it here.
+        self.cache: OrderedDict[tuple[int, int], Quoted | None] = OrderedDict()
         # Lookups in flight: two messages replying to one message fetch it once.
-        self._pending: dict[int, asyncio.Task[Quoted | None]] = {}
+        self._pending: dict[tuple[int, int], asyncio.Task[Quoted | None]] = {}
 
-    def _keep(self, message_id: int, quoted: Quoted | None) -> None:
+    def _keep(self, message_id: tuple[int, int], quoted: Quoted | None) -> None:
         self.cache[message_id] = quoted
         self.cache.move_to_end(message_id)
         while len(self.cache) > self.size:
             self.cache.popitem(last=False)
 
+    def forget(self, channel_id: int, message_id: int) -> None:
+        """A message deleted or edited: fetched again if a reply names it."""
+        self.cache.pop((channel_id, message_id), None)
+
     async def _get(self, message: discord.Message, message_id: int) -> Quoted | None:
-        if message_id in self.cache:
-            self.cache.move_to_end(message_id)
-            return self.cache[message_id]
+        key = (message.channel.id, message_id)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
         reference = message.reference
         resolved = reference.resolved if reference is not None else None
         if isinstance(resolved, discord.Message) and resolved.id == message_id:
-            quoted: Quoted | None = _quote(resolved)  # the gateway sent it along
-            self._keep(message_id, quoted)
+            quoted = _quote(resolved) if resolved.channel.id == key[0] else None
+            self._keep(key, quoted)  # the gateway sent it along
             return quoted
-        task = self._pending.get(message_id)
+        task = self._pending.get(key)
         if task is None:
-            task = asyncio.create_task(self._fetch(message.channel, message_id))
-            self._pending[message_id] = task
-            task.add_done_callback(lambda _: self._pending.pop(message_id, None))
+            task = asyncio.create_task(self._fetch(message.channel, key))
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _fetch(self, channel: Any, message_id: int) -> Quoted | None:
+    async def _fetch(self, channel: Any, key: tuple[int, int]) -> Quoted | None:
         try:
-            found = await channel.fetch_message(message_id)
+            found = await channel.fetch_message(key[1])
         except (*SendErrors, discord.InvalidData) as error:
-            log.info("replied-to message %s not read: %s", message_id, describe_error(error))
+            log.info("replied-to message %s not read: %s", key[1], describe_error(error))
             found = None
-        quoted = _quote(found) if isinstance(found, discord.Message) else None
-        self._keep(message_id, quoted)
+        same_channel = isinstance(found, discord.Message) and found.channel.id == key[0]
+        quoted = _quote(found) if same_channel else None
+        self._keep(key, quoted)
         return quoted
 
     async def replies_to(self, message: discord.Message, user_id: int) -> bool:

@@ -31,22 +31,25 @@ def slack_host_check(api_url: str) -> Callable[[URL], str]:
     def on_slack(host: str) -> bool:
         return any(host == s or host.endswith("." + s) for s in SLACK_HOST_SUFFIXES)
 
-    return _host_check(host_of(api_url), on_slack, "Slack")
+    return _host_check(api_url, on_slack, "Slack")
 
 
 def discord_host_check(api_url: str) -> Callable[[URL], str]:
-    return _host_check(host_of(api_url), DISCORD_HOSTS.__contains__, "Discord")
+    return _host_check(api_url, DISCORD_HOSTS.__contains__, "Discord")
 
 
 def _host_check(
-    own: str, platform_host: Callable[[str], bool], platform: str
+    api_url: str, platform_host: Callable[[str], bool], platform: str
 ) -> Callable[[URL], str]:
     """Why a URL may not be downloaded from ("" when it may): the platform's own hosts
-    over HTTPS, or the configured API host (a proxy, a test's fake) as configured."""
+    over HTTPS, or the configured API host (a proxy, a test's fake) as configured:
+    plain HTTP only when the API URL itself is (the token must not go out in clear)."""
+    own = host_of(api_url)
+    schemes = ("https", "http") if api_url.startswith("http://") else ("https",)
 
     def check(url: URL) -> str:
         host = (url.host or "").lower()
-        if host and host == own and url.scheme in ("http", "https"):
+        if host and host == own and url.scheme in schemes:
             return ""
         if platform_host(host):
             return "" if url.scheme == "https" else "not a secure link"

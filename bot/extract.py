@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -34,6 +35,7 @@ TEXT_SUFFIXES = frozenset(
 # A DOCX is a zip archive: what it may unpack to before it is read.
 MAX_UNPACKED_BYTES = 100_000_000
 PDF = "application/pdf"
+MAX_PDF_PAGES = 1000
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
@@ -80,7 +82,7 @@ def decode_text(data: bytes) -> str:
 
 def pdf_text(data: bytes, max_chars: int) -> str:
     from pypdf import PdfReader  # imported when a PDF comes: a quick start without one
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -88,13 +90,19 @@ def pdf_text(data: bytes, max_chars: int) -> str:
             raise Unreadable("the PDF is encrypted")
         pages: list[str] = []
         length = 0
-        for page in reader.pages:
+        # Pages past MAX_PDF_PAGES are not read: tens of thousands of tiny pages fit in
+        # a few megabytes and would hold one of the two file workers for minutes.
+        for page in itertools.islice(reader.pages, MAX_PDF_PAGES):
             text = page.extract_text() or ""
             pages.append(text)
             length += len(text)
             if length >= max_chars:
                 break
-    except (PdfReadError, ValueError, KeyError, TypeError) as error:
+    except Unreadable:
+        raise
+    # PyPdfError, not only PdfReadError: pypdf's own limits (LimitReachedError, a
+    # 1 kB file with a huge array) must be one line for the user, not a crash.
+    except (PyPdfError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise Unreadable("not a readable PDF") from error
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
@@ -110,7 +118,8 @@ def docx_text(data: bytes) -> str:
             if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
                 raise Unreadable("the document is too large once unpacked")
         document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+    # SyntaxError: lxml's XMLSyntaxError, for a document whose XML is broken.
+    except (zipfile.BadZipFile, KeyError, ValueError, SyntaxError) as error:
         raise Unreadable("not a readable DOCX") from error
     lines = [paragraph.text for paragraph in document.paragraphs]
     for table in document.tables:
@@ -137,7 +146,9 @@ def prepare_image(data: bytes, max_side: int) -> PreparedImage:
             frame = image if image.mode in ("RGB", "RGBA", "L", "LA") else image.convert(mode)
             frame.thumbnail((max_side, max_side))  # the first frame of an animation
             frame = frame.convert(mode)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+    # ValueError: Pillow's own limits, e.g. a 3 kB PNG whose text chunk unpacks past
+    # PngImagePlugin.MAX_TEXT_CHUNK.
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise Unreadable("not a readable image") from error
     mime, encoded = _encode(frame)
     return PreparedImage(f"data:{mime};base64,{encoded}", frame.width, frame.height)

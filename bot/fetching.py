@@ -43,8 +43,8 @@ def refused_address(address: str) -> str:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return "not an address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := _embedded_ipv4(ip)) is not None:
+        ip = inner
     if ip.is_global:
         return ""
     for name in _REFUSED:
@@ -53,10 +53,36 @@ def refused_address(address: str) -> str:
     return "not a public address"  # shared (100.64/10), documentation ranges...
 
 
+# IPv6 ranges that carry an IPv4 address in their low 32 bits, which a translator or
+# tunnel may deliver to: IPv4-compatible (::/96, deprecated), SIIT (::ffff:0:0:0/96),
+# NAT64 (64:ff9b::/96, 64:ff9b:1::/48). Python 3.11 calls some of them global.
+_CARRIES_IPV4 = tuple(
+    ipaddress.ip_network(net)
+    for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a mapping, 6to4, Teredo or NAT64,
+    so ::ffff:127.0.0.1, 2002:7f00:1:: or 64:ff9b::a9fe:a9fe is judged as that address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client's address
+    if ip in ipaddress.ip_network("::/128") or ip in ipaddress.ip_network("::1/128"):
+        return None  # unspecified and loopback are judged as IPv6
+    if any(ip in net for net in _CARRIES_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 class GuardedResolver(AbstractResolver):
     """Resolves names, keeping only addresses that may be reached; connections are
-    made to what this returns. `trusted(host)`: names listed explicitly, whose
-    addresses are not checked (an intranet host someone chose to allow)."""
+    made to what this returns. `trusted(host)`: names listed explicitly, which may
+    resolve to private addresses (an intranet host someone chose to allow), though
+    never to link-local ones (cloud metadata)."""
 
     def __init__(self, trusted: Callable[[str], bool]) -> None:
         self._resolver = DefaultResolver()
@@ -66,9 +92,14 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         found = await self._resolver.resolve(host, port, family)
-        if self._trusted(host):
-            return found
-        allowed = [result for result in found if not refused_address(result["host"])]
+        # A listed name may point inside the network (an intranet host), but never at
+        # a link-local address, where cloud metadata services hand out credentials.
+        trusted = self._trusted(host)
+        allowed = [
+            result for result in found
+            if (why := refused_address(result["host"])) == ""
+            or (trusted and why != "link-local")
+        ]  # fmt: skip
         if not allowed:
             why = refused_address(found[0]["host"]) if found else "no address"
             raise OSError(f"{host} resolves to a {why} address, which is not allowed")
