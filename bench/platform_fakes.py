@@ -33,8 +33,9 @@ from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, EventSender, FakeSlac
 JSON = dict[str, Any]
 SIGNING_SECRET = "bench-signing-secret"
 # Discord guilds, one per conversation the bench keeps (each has its own text channel);
-# `discord N` makes N of them.
-GUILDS = [GUILD_ID + index for index in range(int(sys.argv[2]) if sys.argv[2:] else 40)]
+# `discord N` makes N of them (read only when run as that script: soak.py imports this).
+_GUILD_COUNT = int(sys.argv[2]) if __name__ == "__main__" and sys.argv[2:] else 40
+GUILDS = [GUILD_ID + index for index in range(_GUILD_COUNT)]
 STREAMING_MARK = " …"  # adapters/discord_reply.py's, not imported: no bot code here
 
 
@@ -81,13 +82,13 @@ class WatchedSlack(FakeSlack):
         return super()._chat_postMessage(params)
 
 
-class SlackUsers:
-    """Slack's side of the Events API over one kept-alive connection, as Slack does."""
+class SignedEvents:
+    """Slack's side of the Events API over one kept-alive connection, as Slack does:
+    signed event envelopes, each thread a new timestamp."""
 
-    def __init__(self, slack: WatchedSlack, session: aiohttp.ClientSession) -> None:
-        self.slack = slack
+    def __init__(self, session: aiohttp.ClientSession, secret: str = SIGNING_SECRET) -> None:
         self.session = session
-        self.sender = EventSender("", SIGNING_SECRET)
+        self.sender = EventSender("", secret)
         self.ts = itertools.count(1)
 
     def new_ts(self) -> str:
@@ -105,6 +106,14 @@ class SlackUsers:
             await response.read()
             if response.status != 200:
                 raise SystemExit(f"the bot answered an event with HTTP {response.status}")
+
+
+class SlackUsers(SignedEvents):
+    """Users asking in threads, each answer awaited on the watched fake Slack."""
+
+    def __init__(self, slack: WatchedSlack, session: aiohttp.ClientSession) -> None:
+        super().__init__(session)
+        self.slack = slack
 
     async def ask(self, command: JSON) -> JSON:
         """`count` mentions in one thread, each sent as Slack sends it (app_mention and

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import sys
 import tempfile
@@ -38,8 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.platform_bench import free_port  # noqa: E402
+from bench.platform_fakes import SignedEvents  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI, Text  # noqa: E402
-from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, EventSender, FakeSlack  # noqa: E402
+from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, FakeSlack  # noqa: E402
 
 SECRET = "soak-signing-secret"
 ANSWER = "Keep the rota staffed, compare every invoice, and roll back if anything differs."
@@ -47,31 +47,6 @@ QUESTION = "How should we roll out the new billing service?"
 PER_CONVERSATION = 20  # questions before a tab takes a new session / a user a new thread
 RSS_TOLERANCE = 0.10
 FD_TOLERANCE = 10
-
-
-class SlackUsers:
-    """Slack's side of the Events API: signed posts over one kept-alive connection."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-        self.sender = EventSender("", SECRET)
-        self.ts = itertools.count(1)
-
-    def new_ts(self) -> str:
-        return f"1700000000.{next(self.ts):06d}"
-
-    async def post(self, url: str, event: dict[str, Any]) -> None:
-        body = json.dumps(self.sender.envelope(event))
-        timestamp = str(int(time.time()))
-        signature = self.sender.verifier.generate_signature(timestamp=timestamp, body=body)
-        headers = {
-            "Content-Type": "application/json", "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": signature or "",
-        }  # fmt: skip
-        async with self.session.post(url, data=body.encode(), headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise SystemExit(f"the bot answered an event with HTTP {response.status}")
 
 
 class SoakSlack(FakeSlack):
@@ -148,7 +123,7 @@ class Soak:
                             self.window.errors += frame["type"] == "error"
                         self.record(time.perf_counter() - started)
 
-    async def slack_user(self, number: int, users: SlackUsers) -> None:
+    async def slack_user(self, number: int, users: SignedEvents) -> None:
         url = f"http://127.0.0.1:{self.port}/slack/events"
         while not self.stopping:
             thread = users.new_ts()
@@ -162,7 +137,7 @@ class Soak:
                 del self.slack.waiters[thread]
 
     async def _mention(
-        self, users: SlackUsers, url: str, thread: str, number: int, done: asyncio.Event
+        self, users: SignedEvents, url: str, thread: str, number: int, done: asyncio.Event
     ) -> None:
         ts = users.new_ts()
         event = {
@@ -281,7 +256,7 @@ async def main() -> int:
             soak = Soak(port, slack, model)
             try:
                 async with aiohttp.ClientSession() as session:
-                    users = SlackUsers(session)
+                    users = SignedEvents(session, SECRET)
                     load = [asyncio.create_task(soak.web_tab()) for _ in range(options.web)]
                     load += [asyncio.create_task(soak.slack_user(n, users))
                              for n in range(options.slack)]  # fmt: skip
