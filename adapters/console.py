@@ -36,6 +36,14 @@ def _save_picture(image: bytes, name: str) -> str:
     return file.name
 
 
+def _rest_of(final: str, shown: str) -> str | None:
+    """What of the final text is not on screen yet; None: the screen shows other text."""
+    shown = shown.lstrip()
+    if final.startswith(shown):
+        return final[len(shown) :]
+    return "" if shown.rstrip() == final else None
+
+
 class _Printer:
     """Writes one reply: streamed in place when interactive, whole otherwise."""
 
@@ -55,10 +63,11 @@ class _Printer:
             self.streamed = True
             self.shown.append(event.text)
         elif event.kind is ReplyKind.FINAL and self.streamed:
-            # The final text replaces what streamed (a withheld answer, say): a terminal
-            # cannot take back lines, so a different final text is printed after it.
-            differs = "".join(self.shown).strip() != event.text.strip()
-            self.out.write(f"\nparley> {event.text}\n" if differs else "\n")
+            # The final text ends what streamed (its last words come only with it), or
+            # replaces it (a withheld answer, say): a terminal cannot take back lines, so
+            # a different final text is printed after it.
+            rest = _rest_of(event.text, "".join(self.shown))
+            self.out.write(f"\nparley> {event.text}\n" if rest is None else f"{rest}\n")
         elif event.kind is ReplyKind.FINAL:
             self.out.write(f"{self._start()}parley> {event.text}\n")
             if event.image:
@@ -105,7 +114,12 @@ async def chat(
             out.write(f"{said}\n" if attached else f"parley! {said}\n")
             continue
         message = Message(
-            "console", "local", channel, user, text, platform_admin=owner,
+            "console",
+            "local",
+            channel,
+            user,
+            text,
+            platform_admin=owner,
             attachments=tuple(files),
         )
         files = []

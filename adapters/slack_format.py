@@ -251,6 +251,9 @@ class NativeStream:
 
     async def finish(self, text: str) -> None:
         parts = split_message(text, STREAM_LIMIT)
+        if not self.streams:  # the whole answer at once: one chat.postMessage, not two calls
+            await self._post(parts)
+            return
         for index, part in enumerate(parts):
             if index == len(self.streams):
                 await self._start(part)
@@ -284,6 +287,13 @@ class NativeStream:
         if response is None:
             raise StreamFailed
         stream.sent = part
+
+    async def _post(self, parts: list[str]) -> None:
+        for part in parts:
+            ts = await self.api.post(part)
+            if not ts:
+                raise StreamFailed
+            self.streams.append(_Stream(ts, part, stopped=True))
 
     async def _start(self, part: str) -> None:
         target = self.api.target

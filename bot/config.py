@@ -157,6 +157,12 @@ class Settings:
     summarize_max_messages: int = 200
     # How often the config file is checked for changes (bot/live_config.py); 0: never.
     reload_poll_seconds: float = 2.0
+    # How often a streamed answer's text is read from the model and shown, per platform
+    # (bot/llm.py: each wake-up of the process costs far more than a chunk's own work).
+    stream_seconds_slack: float = 1.5
+    stream_seconds_discord: float = 1.5
+    stream_seconds_web: float = 0.5
+    stream_seconds_console: float = 0.5
     # "auto" (by the model's name, bot/vision.py), "true" or "false".
     vision: str = "auto"
     # Files sent with a message (bot/attachments.py).
@@ -171,6 +177,11 @@ class Settings:
     config_path: str = ""
     # The command line's overrides, applied again when the config file is re-read.
     cli_overrides: tuple[tuple[str, Any], ...] = ()
+
+    def stream_seconds(self, platform: str) -> float | None:
+        """How often a streamed answer is read and shown on `platform` (None: unknown)."""
+        seconds = getattr(self, f"stream_seconds_{platform}", None)
+        return seconds if isinstance(seconds, float) else None
 
 
 def _number(kind: type[int] | type[float], above_zero: bool) -> Callable[[Any], Any]:
@@ -484,12 +495,8 @@ OPTIONS: dict[str, _Option] = {
         "a list of distinct shard numbers, e.g. [0, 1]",
         "PARLEY_DISCORD_SHARD_IDS",
     ),
-    "access.allow_users": _Option(
-        "access_allow_users", _ids(2, "slack:U123"), "platform:user ids"
-    ),
-    "access.block_users": _Option(
-        "access_block_users", _ids(2, "slack:U123"), "platform:user ids"
-    ),
+    "access.allow_users": _Option("access_allow_users", _ids(2, "slack:U123"), "platform:user ids"),
+    "access.block_users": _Option("access_block_users", _ids(2, "slack:U123"), "platform:user ids"),
     "access.allow_channels": _Option(
         "access_allow_channels", _ids(3, "slack:T1:C2"), "platform:workspace:channel ids"
     ),
@@ -511,6 +518,12 @@ OPTIONS: dict[str, _Option] = {
         "summarize_max_messages", _positive_int, "a whole number > 0"
     ),
     "reload.poll_seconds": _Option("reload_poll_seconds", _non_negative_float, "seconds >= 0"),
+    **{
+        f"streaming.{platform}_seconds": _Option(
+            f"stream_seconds_{platform}", _non_negative_float, "seconds >= 0"
+        )
+        for platform in ("slack", "discord", "web", "console")
+    },
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),
     "model.discover_local": _Option("discover_local_models", _boolean, "true or false"),

@@ -477,6 +477,7 @@ class Engine:
                 model, self.safety.outgoing(prompt), tools=schemas,
                 max_tokens=self.settings.reply_tokens,
                 extra_body=self.prompts.extra_body(message.conversation),
+                batch_seconds=self.settings.stream_seconds(message.platform),
             )  # fmt: skip
             masker = self.safety.stream_masker()
             try:
@@ -485,7 +486,10 @@ class Engine:
                         if not streamed and completion is None:
                             self.metrics.first_token_seconds.observe(time.perf_counter() - started)
                         if isinstance(item, Completion):
-                            if rest := masker.flush():  # the word held back, masked
+                            # The word held back, masked. An answer's last words reach
+                            # the user with its FINAL event instead: one closing call on
+                            # the platform rather than an edit and then a close.
+                            if (rest := masker.flush()) and item.tool_calls:
                                 yield ReplyEvent(ReplyKind.DELTA, rest)
                             completion, status = await self.safety.review(message, item), "ok"
                             yield completion

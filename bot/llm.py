@@ -33,11 +33,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import httpx2
 import openai
 import orjson
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient, Omit
 from openai._base_client import make_request_options
+from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
 from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
@@ -223,11 +225,33 @@ def _raise_if_error(chunk: dict[str, Any], request: httpx2.Request) -> None:
 READ_BATCH_SECONDS = 0.1
 
 
+def _aiohttp_response(response: httpx2.Response) -> aiohttp.ClientResponse | None:
+    """The aiohttp response under the SDK's transport; None with another transport."""
+    inner = getattr(response.stream, "_stream", None)
+    raw = getattr(inner, "_aiohttp_response", None)
+    return raw if isinstance(raw, aiohttp.ClientResponse) else None
+
+
+async def _read_all_there(raw: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+    """Whatever of the body has arrived, at each read: the SDK's stream hands it on in
+    16 KiB pieces, and a pause gathers more than that from a fast model (a second piece
+    would be one more platform edit). Errors as the SDK maps them."""
+    with map_aiohttp_exceptions():
+        async for data in raw.content.iter_any():
+            yield data
+
+
+def _byte_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    raw = _aiohttp_response(response)
+    if raw is None:  # another transport: its own chunks
+        return aiter(cast(httpx2.AsyncByteStream, response.stream))
+    return _read_all_there(raw)
+
+
 def _socket_of(response: httpx2.Response) -> asyncio.ReadTransport | None:
     """The socket transport under the SDK's aiohttp response, to pause reading it; None
     with another transport (then every chunk is read as it comes)."""
-    inner = getattr(response.stream, "_stream", None)
-    raw = getattr(inner, "_aiohttp_response", None)
+    raw = _aiohttp_response(response)
     connection = getattr(raw, "connection", None)  # None once the body has ended
     transport = getattr(connection, "transport", None)
     return transport if isinstance(transport, asyncio.ReadTransport) else None
@@ -340,13 +364,17 @@ class ModelClient:
         tools: Sequence[dict[str, Any]] = (),
         max_tokens: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        batch_seconds: float | None = None,
     ) -> AsyncGenerator[Delta | Completion, None]:
         """Yield Delta for each piece of text, then one Completion. Raises ModelError.
-        `extra_body`: fields beside the standard ones (prompt_cache_key)."""
+        `extra_body`: fields beside the standard ones (prompt_cache_key);
+        `batch_seconds`: how long the socket is left unread between two reads of the
+        answer (None: the client's own; see READ_BATCH_SECONDS)."""
         if not self.configured:  # no key and no base URL: fail at once, and say why
             raise ModelError("no_key", "neither OPENAI_API_KEY nor OPENAI_BASE_URL is set")
         body = _encoded({**_request_body(model, messages, tools, max_tokens), **(extra_body or {})})
         deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
+        pause = self.batch_seconds if batch_seconds is None else batch_seconds
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.worth_retrying),
             wait=self.wait,
@@ -358,7 +386,8 @@ class ModelClient:
                 with attempt:
                     assembler = _ChunkAssembler()
                     deadlines.start_attempt()
-                    async with aclosing(self._attempt(body, assembler, deadlines)) as texts:
+                    reading = self._attempt(body, assembler, deadlines, pause)
+                    async with aclosing(reading) as texts:
                         async for text in texts:
                             yield Delta(text)
                     completion = assembler.result()
@@ -368,7 +397,11 @@ class ModelClient:
             raise classify(error, str(self.client.base_url), model) from error
 
     async def _attempt(
-        self, body: bytes | dict[str, Any], assembler: _ChunkAssembler, deadlines: Deadlines
+        self,
+        body: bytes | dict[str, Any],
+        assembler: _ChunkAssembler,
+        deadlines: Deadlines,
+        pause: float,
     ) -> AsyncGenerator[str, None]:
         encoded = {"content": body} if isinstance(body, bytes) else {"body": body}
         request = self.client.post(
@@ -381,8 +414,8 @@ class ModelClient:
         )
         stream = await within(deadlines.first_token, deadlines, request)
         response = stream.response
-        # The transport's own chunks: one per read from the socket, no decoding layers.
-        chunks = aiter(cast(httpx2.AsyncByteStream, response.stream))
+        # What the socket has delivered, at each read: no decoding layers.
+        chunks = _byte_chunks(response)
         events = SSEBuffer()
         emitted = done = gathered = False
         due = deadlines.first_token  # then, once the answer has begun, the call's
@@ -401,6 +434,10 @@ class ModelClient:
                         text = assembler.add(chunk)
                         if text:
                             texts.append(text)
+                    if done and not assembler.calls:
+                        # The answer's last words come only with its Completion, so that
+                        # a platform gets them with its closing call: one call, not two.
+                        texts.clear()
                     if texts and gathered:  # after a pause: the batch as one Delta
                         emitted = True
                         yield "".join(texts)
@@ -412,8 +449,8 @@ class ModelClient:
                         break
                     if due != deadlines.call and assembler.begun:
                         due = deadlines.call
-                    if emitted and self.batch_seconds:
-                        await _gather_more(response, self.batch_seconds)
+                    if emitted and pause:
+                        await _gather_more(response, pause)
                         gathered = True
             except httpx2.TimeoutException as error:
                 raise openai.APITimeoutError(request=response.request) from error
@@ -426,6 +463,8 @@ class ModelClient:
                 raise _StreamBroken(error) from error
             raise
         finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
             await stream.close()
 
 

@@ -79,6 +79,17 @@ def test_shipped_config_file_is_valid_and_matches_defaults() -> None:
     assert settings.model == defaults.model
     assert settings.context_tokens == defaults.context_tokens
     assert settings.requests_per_minute == defaults.requests_per_minute
+    for platform in ("slack", "discord", "web", "console"):
+        assert settings.stream_seconds(platform) == defaults.stream_seconds(platform)
+
+
+def test_stream_pace_per_platform(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[streaming]\nweb_seconds = 0\n"), environ={})
+    assert settings.stream_seconds("web") == 0.0  # every chunk as it comes
+    assert settings.stream_seconds("slack") == 1.5
+    assert settings.stream_seconds("elsewhere") is None  # the model client's own
+    with pytest.raises(ConfigError, match=r"streaming\.slack_seconds"):
+        load_settings(write(tmp_path, "[streaming]\nslack_seconds = -1\n"), environ={})
 
 
 def test_bad_config_stops_the_cli_with_a_clear_message(tmp_path: Path) -> None:

@@ -96,13 +96,18 @@ def test_secrets_never_reach_the_output(model_server: FakeOpenAI, tmp_path: Path
     assert "sk-test-secret-value" not in result.stdout + result.stderr
 
 
-def test_interactive_terminal_streams_the_answer(model_server: FakeOpenAI, tmp_path: Path) -> None:
+@pytest.mark.parametrize("interval", [0.0, 0.2], ids=["one piece", "streamed"])
+def test_interactive_terminal_streams_the_answer(
+    model_server: FakeOpenAI, tmp_path: Path, interval: float
+) -> None:
+    # Streamed, the first word shows at once and the last ones come with the end of the
+    # answer: either way the terminal shows the answer once, on one line.
     import pty
     import select
 
     from tests.fakes.openai_server import Text
 
-    model_server.script(Text("one two three four"))
+    model_server.script(Text("one two three four", interval=interval))
     leader, follower = pty.openpty()
     env = {
         "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": model_server.base_url,
@@ -130,8 +135,8 @@ def test_interactive_terminal_streams_the_answer(model_server: FakeOpenAI, tmp_p
     process.wait(timeout=30)
     os.close(leader)
     assert b"\xe2\x80\xa6 thinking\xe2\x80\xa6" in seen  # the status showed first
-    assert b"parley> one two three four" in seen
-    assert seen.count(b"you> ") == 2
+    assert b"parley> one two three four\r\n" in seen
+    assert seen.count(b"you> ") == 2 and seen.count(b"two") == seen.count(b"four") == 1
 
 
 def test_usage_chart_is_saved_to_a_file(model_server: FakeOpenAI, tmp_path: Path) -> None:

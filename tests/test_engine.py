@@ -25,13 +25,16 @@ def user_texts(request: dict[str, object]) -> list[str]:
 async def test_answer_streams_deltas_then_final(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.script(Text("Hello there, friend"))
+    # Words 50 ms apart: the first is read (and shown) at once, later ones in batches;
+    # the last batch, read with the end of the stream, comes only with the FINAL event.
+    fake_openai.script(Text("Hello there, friend", interval=0.05))
     events = await collect(make_engine(), message("hi"))
     kinds = [event.kind for event in events]
     assert kinds[0] is ReplyKind.STATUS
-    assert kinds.count(ReplyKind.DELTA) >= 2
-    assert kinds[-1] is ReplyKind.FINAL
-    assert "".join(e.text for e in events if e.kind is ReplyKind.DELTA) == "Hello there, friend"
+    assert events[1].kind is ReplyKind.DELTA and events[1].text == "Hello "
+    assert kinds[-1] is ReplyKind.FINAL and kinds.count(ReplyKind.FINAL) == 1
+    streamed = "".join(e.text for e in events if e.kind is ReplyKind.DELTA)
+    assert "Hello there, friend".startswith(streamed)
     assert final_text(events) == "Hello there, friend"
 
 
@@ -312,7 +315,7 @@ async def test_text_cut_short_is_still_counted(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
     engine = make_engine()
-    fake_openai.script(Text("one two three four five six"))
+    fake_openai.script(Text("one two three four five six", interval=0.05))
     replies = engine.handle(message("count"))
     async for event in replies:
         if event.kind is ReplyKind.DELTA:

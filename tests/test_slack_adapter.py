@@ -198,7 +198,7 @@ async def test_long_answer_is_split_with_fences_intact(
 
 async def test_native_streaming_is_used_when_available(start: Start) -> None:
     h = await start()
-    h.model.script(Text("one two three four five six", chunks=6))
+    h.model.script(Text("one two three four five six", chunks=6, interval=0.05))
     await h.event(mention())
     [start_call] = h.slack.calls_to("chat.startStream")
     assert start_call.params["thread_ts"] == MENTION_TS
@@ -212,7 +212,7 @@ async def test_native_streaming_is_used_when_available(start: Start) -> None:
 async def test_a_streamed_answer_takes_three_web_api_calls(start: Start) -> None:
     # Status, start, and a stop that carries the rest of the text: no append before it.
     h = await start()
-    h.model.script(Text("one two three four five six", chunks=6))
+    h.model.script(Text("one two three four five six", chunks=6, interval=0.05))
     await h.event(mention())
     methods = [call.method for call in h.slack.calls if call.method.startswith(("chat.", "as"))]
     assert methods == ["assistant.threads.setStatus", "chat.startStream", "chat.stopStream"]
@@ -220,6 +220,18 @@ async def test_a_streamed_answer_takes_three_web_api_calls(start: Start) -> None
     assert stop.params["markdown_text"] == "two three four five six"
     [posted] = h.slack.thread("C1", MENTION_TS)
     assert (posted.text, posted.streaming) == ("one two three four five six", False)
+
+
+async def test_an_answer_in_one_piece_takes_two_web_api_calls(start: Start) -> None:
+    # Nothing shown before the whole answer is there: one post, no stream to open and close.
+    h = await start()
+    h.model.script(Text("one two three four five six", chunks=1))
+    await h.event(mention())
+    methods = [call.method for call in h.slack.calls if call.method.startswith(("chat.", "as"))]
+    assert methods == ["assistant.threads.setStatus", "chat.postMessage"]
+    [post] = h.slack.calls_to("chat.postMessage")
+    assert post.params["thread_ts"] == MENTION_TS
+    assert h.texts() == ["one two three four five six"]
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -241,7 +253,7 @@ async def test_final_text_replaces_a_streamed_tool_preamble(start: Start, native
 async def test_falls_back_to_chat_update_when_streaming_fails(start: Start) -> None:
     h = await start()
     h.slack.fail("chat.startStream", "unknown_method")
-    h.model.script(Text("first answer", chunks=4), Text("second answer"))
+    h.model.script(Text("first answer", chunks=4, interval=0.05), Text("second answer"))
     await h.event(mention())
     assert h.texts() == ["first answer"]
     assert h.slack.calls_to("chat.postMessage")

@@ -68,10 +68,35 @@
 
   function currentReply() {
     if (!reply) {
-      reply = { bubble: element("div", "bubble assistant streaming"), text: "" };
+      reply = { bubble: element("div", "bubble assistant streaming"), text: "", shown: 0 };
       log.append(reply.bubble);
     }
     return reply;
+  }
+
+  // Streamed text comes in batches about half a second apart (the server reads the
+  // model that often: each wake-up of its process costs more than many tokens do), so
+  // the page types each batch out over about that long instead of showing it at once.
+  const TYPE_OUT_MS = 450;
+
+  function typeOut(current) {
+    if (current.typing) return;
+    current.typing = true;
+    let last = performance.now();
+    const step = (now) => {
+      if (current.finished || current.shown >= current.text.length) {
+        current.typing = false;
+        return;
+      }
+      const left = current.text.length - current.shown;
+      const share = Math.min(1, (now - last) / TYPE_OUT_MS);
+      last = now;
+      current.shown += Math.max(1, Math.ceil(left * share));
+      current.bubble.textContent = current.text.slice(0, current.shown);
+      scrollDown();
+      requestAnimationFrame(step);
+    };
+    requestAnimationFrame(step);
   }
 
   function showImage(bubble, frame) {
@@ -88,6 +113,7 @@
 
   function finish(frame) {
     const current = currentReply();
+    current.finished = true;
     current.bubble.replaceChildren();
     current.bubble.classList.remove("streaming");
     if (frame.type === "error") {
@@ -118,7 +144,7 @@
         const current = currentReply();
         current.text += frame.text;
         // While streaming, plain text: half-written Markdown would flicker.
-        current.bubble.textContent = current.text;
+        typeOut(current);
         break;
       }
       case "notice":
