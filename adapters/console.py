@@ -140,7 +140,10 @@ def _lines(stream: TextIO) -> asyncio.Queue[str | None]:
 
     def read() -> None:
         while True:
-            line = stream.readline()
+            try:
+                line = stream.readline()
+            except (OSError, ValueError):  # the terminal went away (EIO), or stdin closed
+                line = ""
             loop.call_soon_threadsafe(queue.put_nowait, line or None)
             if not line:
                 return

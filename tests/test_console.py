@@ -139,6 +139,35 @@ def test_interactive_terminal_streams_the_answer(
     assert seen.count(b"you> ") == 2 and seen.count(b"two") == seen.count(b"four") == 1
 
 
+def test_the_chat_ends_when_its_terminal_goes_away(
+    model_server: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The terminal closed under it (its window, an ssh session): reading it fails with
+    # EIO, which ends the chat like end of input, rather than leaving it running for ever.
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": model_server.base_url,
+        "PARLEY_DB": str(tmp_path / "tty.db"), "TERM": "dumb",
+    }  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat", "--user", "tty"],
+        stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while b"you> " not in seen:
+        seen += os.read(leader, 4096)
+    os.close(leader)
+    try:
+        _, errors = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert b"Traceback" not in errors
+
+
 def test_usage_chart_is_saved_to_a_file(model_server: FakeOpenAI, tmp_path: Path) -> None:
     result = run_chat(
         model_server, tmp_path, "hi\n/usage chart 1d\n", "--user", "root",
