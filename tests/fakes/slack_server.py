@@ -280,7 +280,7 @@ class FakeSlack:
         channel = str(params.get("channel", ""))
         posted = Posted(
             channel, self._next_ts(), str(params.get("thread_ts", "")), _text(params),
-            ephemeral_user=user, streaming=streaming, blocks=_blocks(params),
+            ephemeral_user=user, streaming=streaming, blocks=blocks_of(params),
         )  # fmt: skip
         self.posted[posted.ts] = posted
         return posted
@@ -422,7 +422,7 @@ def _text(params: JSON) -> str:
     return str(params.get("markdown_text") or params.get("text") or "")
 
 
-def _blocks(params: JSON) -> list[JSON]:
+def blocks_of(params: JSON) -> list[JSON]:
     blocks = params.get("blocks") or []
     return list(json.loads(blocks) if isinstance(blocks, str) else blocks)
 
