@@ -49,6 +49,10 @@ class FetchSettings:
     timeout_seconds: float = 10.0
 
 
+# The platforms with a [streaming] pace of their own (Settings.stream_seconds_<name>).
+STREAMED_PLATFORMS = ("slack", "discord", "web", "console")
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str = "gpt-4o-mini"
@@ -158,7 +162,8 @@ class Settings:
     # How often the config file is checked for changes (bot/live_config.py); 0: never.
     reload_poll_seconds: float = 2.0
     # How often a streamed answer's text is read from the model and shown, per platform
-    # (bot/llm.py: each wake-up of the process costs far more than a chunk's own work).
+    # (bot/llm.py: each wake-up of the process costs far more than a chunk's own work);
+    # one field for each of STREAMED_PLATFORMS.
     stream_seconds_slack: float = 1.5
     stream_seconds_discord: float = 1.5
     stream_seconds_web: float = 0.5
@@ -522,7 +527,7 @@ OPTIONS: dict[str, _Option] = {
         f"streaming.{platform}_seconds": _Option(
             f"stream_seconds_{platform}", _non_negative_float, "seconds >= 0"
         )
-        for platform in ("slack", "discord", "web", "console")
+        for platform in STREAMED_PLATFORMS
     },
     "web.host": _Option("web_host", _text, "an address such as 127.0.0.1"),
     "web.port": _Option("port", _port, "a port number from 1 to 65535", "PORT"),

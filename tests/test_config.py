@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import STREAMED_PLATFORMS, ConfigError, load_settings
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -79,7 +79,7 @@ def test_shipped_config_file_is_valid_and_matches_defaults() -> None:
     assert settings.model == defaults.model
     assert settings.context_tokens == defaults.context_tokens
     assert settings.requests_per_minute == defaults.requests_per_minute
-    for platform in ("slack", "discord", "web", "console"):
+    for platform in STREAMED_PLATFORMS:
         assert settings.stream_seconds(platform) == defaults.stream_seconds(platform)
 
 

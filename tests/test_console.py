@@ -96,29 +96,39 @@ def test_secrets_never_reach_the_output(model_server: FakeOpenAI, tmp_path: Path
     assert "sk-test-secret-value" not in result.stdout + result.stderr
 
 
+def chat_on_terminal(
+    fake: FakeOpenAI, tmp_path: Path, stderr: int = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m bot chat` on a pseudo-terminal, as a person runs it: the process and
+    the terminal's other end, to type into and read from."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": fake.base_url,
+        "PARLEY_DB": str(tmp_path / "tty.db"), "TERM": "dumb",
+    }  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat", "--user", "tty"],
+        stdin=follower, stdout=follower, stderr=stderr, env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    os.close(follower)
+    return process, leader
+
+
 @pytest.mark.parametrize("interval", [0.0, 0.2], ids=["one piece", "streamed"])
 def test_interactive_terminal_streams_the_answer(
     model_server: FakeOpenAI, tmp_path: Path, interval: float
 ) -> None:
     # Streamed, the first word shows at once and the last ones come with the end of the
     # answer: either way the terminal shows the answer once, on one line.
-    import pty
     import select
 
     from tests.fakes.openai_server import Text
 
     model_server.script(Text("one two three four", interval=interval))
-    leader, follower = pty.openpty()
-    env = {
-        "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": model_server.base_url,
-        "PARLEY_DB": str(tmp_path / "tty.db"), "TERM": "dumb",
-    }  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "chat", "--user", "tty"],
-        stdin=follower, stdout=follower, stderr=subprocess.DEVNULL, env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    os.close(follower)
+    process, leader = chat_on_terminal(model_server, tmp_path)
     seen = b""
 
     def read_until(marker: bytes) -> None:
@@ -144,19 +154,7 @@ def test_the_chat_ends_when_its_terminal_goes_away(
 ) -> None:
     # The terminal closed under it (its window, an ssh session): reading it fails with
     # EIO, which ends the chat like end of input, rather than leaving it running for ever.
-    import pty
-
-    leader, follower = pty.openpty()
-    env = {
-        "PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": model_server.base_url,
-        "PARLEY_DB": str(tmp_path / "tty.db"), "TERM": "dumb",
-    }  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "chat", "--user", "tty"],
-        stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    os.close(follower)
+    process, leader = chat_on_terminal(model_server, tmp_path, stderr=subprocess.PIPE)
     seen = b""
     while b"you> " not in seen:
         seen += os.read(leader, 4096)
