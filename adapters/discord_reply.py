@@ -29,7 +29,7 @@ import aiohttp
 import discord
 
 from adapters.common import Throttle, neutralise_broadcasts, split_message
-from bot.messages import ReplyEvent, ReplyKind
+from bot.messages import THINKING, ReplyEvent, ReplyKind
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class Transport:
 
     async def delete(self, handle: discord.Message) -> None:
         await handle.delete()
+
+    def shows_thinking(self) -> bool:
+        """The platform already shows that an answer is coming (so no placeholder)."""
+        return False
 
     async def make_private(self) -> None:
         """Show what follows only to the asking user, where the platform allows."""
@@ -142,6 +146,11 @@ class InteractionTransport(Transport):
             text, wait=True, ephemeral=self.private, allowed_mentions=NO_MENTIONS
         )
 
+    def shows_thinking(self) -> bool:
+        # A deferred response shows Discord's own animated "Parley is thinking…" until
+        # its first edit: an italic copy would only replace it, at the cost of a call.
+        return not self.original_used and self.live()
+
     async def send_file(self, file: discord.File) -> discord.Message:
         if not self.live():
             return await self._channel().send(file=file, allowed_mentions=NO_MENTIONS)
@@ -204,6 +213,8 @@ class Reply:
         if event.private and not self.transport.private:
             await self._attempt("make private", self.transport.make_private())
         if event.kind is ReplyKind.STATUS:
+            if event.text == THINKING and self.transport.shows_thinking():
+                return
             if not self.throttle.text and self.answer is None:
                 await self._render([f"*{event.text}*"])
         elif event.kind is ReplyKind.DELTA:

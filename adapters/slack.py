@@ -191,9 +191,11 @@ class SlackAdapter:
             _BOLT_LOG.addFilter(_TOKEN_FILTER)
         # process_before_response: listeners only spawn a task, so running them before
         # the ack costs nothing and guarantees the task exists once Slack has its 200.
+        # No request verification in bolt: _http_events checks the signature before
+        # anything is parsed, and Socket Mode events carry none.
         self.app = AsyncApp(
             client=self.client, signing_secret=signing_secret, process_before_response=True,
-            name="parley",
+            request_verification_enabled=False, name="parley",
         )  # fmt: skip
         self.users = UserDirectory(self.client)
         self.capabilities = Capabilities()

@@ -24,7 +24,7 @@ from bot.attachments import Prepared, prepare
 from bot.commands import CommandContext, is_admin, is_command, run_command
 from bot.config import Settings
 from bot.llm import Completion, ModelClient, ModelError, Usage, estimate_usage
-from bot.messages import ConversationKey, Message, ReplyEvent, ReplyKind
+from bot.messages import THINKING, ConversationKey, Message, ReplyEvent, ReplyKind
 from bot.metrics import Metrics
 from bot.prompting import Prompt, PromptBuilder
 from bot.ratelimit import Limiter
@@ -48,8 +48,6 @@ UNEXPECTED = "Something went wrong on my side; please try again."
 ROUNDS_EXHAUSTED = "I stopped after {rounds} rounds of tool calls without a final answer."
 # How long a tool's worker thread waits for a history search run on the event loop.
 SEARCH_WAIT_SECONDS = 30.0
-# Text the model may stream before the first delta; adapters show it at once.
-THINKING = "thinking…"
 SORRY = "(Sorry for the delay: I was restarted while answering this.)"
 LOST = (
     "Sorry, I was restarted while answering your message from {minutes} and lost the "

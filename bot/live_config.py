@@ -1,8 +1,10 @@
 """Settings that change without a restart: the config file is re-read when it changes.
 
-The running process checks the config file (and the prices file it names) every
-`reload.poll_seconds` (default 2 s; 0 turns polling off) by modification time and
-size, and re-reads it at once on SIGHUP. Environment variables and command-line
+The running process re-reads the config file (and the prices file it names) when it
+changes: on Linux the kernel tells it (inotify on the files' folders, so an idle process
+is not woken to look), elsewhere it looks every `reload.poll_seconds` (default 2 s) by
+modification time and size. `reload.poll_seconds = 0` turns watching off; SIGHUP
+re-reads at once in any case. Environment variables and command-line
 flags apply on top again, as at start. A file that does not load (bad TOML, a bad
 value) is refused with one log line naming the setting, and the last good settings
 stay in force.
@@ -20,13 +22,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.engine import Engine
 from bot.ratelimit import default_limits
 from bot.usage import Prices
+
+if TYPE_CHECKING:
+    from asyncinotify import Inotify, Mask
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,7 @@ class LiveSettings:
         return _stamp(settings.config_path, settings.prices_path)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll(), name="live-settings")
+        self._task = asyncio.create_task(self._watch(), name="live-settings")
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
 
@@ -111,7 +118,22 @@ class LiveSettings:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _folders(self) -> set[Path]:
+        settings = self.engine.settings
+        paths = (settings.config_path, settings.prices_path)
+        return {Path(path).absolute().parent for path in paths if path}
+
+    async def _watch(self) -> None:
+        changes = _kernel_changes(self._folders)
+        if changes is None:
+            await self._poll()
+            return
+        async for _ in changes:
+            if self.engine.settings.reload_poll_seconds and self._current_stamp() != self.stamp:
+                self.reload()
+
     async def _poll(self) -> None:
+        """Where the kernel cannot tell: look at the files' stamps now and then."""
         while True:
             interval = self.engine.settings.reload_poll_seconds
             await asyncio.sleep(interval or IDLE_SECONDS)
@@ -137,3 +159,46 @@ class LiveSettings:
             "config: reloaded %s (changed: %s)", old.config_path, ", ".join(changed) or "nothing"
         )
         return True
+
+
+def _kernel_changes(folders: Callable[[], set[Path]]) -> AsyncIterator[None] | None:
+    """Something changed in one of the folders (as they are now), as the kernel
+    reports it; None where it cannot (not Linux, out of inotify instances, or no folder
+    could be watched)."""
+    try:
+        from asyncinotify import Inotify, Mask  # Linux only: the import fails elsewhere
+
+        inotify = Inotify()
+    except Exception as error:  # ImportError, OSError, or a libc without inotify
+        log.info("config: watching by modification time (%s)", error)
+        return None
+    # A file in the folder written and closed (an editor, cp), renamed into place (atomic
+    # writers, a Kubernetes ConfigMap's ..data link), touched or removed. Not CREATE or
+    # MODIFY: the file may still be half written then.
+    mask = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.ATTRIB | Mask.DELETE
+    watched = _add_watches(inotify, mask, folders(), set())
+    if not watched:
+        inotify.close()
+        return None
+    return _changes(inotify, mask, folders, watched)
+
+
+def _add_watches(inotify: Inotify, mask: Mask, folders: set[Path], watched: set[Path]) -> set[Path]:
+    for folder in folders - watched:
+        try:
+            inotify.add_watch(folder, mask)
+            watched.add(folder)
+        except OSError as error:
+            log.warning("config: cannot watch %s for changes: %s", folder, error)
+    return watched
+
+
+async def _changes(
+    inotify: Inotify, mask: Mask, folders: Callable[[], set[Path]], watched: set[Path]
+) -> AsyncIterator[None]:
+    with inotify:
+        while True:
+            await inotify.get()
+            yield None
+            # A reload may have named a prices file in another folder.
+            _add_watches(inotify, mask, folders(), watched)

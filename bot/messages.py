@@ -110,6 +110,11 @@ class Message:
         return f"{self.platform}:{self.user}"
 
 
+# The STATUS every answer starts with; a platform that shows its own (a deferred
+# Discord interaction: "Parley is thinking…") need not show it again.
+THINKING = "thinking…"
+
+
 class ReplyKind(Enum):
     STATUS = "status"  # progress such as "thinking…" or "running calculate…"
     DELTA = "delta"  # a piece of streamed answer text

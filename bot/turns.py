@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.02
 # Stale turns taken over per look, so one process never swallows a whole backlog.
 RECOVER_AT_ONCE = 20
+# Delivery keys remembered in memory (about 100 bytes each): minutes of a busy team.
+CLAIMED_KEPT = 10_000
 
 # An adapter's way to deliver the answer to a message it did not receive itself.
 Recoverer = Callable[[Message, AsyncIterator[ReplyEvent]], Awaitable[None]]
@@ -52,14 +54,27 @@ class TurnKeeper:
         # Messages of this process waiting for an older turn of their conversation;
         # entries go when their waiter does, so the map never outgrows what waits.
         self._waiting: dict[ConversationKey, set[asyncio.Event]] = {}
+        # Delivery keys this process claimed lately, oldest first: a platform's second
+        # delivery (Slack sends a mention as app_mention and as message; retries;
+        # gateway replays) mostly comes to the process that took the first, which then
+        # refuses it without a database write. The store stays the judge for the rest.
+        self._claimed: dict[str, None] = {}
 
     async def begin(self, message: Message) -> Turn | None:
         """Claim the delivery and queue a turn; None for a delivery seen before."""
         self.start()
-        return await self.store.begin_turn(
+        if any(key in self._claimed for key in message.dedupe_keys):
+            return None  # claimed here already: no need to ask the database
+        turn = await self.store.begin_turn(
             message.dedupe_keys, message.conversation, self.owner,
             self.settings.lease_seconds, message.to_payload(),
         )  # fmt: skip
+        if turn is not None:
+            for key in message.dedupe_keys:
+                self._claimed[key] = None
+            while len(self._claimed) > CLAIMED_KEPT:
+                del self._claimed[next(iter(self._claimed))]  # the oldest
+        return turn
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""
@@ -68,8 +83,10 @@ class TurnKeeper:
         # An older turn whose process died no longer counts once its lease ran out, but
         # it is still to be answered: take it over now, so that it goes first, rather
         # than whenever the next look for stale turns comes. (Once: a turn the platform
-        # keeps refusing is let go of again and must not hold this one for ever.)
-        if conversation.platform in self.recoverers and await self._took_over():
+        # keeps refusing is let go of again and must not hold this one for ever.) Only
+        # where there was an older turn: dead when this one was taken, or waited for.
+        older = turn.behind_stale or not turn.first
+        if older and conversation.platform in self.recoverers and await self._took_over():
             await self._until_first(conversation, turn)
 
     async def _took_over(self) -> bool:

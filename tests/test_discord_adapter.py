@@ -264,7 +264,7 @@ async def test_model_output_never_pings(start_bot: BotFactory) -> None:
     )
     sent = [c for c in bot.fake.calls if c.method in ("POST", "PATCH")]
     sent = [c for c in sent if re.fullmatch(MESSAGE_CALLS, c.path) and "content" in c.body]
-    assert len(sent) >= 4
+    assert len(sent) >= 3  # the mention's placeholder and its answer, the /ask answer
     for call in sent:
         assert call.body["allowed_mentions"] == {"parse": []}, call
         assert "@everyone" not in content(call) and "@here" not in content(call)

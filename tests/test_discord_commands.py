@@ -46,6 +46,8 @@ async def test_ask_is_deferred_then_answered(start_bot: BotFactory) -> None:
     assert callback[0].body == {"type": 5}  # deferred, thinking, public
     assert bot.fake.calls.index(callback[0]) < bot.fake.calls.index(final[0])
     assert bot.model.requests[0]["messages"][-1]["content"] == "capital of France?"
+    # Discord shows "Parley is thinking…" for the deferral: no italic copy edited in.
+    assert [content(c) for c in edits("PATCH", r"/webhooks/.*/@original")] == [answer]
 
 
 @pytest.mark.parametrize(("user_id", "allowed"), [(ALICE_ID, False), (ADA_ID, True)])

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot import live_config
 from bot.access import NOT_FOR_YOU
 from bot.config import load_settings
 from bot.live_config import LiveSettings, merge
@@ -128,6 +129,44 @@ async def test_sighup_rereads_at_once_when_polling_is_off(
     assert not any("config: reloaded" in line for line in running.log[mark:])
     running.process.send_signal(signal.SIGHUP)
     assert "requests_per_minute" in await running.logged("config: reloaded", mark)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
+async def test_the_kernel_tells_of_an_edit_so_nothing_polls(
+    parley: tuple[Running, str], tmp_path: Path
+) -> None:
+    running, _ = parley
+    config = tmp_path / "parley.toml"
+    mark = len(running.log)
+    config.write_text(CONFIG.format(rpm=1, poll=3600))  # a look once an hour at most
+    await running.logged("config: reloaded", mark)
+    # Renamed into place, as atomic writers and Kubernetes ConfigMaps do.
+    mark = len(running.log)
+    (tmp_path / "parley.toml.new").write_text(CONFIG.format(rpm=5, poll=3600))
+    os.replace(tmp_path / "parley.toml.new", config)
+    assert "requests_per_minute" in await running.logged("config: reloaded", mark)
+    # Other files written in the folder are looked at, and not taken for an edit.
+    mark = len(running.log)
+    (tmp_path / "notes.txt").write_text("not the config")
+    await asyncio.sleep(0.5)
+    assert not any("config:" in line for line in running.log[mark:])
+
+
+async def test_without_the_kernel_s_word_the_file_is_looked_at(
+    make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not Linux, or no inotify instance left: the stamps are compared every poll_seconds.
+    monkeypatch.setattr(live_config, "_kernel_changes", lambda folders: None)
+    config = tmp_path / "parley.toml"
+    config.write_text(CONFIG.format(rpm=1, poll=0.05))
+    engine = make_engine(config_path=str(config), reload_poll_seconds=0.05)
+    live = LiveSettings(engine)
+    live.start()
+    try:
+        config.write_text(CONFIG.format(rpm=4, poll=0.05) + "\n# edited\n")
+        await eventually(lambda: engine.settings.requests_per_minute == 4)
+    finally:
+        await live.stop()
 
 
 async def test_bad_toml_is_refused_and_named(parley: tuple[Running, str], tmp_path: Path) -> None:

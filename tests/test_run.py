@@ -34,14 +34,17 @@ def wait_for_health(port: int, process: subprocess.Popen[str]) -> dict[str, obje
     raise AssertionError("Parley did not answer /health within 30 s")
 
 
-def test_run_without_tokens_starts_the_web_chat_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verbose", [False, True])
+def test_run_without_tokens_starts_the_web_chat_and_says_so(
+    tmp_path: Path, verbose: bool
+) -> None:
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""), "PORT": str(port),
         "PARLEY_DB": str(tmp_path / "run.db"), "HOME": str(tmp_path),
     }  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT,
+        [sys.executable, "-m", "bot", "run", *(["-v"] if verbose else [])], env=env, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -56,6 +59,8 @@ def test_run_without_tokens_starts_the_web_chat_and_says_so(tmp_path: Path) -> N
     assert health["adapters"] == {"web": True}
     assert "starts its local web chat" in stderr
     assert "SLACK_BOT_TOKEN" in stderr and "DISCORD_BOT_TOKEN" in stderr
+    # A line per HTTP request only when asked for: probes would drown the log.
+    assert ('"GET /health HTTP/1.1" 200' in stderr) is verbose
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,10 @@ async def test_turns_go_in_order_and_a_dead_ones_lease_runs_out(store: Store) ->
     assert not await store.is_first_turn(KEY, after.id)
     await asyncio.sleep(0.3)
     assert await store.is_first_turn(KEY, after.id)
+    assert not (first.behind_stale or second.behind_stale or after.behind_stale)
+    # A turn taken behind the dead one says so: its question is to be taken over first.
+    behind = await store.begin_turn(("k6",), KEY, "live", 60, "")
+    assert behind is not None and behind.behind_stale and not behind.first
 
 
 async def test_renewing_keeps_a_live_replicas_turn(store: Store) -> None:

@@ -161,7 +161,9 @@ class PostgresStore(UsageQueries, AuditQueries, SummaryQueries, PostgresAccess):
             list(keys), str(conversation), conversation.platform, owner, lease_seconds,
             payload,
         )  # fmt: skip
-        return None if row is None else Turn(int(row[0]), bool(row[1]))
+        if row is None:
+            return None
+        return Turn(int(row[0]), first=bool(row[1]), behind_stale=bool(row[2]))
 
     async def is_first_turn(self, conversation: ConversationKey, turn_id: int) -> bool:
         older = await self.pool.fetchval(

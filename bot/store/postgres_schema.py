@@ -295,6 +295,41 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # URLs of the scaled copy) beside its text; NULL for every other message.
         "ALTER TABLE messages ADD COLUMN parts text;",
     ),
+    (
+        9,
+        "turn_behind_stale",
+        # A new turn also says whether an older one had run out of lease (its process
+        # died): only then does the message look for stale turns to take over first,
+        # instead of one more transaction on every message. A replica of the version
+        # before reads the first two columns and is unaffected.
+        """
+        DROP FUNCTION parley_begin_turn(text[], text, text, text, double precision,
+            double precision, text);
+        CREATE FUNCTION parley_begin_turn(p_keys text[], p_conversation text,
+            p_platform text, p_owner text, p_lease_until double precision,
+            p_now double precision, p_payload text)
+        RETURNS TABLE (turn_id bigint, is_first boolean, behind_stale boolean)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            fresh integer;
+        BEGIN
+            WITH new AS (INSERT INTO deliveries (key, seen_at)
+                SELECT DISTINCT unnest(p_keys), p_now ON CONFLICT DO NOTHING RETURNING 1)
+            SELECT count(*) INTO fresh FROM new;
+            IF fresh < (SELECT count(DISTINCT k) FROM unnest(p_keys) AS k) THEN
+                RETURN;  -- a delivery seen before
+            END IF;
+            INSERT INTO turns (conversation, platform, owner, lease_until, created_at,
+                payload) VALUES (p_conversation, p_platform, p_owner, p_lease_until, p_now,
+                p_payload) RETURNING id INTO turn_id;
+            is_first := NOT EXISTS (SELECT 1 FROM turns t WHERE t.conversation = p_conversation
+                AND t.id < turn_id AND t.lease_until > p_now);
+            behind_stale := EXISTS (SELECT 1 FROM turns t WHERE t.conversation = p_conversation
+                AND t.id < turn_id AND t.lease_until <= p_now);
+            RETURN NEXT;
+        END $$;
+        """,
+    ),
 ]
 
 

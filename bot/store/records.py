@@ -99,6 +99,9 @@ class Turn:
     id: int
     first: bool  # no older live turn in this conversation when it was taken
     ended: bool = False  # the store ended it with the answer
+    # An older turn of the conversation had run out of lease when this one was taken:
+    # its process died, and its question is to be taken over and answered first.
+    behind_stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)

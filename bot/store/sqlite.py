@@ -185,7 +185,13 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
             (str(key), key.platform, owner, now + lease, now, payload),
         )
         turn_id = int(cursor.lastrowid or 0)
-        return Turn(turn_id, self._first(str(key), turn_id, now))
+        live, stale = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM turns WHERE conversation = ?1 AND id < ?2"
+            " AND lease_until > ?3), EXISTS (SELECT 1 FROM turns WHERE conversation = ?1"
+            " AND id < ?2 AND lease_until <= ?3)",
+            (str(key), turn_id, now),
+        ).fetchone()
+        return Turn(turn_id, first=not live, behind_stale=bool(stale))
 
     async def begin_turn(
         self,
