@@ -34,8 +34,10 @@ from adapters.slack_events import (
     SlackEvent,
     SlashCommand,
     command_problem,
+    envelope_message_key,
     envelope_problem,
     event_problem,
+    message_key,
     signature_valid,
 )
 from adapters.slack_files import complete_files
@@ -298,6 +300,9 @@ class SlackAdapter:
             return _ignored_request(f"bolt cannot read it ({type(error).__name__})")
         if problem := envelope_problem(bolt_request.body):
             return _ignored_request(problem)
+        key = envelope_message_key(bolt_request.body)
+        if key and self.engine.delivered_here(key):
+            return web.Response()  # the mention's second event, or a retry: taken already
         response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
@@ -366,9 +371,8 @@ class SlackAdapter:
             # refuses before deduplicating) it is answered once despite Slack's double
             # delivery of a mention as app_mention and message.
             text = mention_command(text) or text
-        keys = dedupe_keys(
-            ("slack:event:", body.get("event_id", "")), ("slack:msg:", f"{team}:{channel}:{ts}")
-        )
+        keys = (*dedupe_keys(("slack:event:", body.get("event_id", ""))),
+                message_key(team, channel, ts))  # fmt: skip
         user = event.get("user") or event.get("bot_id", "")
         return Incoming(team, channel, user, text, thread, keys, is_direct, files)
 

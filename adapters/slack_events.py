@@ -101,6 +101,24 @@ def envelope_problem(payload: object) -> str:
     return ""
 
 
+def message_key(team: str, channel: str, ts: str) -> str:
+    """The delivery key of one message, the same whichever event carried it: Slack
+    sends a mention as app_mention and as message, with event ids of their own."""
+    return f"slack:msg:{team}:{channel}:{ts}"
+
+
+def envelope_message_key(payload: Mapping[str, Any]) -> str:
+    """The message key of a checked event envelope's message ('' for other events)."""
+    event = payload.get("event")
+    if not isinstance(event, dict) or event.get("type") not in ("app_mention", "message"):
+        return ""
+    team = payload.get("team_id") or event.get("team") or ""
+    channel, ts = event.get("channel"), event.get("ts")
+    if not (isinstance(team, str) and isinstance(channel, str) and isinstance(ts, str)):
+        return ""
+    return message_key(team, channel, ts) if channel and ts else ""
+
+
 def event_problem(event: Mapping[str, Any]) -> str:
     """'' if every field Parley reads from a message event is well formed."""
     if problem := _strings(event, EVENT_TEXT_FIELDS, "event"):

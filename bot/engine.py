@@ -146,6 +146,11 @@ class Engine:
         or stopped mid-answer) are answered here, through `recoverer`."""
         self.turns.recover_for(platform, recoverer)
 
+    def delivered_here(self, *keys: str) -> bool:
+        """A delivery this process has taken already: a second one can be acknowledged
+        without parsing it further (False only means the store decides, as usual)."""
+        return self.turns.claimed_here(keys)
+
     async def knows_conversation(self, key: ConversationKey) -> bool:
         """True if Parley has taken part in this conversation (thread follow-ups)."""
         return await self.store.has_history(key)

@@ -63,8 +63,8 @@ class TurnKeeper:
     async def begin(self, message: Message) -> Turn | None:
         """Claim the delivery and queue a turn; None for a delivery seen before."""
         self.start()
-        if any(key in self._claimed for key in message.dedupe_keys):
-            return None  # claimed here already: no need to ask the database
+        if self.claimed_here(message.dedupe_keys):
+            return None  # no need to ask the database
         turn = await self.store.begin_turn(
             message.dedupe_keys, message.conversation, self.owner,
             self.settings.lease_seconds, message.to_payload(),
@@ -75,6 +75,10 @@ class TurnKeeper:
             while len(self._claimed) > CLAIMED_KEPT:
                 del self._claimed[next(iter(self._claimed))]  # the oldest
         return turn
+
+    def claimed_here(self, keys: tuple[str, ...]) -> bool:
+        """This process claimed one of these delivery keys lately (False: ask the store)."""
+        return any(key in self._claimed for key in keys)
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""

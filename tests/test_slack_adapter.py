@@ -97,6 +97,14 @@ async def test_direct_message_is_answered(start: Start) -> None:
 async def test_retry_and_double_delivery_get_exactly_one_answer(start: Start) -> None:
     h = await start()
     h.model.script(Text("only once"), Text("twice!"))
+    dispatched: list[str] = []
+    dispatch = h.adapter.app.async_dispatch
+
+    async def counted(request: Any) -> Any:
+        dispatched.append(request.body.get("event_id", ""))
+        return await dispatch(request)
+
+    h.adapter.app.async_dispatch = counted  # type: ignore[method-assign]
     text = f"<@{BOT_USER_ID}> hi"
     await h.send.event(mention("hi"), event_id="EvMention")
     await h.send.event(message(text, ts=MENTION_TS), event_id="EvMessage")
@@ -104,6 +112,8 @@ async def test_retry_and_double_delivery_get_exactly_one_answer(start: Start) ->
     await h.adapter.drain()
     assert h.model.request_count == 1
     assert h.texts() == ["only once"]
+    # Taken already: the second event and the retry are acknowledged before bolt.
+    assert dispatched == ["EvMention"]
 
 
 async def test_events_without_an_event_id_are_not_taken_for_repeats(start: Start) -> None:
