@@ -128,9 +128,13 @@ class LiveSettings:
         if changes is None:
             await self._poll()
             return
+        self._reload_if_changed()  # an edit made before the watch was in place
         async for _ in changes:
-            if self.engine.settings.reload_poll_seconds and self._current_stamp() != self.stamp:
-                self.reload()
+            self._reload_if_changed()
+
+    def _reload_if_changed(self) -> None:
+        if self.engine.settings.reload_poll_seconds and self._current_stamp() != self.stamp:
+            self.reload()
 
     async def _poll(self) -> None:
         """Where the kernel cannot tell: look at the files' stamps now and then."""

@@ -152,6 +152,21 @@ async def test_the_kernel_tells_of_an_edit_so_nothing_polls(
     assert not any("config:" in line for line in running.log[mark:])
 
 
+async def test_an_edit_before_the_watch_began_is_not_lost(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text(CONFIG.format(rpm=1, poll=3600))
+    engine = make_engine(config_path=str(config), reload_poll_seconds=3600)
+    live = LiveSettings(engine)  # as at start-up: the file's stamp is taken here
+    config.write_text(CONFIG.format(rpm=6, poll=3600))  # and edited before it watches
+    live.start()
+    try:
+        await eventually(lambda: engine.settings.requests_per_minute == 6)
+    finally:
+        await live.stop()
+
+
 async def test_without_the_kernel_s_word_the_file_is_looked_at(
     make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
