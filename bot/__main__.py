@@ -155,10 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The HTTP clients log every request at INFO: noise in a chat terminal.
     for noisy in ("httpx2", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:
-        # A line per HTTP request (health probes, metrics scrapes, every Slack event)
-        # drowns what matters and costs a tenth of an answer's CPU; -v shows them.
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if arguments.command is None:
         load_environment_file()  # so tokens kept in .env count as set
         return _status(arguments)

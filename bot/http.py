@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.config import Settings, secret
@@ -135,6 +137,17 @@ def server_limits(settings: Settings) -> ServerLimits:
     )
 
 
+class ProblemAccessLogger(AccessLogger):
+    """The access log of requests that went wrong (a refused login or signature, a
+    missing page, a server error); of every request only with -v. A line per request
+    (health probes, metrics scrapes, every Slack event) would drown the rest and cost
+    about a twentieth of an answer's CPU."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status >= 400 or self.logger.isEnabledFor(logging.DEBUG):
+            super().log(request, response, time)
+
+
 async def start_server(
     app: web.Application, host: str, port: int, *, shutdown_timeout: float = 60.0
 ) -> web.AppRunner:
@@ -142,8 +155,9 @@ async def start_server(
     Stop it with runner.cleanup()."""
     quiet_accept_errors(asyncio.get_running_loop())
     runner = web.AppRunner(
-        app, keepalive_timeout=KEEPALIVE_SECONDS, shutdown_timeout=shutdown_timeout
-    )
+        app, keepalive_timeout=KEEPALIVE_SECONDS, shutdown_timeout=shutdown_timeout,
+        access_log_class=ProblemAccessLogger,
+    )  # fmt: skip
     await runner.setup()
     try:
         await GuardedSite(runner, host, port).start()

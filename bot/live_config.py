@@ -33,7 +33,7 @@ from bot.ratelimit import default_limits
 from bot.usage import Prices
 
 if TYPE_CHECKING:
-    from asyncinotify import Inotify, Mask
+    from asyncinotify import Inotify, Mask, Watch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ LIVE = frozenset(
     }
 )  # fmt: skip
 IDLE_SECONDS = 1.0  # how often to look at reload_poll_seconds when polling is off
+# With the kernel watching, the files are still looked at this often: what inotify does
+# not see (the folder replaced, a symlink swapped, a network filesystem) is picked up
+# too, for one wake-up every half minute instead of every 2 s.
+BACKSTOP_SECONDS = 30.0
 
 Stamp = tuple[tuple[int, int], ...]
 
@@ -120,8 +124,12 @@ class LiveSettings:
 
     def _folders(self) -> set[Path]:
         settings = self.engine.settings
-        paths = (settings.config_path, settings.prices_path)
-        return {Path(path).absolute().parent for path in paths if path}
+        folders = set()
+        for path in (settings.config_path, settings.prices_path):
+            if path:
+                folders.add(Path(path).absolute().parent)
+                folders.add(Path(path).resolve().parent)  # a symlinked file changes there
+        return folders
 
     async def _watch(self) -> None:
         changes = _kernel_changes(self._folders)
@@ -129,8 +137,12 @@ class LiveSettings:
             await self._poll()
             return
         self._reload_if_changed()  # an edit made before the watch was in place
-        async for _ in changes:
-            self._reload_if_changed()
+        try:
+            async for _ in changes:
+                self._reload_if_changed()
+        except OSError as error:
+            log.warning("config: the kernel's watch failed (%s); looking at the files", error)
+            await self._poll()
 
     def _reload_if_changed(self) -> None:
         if self.engine.settings.reload_poll_seconds and self._current_stamp() != self.stamp:
@@ -166,9 +178,9 @@ class LiveSettings:
 
 
 def _kernel_changes(folders: Callable[[], set[Path]]) -> AsyncIterator[None] | None:
-    """Something changed in one of the folders (as they are now), as the kernel
-    reports it; None where it cannot (not Linux, out of inotify instances, or no folder
-    could be watched)."""
+    """Something may have changed in one of the folders (as they are now): as the
+    kernel reports it, and every BACKSTOP_SECONDS in any case; None where the kernel
+    cannot tell (not Linux, out of inotify instances, or no folder could be watched)."""
     try:
         from asyncinotify import Inotify, Mask  # Linux only: the import fails elsewhere
 
@@ -177,32 +189,45 @@ def _kernel_changes(folders: Callable[[], set[Path]]) -> AsyncIterator[None] | N
         log.info("config: watching by modification time (%s)", error)
         return None
     # A file in the folder written and closed (an editor, cp), renamed into place (atomic
-    # writers, a Kubernetes ConfigMap's ..data link), touched or removed. Not CREATE or
-    # MODIFY: the file may still be half written then.
-    mask = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.ATTRIB | Mask.DELETE
-    watched = _add_watches(inotify, mask, folders(), set())
+    # writers, a Kubernetes ConfigMap's ..data link), touched or removed; the folder
+    # itself moved away. Not CREATE or MODIFY: the file may still be half written then.
+    mask = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.ATTRIB | Mask.DELETE | Mask.MOVE_SELF
+    watched = _add_watches(inotify, mask, folders(), {})
     if not watched:
         inotify.close()
         return None
     return _changes(inotify, mask, folders, watched)
 
 
-def _add_watches(inotify: Inotify, mask: Mask, folders: set[Path], watched: set[Path]) -> set[Path]:
-    for folder in folders - watched:
+def _add_watches(
+    inotify: Inotify, mask: Mask, folders: set[Path], watched: dict[Path, Watch]
+) -> dict[Path, Watch]:
+    for folder in folders - watched.keys():
         try:
-            inotify.add_watch(folder, mask)
-            watched.add(folder)
+            watched[folder] = inotify.add_watch(folder, mask)
         except OSError as error:
             log.warning("config: cannot watch %s for changes: %s", folder, error)
     return watched
 
 
 async def _changes(
-    inotify: Inotify, mask: Mask, folders: Callable[[], set[Path]], watched: set[Path]
+    inotify: Inotify, mask: Mask, folders: Callable[[], set[Path]], watched: dict[Path, Watch]
 ) -> AsyncIterator[None]:
+    from asyncinotify import Mask
+
     with inotify:
         while True:
-            await inotify.get()
+            try:
+                event = await asyncio.wait_for(inotify.get(), BACKSTOP_SECONDS)
+            except TimeoutError:
+                event = None
+            gone = Mask.IGNORED | Mask.MOVE_SELF  # the folder deleted, or moved away
+            if event is not None and event.mask & gone and event.watch is not None:
+                for folder, watch in list(watched.items()):
+                    if watch is event.watch:
+                        del watched[folder]  # watched anew below, if it is back
+                        if event.mask & Mask.MOVE_SELF:
+                            inotify.rm_watch(watch)
             yield None
             # A reload may have named a prices file in another folder.
             _add_watches(inotify, mask, folders(), watched)

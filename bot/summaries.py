@@ -38,9 +38,6 @@ INSTRUCTIONS = (
 # Each message is cut to this many characters in the summary's input (tool results
 # can be large; their gist is enough).
 MESSAGE_CHARS = 2000
-# Nobody watches a summary being written: its stream is read in half-second gulps (a
-# wake-up of the process each), not as it comes; its end is seen at most this late.
-SUMMARY_READ_SECONDS = 0.5
 NO_SUMMARY = "No summary yet: this conversation has not outgrown my context."
 SUMMARY_OFF = "Summaries are turned off (summary.enabled = false)."
 
@@ -90,9 +87,8 @@ class Summarizer:
         try:
             async with self.model_calls:
                 stream = self.model.stream(
-                    model, self.safety.outgoing(prompt), max_tokens=self.settings.summary_tokens,
-                    batch_seconds=SUMMARY_READ_SECONDS,
-                )  # fmt: skip
+                    model, self.safety.outgoing(prompt), max_tokens=self.settings.summary_tokens
+                )
                 async for item in stream:
                     if isinstance(item, Completion):
                         completion = item

@@ -89,8 +89,11 @@ class TurnKeeper:
         # than whenever the next look for stale turns comes. (Once: a turn the platform
         # keeps refusing is let go of again and must not hold this one for ever.) Only
         # where there was an older turn: dead when this one was taken, or waited for.
-        older = turn.behind_stale or not turn.first
-        if older and conversation.platform in self.recoverers and await self._took_over():
+        # Then wait again whatever the look found: another replica may have taken the
+        # older turn over first, and its answer goes before this one too.
+        if turn.behind_stale or not turn.first:
+            if conversation.platform in self.recoverers:
+                await self._took_over()
             await self._until_first(conversation, turn)
 
     async def _took_over(self) -> bool:

@@ -4,6 +4,7 @@ config/parley.toml when it changes, and keeps the last good settings on a bad ed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ import pytest
 from bot import live_config
 from bot.access import NOT_FOR_YOU
 from bot.config import load_settings
+from bot.engine import Engine
 from bot.live_config import LiveSettings, merge
 from tests.conftest import EngineFactory, collect, final_text, message
 from tests.fakes import eventually
@@ -165,6 +167,48 @@ async def test_an_edit_before_the_watch_began_is_not_lost(
         await eventually(lambda: engine.settings.requests_per_minute == 6)
     finally:
         await live.stop()
+
+
+@contextlib.asynccontextmanager
+async def watching(engine: Engine) -> AsyncIterator[None]:
+    live = LiveSettings(engine)
+    live.start()
+    try:
+        yield
+    finally:
+        await live.stop()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
+async def test_a_symlinked_file_is_watched_where_it_lives(
+    make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_config, "BACKSTOP_SECONDS", 3600.0)  # the kernel's word only
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "parley.toml"
+    target.write_text(CONFIG.format(rpm=1, poll=3600))
+    (tmp_path / "parley.toml").symlink_to(target)
+    engine = make_engine(config_path=str(tmp_path / "parley.toml"), reload_poll_seconds=3600)
+    async with watching(engine):
+        await asyncio.sleep(0.1)
+        target.write_text(CONFIG.format(rpm=8, poll=3600))  # edited in place, not the link
+        await eventually(lambda: engine.settings.requests_per_minute == 8)
+
+
+async def test_a_replaced_folder_is_looked_at_again(
+    make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_config, "BACKSTOP_SECONDS", 0.2)
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "parley.toml").write_text(CONFIG.format(rpm=1, poll=3600))
+    engine = make_engine(config_path=str(folder / "parley.toml"), reload_poll_seconds=3600)
+    async with watching(engine):
+        await asyncio.sleep(0.1)
+        folder.rename(tmp_path / "config.old")  # a deploy swapping the whole folder
+        folder.mkdir()
+        (folder / "parley.toml").write_text(CONFIG.format(rpm=9, poll=3600))
+        await eventually(lambda: engine.settings.requests_per_minute == 9)
 
 
 async def test_without_the_kernel_s_word_the_file_is_looked_at(

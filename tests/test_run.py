@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def test_run_without_tokens_starts_the_web_chat_and_says_so(
         health = wait_for_health(port, process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
             assert "<html" in page.read().decode().lower()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-page", timeout=5)
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
@@ -59,8 +62,10 @@ def test_run_without_tokens_starts_the_web_chat_and_says_so(
     assert health["adapters"] == {"web": True}
     assert "starts its local web chat" in stderr
     assert "SLACK_BOT_TOKEN" in stderr and "DISCORD_BOT_TOKEN" in stderr
-    # A line per HTTP request only when asked for: probes would drown the log.
+    # A line per HTTP request only when asked for (probes would drown the log); one
+    # for a request that went wrong always.
     assert ('"GET /health HTTP/1.1" 200' in stderr) is verbose
+    assert '"GET /no-such-page HTTP/1.1" 404' in stderr
 
 
 @pytest.mark.parametrize(

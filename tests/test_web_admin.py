@@ -175,7 +175,7 @@ async def test_a_bad_period_says_how_to_write_one(site: Site, period: str) -> No
 async def test_an_encoded_token_signs_in_but_never_reaches_the_access_log(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.access"):  # as -v: every request
         async with browser_like() as client:
             # encoded=True: sent as written (yarl would otherwise decode %74 itself).
             url = URL(site.url + f"/admin?%74oken={TOKEN}&since=24h", encoded=True)
