@@ -193,25 +193,34 @@ def _kernel_changes(folders: Callable[[], set[Path]]) -> AsyncIterator[None] | N
     # itself moved away. Not CREATE or MODIFY: the file may still be half written then.
     mask = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.ATTRIB | Mask.DELETE | Mask.MOVE_SELF
     watched = _add_watches(inotify, mask, folders(), {})
-    if not watched:
+    if not any(watched.values()):
         inotify.close()
         return None
     return _changes(inotify, mask, folders, watched)
 
 
 def _add_watches(
-    inotify: Inotify, mask: Mask, folders: set[Path], watched: dict[Path, Watch]
-) -> dict[Path, Watch]:
+    inotify: Inotify, mask: Mask, folders: set[Path], watched: dict[Path, Watch | None]
+) -> dict[Path, Watch | None]:
     for folder in folders - watched.keys():
+        if not folder.is_dir():
+            continue  # gone for now (a folder being swapped): watched once it is back
         try:
             watched[folder] = inotify.add_watch(folder, mask)
-        except OSError as error:
-            log.warning("config: cannot watch %s for changes: %s", folder, error)
+        except OSError as error:  # no permission, no watches left: it would fail again
+            log.warning(
+                "config: cannot watch %s for changes (%s); it is looked at every %.0f s",
+                folder, error, BACKSTOP_SECONDS,
+            )  # fmt: skip
+            watched[folder] = None
     return watched
 
 
 async def _changes(
-    inotify: Inotify, mask: Mask, folders: Callable[[], set[Path]], watched: dict[Path, Watch]
+    inotify: Inotify,
+    mask: Mask,
+    folders: Callable[[], set[Path]],
+    watched: dict[Path, Watch | None],
 ) -> AsyncIterator[None]:
     from asyncinotify import Mask
 
