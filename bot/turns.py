@@ -93,15 +93,14 @@ class TurnKeeper:
         # older turn over first, and its answer goes before this one too.
         if turn.behind_stale or not turn.first:
             if conversation.platform in self.recoverers:
-                await self._took_over()
+                await self._take_over_stale()
             await self._until_first(conversation, turn)
 
-    async def _took_over(self) -> bool:
+    async def _take_over_stale(self) -> None:
         try:
-            return await self._recover() > 0
+            await self._recover()
         except Exception:  # the next look (the maintenance loop's) may succeed
             log.exception("looking for stale turns failed")
-            return False
 
     async def _until_first(self, conversation: ConversationKey, turn: Turn) -> None:
         while not await self.store.is_first_turn(conversation, turn.id):

@@ -85,6 +85,13 @@ async def parley(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[tuple
         assert not any("Traceback" in line for line in running.log), running.log
 
 
+async def rewritten(running: Running, config: Path, poll: float) -> None:
+    """Write the config with this poll setting, and wait until it is in force."""
+    mark = len(running.log)
+    config.write_text(CONFIG.format(rpm=1, poll=poll))  # noqa: ASYNC240  # a few bytes
+    await running.logged("config: reloaded", mark)
+
+
 def _said(frames: list[dict[str, object]]) -> str:
     return str(next(f["text"] for f in frames if f["type"] in ("final", "error")))
 
@@ -122,9 +129,7 @@ async def test_sighup_rereads_at_once_when_polling_is_off(
 ) -> None:
     running, _ = parley
     config = tmp_path / "parley.toml"
-    mark = len(running.log)
-    config.write_text(CONFIG.format(rpm=1, poll=0))  # polling off from now on
-    await running.logged("config: reloaded", mark)
+    await rewritten(running, config, poll=0)  # polling off from now on
     mark = len(running.log)
     config.write_text(CONFIG.format(rpm=7, poll=0))
     await asyncio.sleep(1.5)  # more than a poll would take: nothing happens
@@ -139,9 +144,7 @@ async def test_the_kernel_tells_of_an_edit_so_nothing_polls(
 ) -> None:
     running, _ = parley
     config = tmp_path / "parley.toml"
-    mark = len(running.log)
-    config.write_text(CONFIG.format(rpm=1, poll=3600))  # a look once an hour at most
-    await running.logged("config: reloaded", mark)
+    await rewritten(running, config, poll=3600)  # a look once an hour at most
     # Renamed into place, as atomic writers and Kubernetes ConfigMaps do.
     mark = len(running.log)
     (tmp_path / "parley.toml.new").write_text(CONFIG.format(rpm=5, poll=3600))
