@@ -294,3 +294,10 @@ async def test_an_unreachable_postgresql_is_one_line_without_the_password() -> N
         await open_store("postgresql://parley:hunter2@127.0.0.1:1/parley")
     text = str(caught.value)
     assert "hunter2" not in text and "127.0.0.1:1" in text and "\n" not in text
+
+
+async def test_a_nul_character_is_stored_not_refused(store: Store) -> None:
+    # A user (or a model) can send one; PostgreSQL's text cannot hold it.
+    await store.append(KEY, "user", "before\x00after", 3)
+    [stored] = [message.content for message in (await store.recent(KEY, 5)).messages]
+    assert stored in ("before\x00after", "before\ufffdafter")

@@ -87,11 +87,24 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     round trip on every store call."""
 
 
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
+
+
+async def _text_without_nul(connection: asyncpg.Connection) -> None:
+    """PostgreSQL's text cannot hold NUL, which users, models and SQLite can: a message,
+    answer or tool result with one is stored with U+FFFD in its place, not refused."""
+    await connection.set_type_codec(
+        "text", schema="pg_catalog", encoder=_without_nul, decoder=str, format="text"
+    )
+
+
 async def open_postgres(address: StoreAddress, pool_size: int = POOL_SIZE) -> PostgresStore:
     try:
         pool = await asyncpg.create_pool(
             address.target, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=_server_settings(address.target), reset=_keep_session,
+            init=_text_without_nul,
         )  # fmt: skip
         async with pool.acquire() as connection:
             await migrate(connection)
