@@ -16,7 +16,8 @@ For each platform, history size and kind of answer it prints the bot process's C
 (user + sys, read from /proc: nanoseconds from /proc/<pid>/task/*/schedstat, since
 /proc/<pid>/stat counts in 10 ms ticks; both totals are printed and agree) per
 answered message, median over rounds and range;
-wall time from sending to the complete answer, p50 and p99 over every message; and the
+wall time from sending to the complete answer, p50 and p99 over every message; the
+times the bot's process was woken per answer (voluntary context switches); and the
 platform API calls per answer. Answers are one 400-character text (68 words), arriving
 in one piece or streamed a word (1-2 tokens) per chunk at 25 or 100 chunks a second.
 The extra CPU of a streamed answer over one in one piece, divided by the extra chunks,
@@ -78,6 +79,20 @@ def cpu_ns(pid: int) -> int:
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(FileNotFoundError):
             total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def wake_ups(pid: int) -> int:
+    """How often the process's threads went to sleep and were woken again (voluntary
+    context switches, /proc/<pid>/task/*/status). On this project's virtual machines a
+    wake-up from idle costs far more CPU than on bare metal (bench/README.md), so the
+    number of them per answer explains much of what a streamed answer costs."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
     return total
 
 
@@ -358,6 +373,7 @@ class Figures:
     walls: list[float] = field(default_factory=list)  # seconds, every message
     calls: dict[str, int] = field(default_factory=dict)
     messages: int = 0
+    wake_ups: int = 0
     ticks_seconds: float = 0.0  # the same batches' CPU by /proc/<pid>/stat
     ns_seconds: float = 0.0  # and by schedstat
 
@@ -378,15 +394,18 @@ async def run_rounds(
                 await set_mode(model, mode)
                 await asyncio.sleep(SETTLE_SECONDS)
                 before, ticks = cpu_ns(bot.pid), cpu_seconds(bot.pid)
+                woken = wake_ups(bot.pid)
                 walls, calls = await bot.ask(conversation, count)
                 await asyncio.sleep(SETTLE_SECONDS)
                 spent = cpu_ns(bot.pid) - before
+                woken = wake_ups(bot.pid) - woken
                 figures = results.setdefault((bot.name, label, mode), Figures())
                 figures.cpu_ms.append(spent / count / 1e6)
                 figures.ticks_seconds += cpu_seconds(bot.pid) - ticks
                 figures.ns_seconds += spent / 1e9
                 figures.walls.extend(walls)
                 figures.messages += count
+                figures.wake_ups += woken
                 for name, number in calls.items():
                     figures.calls[name] = figures.calls.get(name, 0) + number
             if isinstance(conversation, WebConversation):
@@ -403,21 +422,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 def report(results: dict[tuple[str, str, str], Figures]) -> list[dict[str, Any]]:
     rows = []
     print(f"{'platform':<14}{'history':<12}{'answer':<11}{'CPU/answer (range)':<24}"
-          f"{'wall p50':>9}{'wall p99':>10}  calls/answer")  # fmt: skip
+          f"{'wall p50':>9}{'wall p99':>10}{'wakes':>7}  calls/answer")  # fmt: skip
     for (bot, label, mode), figures in results.items():
         cpu = statistics.median(figures.cpu_ms)
         calls = {name: number / figures.messages for name, number in figures.calls.items()}
         total = sum(calls.values())
         detail = ", ".join(f"{name} {number:g}" for name, number in sorted(calls.items()))
         p50, p99 = statistics.median(figures.walls), percentile(figures.walls, 0.99)
+        wakes = figures.wake_ups / figures.messages
         print(
             f"{bot:<14}{label:<12}{mode:<11}"
             f"{f'{cpu:.2f} ms ({min(figures.cpu_ms):.2f}-{max(figures.cpu_ms):.2f})':<24}"
-            f"{p50 * 1000:>6.0f} ms{p99 * 1000:>7.0f} ms  {total:.2f} ({detail})"
+            f"{p50 * 1000:>6.0f} ms{p99 * 1000:>7.0f} ms{wakes:>7.1f}  {total:.2f} ({detail})"
         )
         rows.append({"platform": bot, "history": label, "answer": mode, "cpu_ms": cpu,
                      "cpu_ms_rounds": figures.cpu_ms, "wall_p50_ms": p50 * 1000,
-                     "wall_p99_ms": p99 * 1000, "calls": calls})  # fmt: skip
+                     "wall_p99_ms": p99 * 1000, "wake_ups": wakes, "calls": calls})  # fmt: skip
     ticks = sum(figures.ticks_seconds for figures in results.values())
     exact = sum(figures.ns_seconds for figures in results.values())
     print(f"all measured batches: {ticks:.2f} s of CPU by /proc/<pid>/stat (user + sys), "

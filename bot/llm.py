@@ -1,10 +1,13 @@
 """OpenAI-compatible model client: streaming, retries, usage.
 
 One AsyncOpenAI client is built and reused (a new one loads the CA bundle each
-time), on the SDK's own aiohttp transport (DefaultAioHttpClient). Requests go
-through the client's low-level post(): chat.completions.create() walks and transforms
-every prompt message before sending, which costs about 0.15 ms per message, while
-post() sends our already-valid body as it is (see bench/).
+time), on the SDK's own aiohttp transport (DefaultAioHttpClient). The SDK builds the
+request's headers once, at start; each call then sends a ready request on the SDK's
+HTTP client (ModelClient._send): chat.completions.create() walks and transforms every
+prompt message (about 0.15 ms per message), and even its low-level post() copies its
+options, parses the URL and builds the headers again on every call (about a fifth of
+the client's CPU per answer; see bench/). Statuses and transport failures become the
+SDK's own exceptions, as its request() makes them.
 
 Retries are tenacity's, not the SDK's (its max_retries is 0): 429 (honouring
 Retry-After), 5xx, connection errors and timeouts are retried with exponential
@@ -37,10 +40,12 @@ import aiohttp
 import httpx2
 import openai
 import orjson
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient, Omit
+from openai import AsyncOpenAI, DefaultAioHttpClient, Omit
 from openai._base_client import make_request_options
+from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._models import FinalRequestOptions
+from openai._utils._json import openapi_dumps
 from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
-from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -287,10 +292,6 @@ class Delta:
     text: str
 
 
-# Raw dicts: building the SDK's typed chunk objects cost more than the rest of the
-# engine together (see bench/); we read the few fields we need.
-DICT_STREAM = AsyncStream[object]
-
 # The SDK tells every server the host's OS, CPU and Python versions in headers of
 # its own. Parley leaves them out: some OpenAI-compatible gateways reject unknown
 # X-Stainless-* headers, a self-hosted bot has no reason to describe its host, and
@@ -349,9 +350,41 @@ class ModelClient:
         # on every call (~0.1 ms each).
         base = self.client.base_url
         self.completions_url = str(base.copy_with(raw_path=base.raw_path + b"chat/completions"))
+        self.template = self._request_template()
         self.max_attempts = max_attempts
         self.wait = _WaitRetryAfter(retry_max_wait_seconds)
         self.worth_retrying = _WorthRetrying(retry_max_wait_seconds)
+
+    def _request_template(self) -> httpx2.Request:
+        """The request of every call, as the SDK builds it (URL, key, headers, timeout),
+        without a body; _send copies it with each call's body."""
+        options = FinalRequestOptions.construct(
+            method="post", url=self.completions_url, **self.request_options
+        )
+        template = self.client._build_request(options)
+        del template.headers["Content-Length"]
+        return template
+
+    async def _send(self, body: bytes) -> httpx2.Response:
+        """POST one body on the SDK's client, the response's body left to stream; an
+        error status or a transport failure raised as the SDK's request() raises it."""
+        template = self.template
+        request = httpx2.Request(
+            "POST", template.url, headers=template.headers, content=body,
+            extensions=template.extensions,
+        )  # fmt: skip
+        try:
+            response = await self.client._send_request(request, stream=True)
+        except timeout_exceptions() as error:
+            raise openai.APITimeoutError(request=request) from error
+        except openai.OpenAIError:
+            raise
+        except request_exceptions() as error:
+            raise openai.APIConnectionError(request=request) from error
+        if response.is_error:
+            await response.aread()  # the error's body, for its message; closes it
+            raise self.client._make_status_error_from_response(response)
+        return response
 
     async def close(self) -> None:
         await self.client.close()
@@ -398,22 +431,12 @@ class ModelClient:
 
     async def _attempt(
         self,
-        body: bytes | dict[str, Any],
+        body: bytes,
         assembler: _ChunkAssembler,
         deadlines: Deadlines,
         pause: float,
     ) -> AsyncGenerator[str, None]:
-        encoded = {"content": body} if isinstance(body, bytes) else {"body": body}
-        request = self.client.post(
-            self.completions_url,
-            **encoded,
-            cast_to=ChatCompletion,
-            options=self.request_options,
-            stream=True,
-            stream_cls=DICT_STREAM,
-        )
-        stream = await within(deadlines.first_token, deadlines, request)
-        response = stream.response
+        response = await within(deadlines.first_token, deadlines, self._send(body))
         # What the socket has delivered, at each read: no decoding layers.
         chunks = _byte_chunks(response)
         events = SSEBuffer()
@@ -465,19 +488,19 @@ class ModelClient:
         finally:
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
-            await stream.close()
+            await response.aclose()
 
 
-def _encoded(body: dict[str, Any]) -> bytes | dict[str, Any]:
+def _encoded(body: dict[str, Any]) -> bytes:
     """The request body as JSON bytes, once per call rather than once per attempt.
 
     orjson: at 100 history messages it takes 5 us where the SDK's json.dumps took 141
-    (1.66 ms -> 57 us at 1,000). Anything it cannot encode is left to the SDK's encoder.
+    (1.66 ms -> 57 us at 1,000). Anything it cannot encode goes to the SDK's encoder.
     """
     try:
         return orjson.dumps(body)
     except TypeError:
-        return body
+        return openapi_dumps(body)
 
 
 def _request_body(
