@@ -1,6 +1,7 @@
 """The whole platform path, measured from outside: CPU of the bot's process per answer.
 
     python bench/platform_bench.py [--quick] [--rounds 3] [--count 8] [--json FILE]
+                                   [--baseline DIR]
 
 Starts `python -m bot run slack` (HTTP Events API), `python -m bot run discord`, and
 for the per-chunk figures `python -m bot run web` and `python -m bot chat` (on a
@@ -169,42 +170,47 @@ class Bot:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def platform(self) -> str:
+        """slack, discord, web or console: the name without "-whole" or "@base"."""
+        return self.name.split("@")[0].removesuffix("-whole")
+
     async def new_conversation(self) -> Any:
         self.conversations += 1
-        if self.name.startswith("slack"):
+        if self.platform == "slack":
             assert self.host is not None
             return (await self.host.ask(op="thread"))["thread"]
-        if self.name.startswith("discord"):
+        if self.platform == "discord":
             return self.conversations
-        if self.name == "web":
+        if self.platform == "web":
             return await WebConversation.open(self.port)
         await self.extra["console"].ask("/reset")
         return None
 
     async def ask(self, conversation: Any, count: int) -> tuple[list[float], dict[str, int]]:
-        if self.name.startswith("slack"):
+        if self.platform == "slack":
             assert self.host is not None
             url = f"http://127.0.0.1:{self.port}/slack/events"
             answer = await self.host.ask(
                 op="ask", url=url, thread=conversation, channel="C1", count=count, text=QUESTION
             )
             return answer["walls"], answer["calls"]
-        if self.name.startswith("discord"):
+        if self.platform == "discord":
             assert self.host is not None
             answer = await self.host.ask(
                 op="ask", conversation=conversation, count=count, text=QUESTION
             )
             return answer["walls"], answer["calls"]
-        talker = conversation if self.name == "web" else self.extra["console"]
+        talker = conversation if self.platform == "web" else self.extra["console"]
         walls, calls = [], 0
         for _ in range(count):
             wall, frames = await talker.ask(QUESTION)
             walls.append(wall)
             calls += frames
-        return walls, {"frames" if self.name == "web" else "writes": calls}
+        return walls, {"frames" if self.platform == "web" else "writes": calls}
 
     async def stop(self) -> None:
-        if self.name == "console":
+        if self.platform == "console":
             self.extra["console"].close()
         elif self.process.returncode is None:
             self.process.terminate()
@@ -284,9 +290,10 @@ def config_file(folder: Path, name: str, whole: bool) -> Path:
 
 async def start_bot(
     name: str, folder: Path, model_url: str, core: int | None, *, prefix: Sequence[str] = (),
-    slack: Host | None = None, whole: bool = False, guilds: int = 40,
+    slack: Host | None = None, whole: bool = False, guilds: int = 40, root: Path = ROOT,
 ) -> Bot:  # fmt: skip
-    """Start one bot process and wait until it answers on its platform."""
+    """Start one bot process (of the checkout at `root`) and wait until it answers on
+    its platform."""
     port = free_port()
     env = {
         **os.environ, "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "bench",
@@ -295,7 +302,7 @@ async def start_bot(
     for variable in ("SLACK_APP_TOKEN", "PARLEY_DB", "PARLEY_MODEL", "PARLEY_WEB_TOKEN"):
         env.pop(variable, None)
     host = None
-    platform = name.removesuffix("-whole")
+    platform = name.split("@")[0].removesuffix("-whole")
     if platform == "slack":
         assert slack is not None
         host = slack
@@ -319,13 +326,13 @@ async def start_bot(
         master, terminal = os.openpty()
         process = await asyncio.create_subprocess_exec(
             *command, "chat", "--user", "bench", "--channel", "bench",
-            stdin=terminal, stdout=terminal, stderr=log, env=env, cwd=ROOT,
+            stdin=terminal, stdout=terminal, stderr=log, env=env, cwd=root,
         )  # fmt: skip
         os.close(terminal)
         extra["console"] = Console(master)
     else:
         process = await asyncio.create_subprocess_exec(
-            *command, "run", platform, stderr=log, env=env, cwd=ROOT
+            *command, "run", platform, stderr=log, env=env, cwd=root
         )
     log.close()
     bot = Bot(name, process, port, host, extra=extra, log=folder / f"{name}.log")
@@ -456,15 +463,18 @@ def report(results: dict[tuple[str, str, str], Figures]) -> list[dict[str, Any]]
 
 @contextlib.asynccontextmanager
 async def bots(
-    names: Sequence[str], folder: Path, model: Host, core: int | None, other: int | None
-) -> AsyncIterator[dict[str, Bot]]:
+    names: Sequence[str], folder: Path, model: Host, core: int | None, other: int | None,
+    baseline: Path | None = None,
+) -> AsyncIterator[dict[str, Bot]]:  # fmt: skip
     slack = await Host.start("slack", other) if any(n.startswith("slack") for n in names) else None
     started: dict[str, Bot] = {}
     try:
         for name in names:
+            root = baseline if name.endswith("@base") and baseline else ROOT
             started[name] = await start_bot(
-                name, folder, model.hello["url"], core, slack=slack, whole=name.endswith("whole")
-            )
+                name, folder, model.hello["url"], core, slack=slack,
+                whole="-whole" in name, root=root,
+            )  # fmt: skip
             if started[name].host is not None:
                 pin(started[name].host.process.pid, other)  # type: ignore[union-attr]
         yield started
@@ -485,6 +495,12 @@ async def main() -> None:
     parser.add_argument("--platforms", default="slack,discord,web,console")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--modes", help="kinds of answer, comma-separated (default: all)")
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="a checkout of other code (git worktree add DIR COMMIT) whose bots run beside "
+        "these, interleaved in every round, as NAME@base: on a shared machine whose speed "
+        "drifts, two versions compare fairly only within one run",
+    )  # fmt: skip
     arguments = parser.parse_args()
     core, other = cores()
     if other is not None:
@@ -500,15 +516,17 @@ async def main() -> None:
     names = [*platforms]
     if not arguments.quick:
         names += [f"{p}-whole" for p in platforms if p in ("slack", "discord")]
+    if arguments.baseline:
+        names = [name for own in names for name in (own, f"{own}@base")]
     model = await Host.start("model", other)
     try:
         with tempfile.TemporaryDirectory() as name:
-            async with bots(names, Path(name), model, core, other) as running:
+            async with bots(names, Path(name), model, core, other, arguments.baseline) as running:
                 plan: Plan = []
                 for bot in running.values():
-                    if bot.name.endswith("-whole"):
+                    if "-whole" in bot.name:
                         plan.append((bot, 1000, "1000 whole"))
-                    elif bot.name in ("web", "console"):
+                    elif bot.platform in ("web", "console"):
                         plan.append((bot, 10, "10"))
                     else:
                         plan += [(bot, size, str(size)) for size in sizes]

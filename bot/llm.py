@@ -262,6 +262,23 @@ def _socket_of(response: httpx2.Response) -> asyncio.ReadTransport | None:
     return transport if isinstance(transport, asyncio.ReadTransport) else None
 
 
+async def _arrived_meanwhile(response: httpx2.Response) -> bytes:
+    """What of the body has reached this host but not yet the stream, read without
+    waiting: an answer sent whole often comes in several packets a few microseconds
+    apart, and showing its first words on their own would cost a platform call more
+    (a Slack stream started then stopped, where one message would do). Two turns of
+    the loop: in the first it sees the socket readable, in the second it has read it."""
+    raw = _aiohttp_response(response)
+    if raw is None:
+        return b""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    if raw.content.exception() is not None:
+        return b""  # the stream broke: the next read says so, after what came before
+    with map_aiohttp_exceptions():
+        return raw.content.read_nowait()
+
+
 async def _gather_more(response: httpx2.Response, seconds: float) -> None:
     """Leave the socket unread for `seconds`: what arrives meanwhile is read at once."""
     transport = _socket_of(response)
@@ -445,6 +462,8 @@ class ModelClient:
         try:
             try:
                 while (data := await within(due, deadlines, anext(chunks, None))) is not None:
+                    if not emitted:
+                        data += await _arrived_meanwhile(response)
                     texts = []  # one Delta for all the text of one read
                     for event in events.feed(data):
                         if event.startswith(b"[DONE]"):

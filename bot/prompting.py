@@ -94,7 +94,9 @@ class PromptBuilder:
         first = len(window.messages) == 1 and not window.dropped_older
         room = self.settings.context_tokens - self.settings.reply_tokens
         fixed = self.schema_tokens(schemas) + count_recurring(_system(system_prompt, state.text))
-        history = [m for m in drop_unanswered_calls(window.messages) if m.id > state.starts_after]
+        history = drop_unanswered_calls(window.messages)
+        if state.starts_after:  # 0 until the first trim: every message is after it
+            history = [m for m in history if m.id > state.starts_after]
         # A message that alone could never fit (its question is refused) must not make a
         # trim drop, and summarise, all the rest: its turn is left out instead.
         history = drop_oversized_groups(history, room - fixed)
@@ -183,6 +185,8 @@ def drop_oversized_groups(history: list[StoredMessage], room: int) -> list[Store
 def drop_unanswered_calls(messages: list[StoredMessage]) -> list[StoredMessage]:
     """Leave out tool calls that lack a result (history written before calls and
     results were stored together); the API rejects them."""
+    if not any(m.tool_calls for m in messages):  # the usual case: one pass, not two
+        return messages
     answered = {m.tool_call_id for m in messages if m.role == "tool"}
     broken = {
         m.group_id

@@ -316,3 +316,15 @@ async def test_chunks_arriving_close_together_are_read_in_one_go(fake_openai: Fa
     assert words.startswith("".join(deltas))
     assert deltas[0] == "one "
     assert len(deltas) <= 5
+
+
+async def test_an_answer_sent_whole_comes_whole(
+    client: ModelClient, fake_openai: FakeOpenAI
+) -> None:
+    # Sent back to back in 40 chunks (packets microseconds apart): no first words on
+    # their own, which a platform would show with a call of their own.
+    answer = " ".join(f"word{index}" for index in range(200))
+    fake_openai.script(Text(answer, chunks=40))
+    items = [item async for item in client.stream("gpt-fake", PROMPT)]
+    assert [type(item) for item in items] == [Completion]
+    assert isinstance(items[0], Completion) and items[0].text == answer

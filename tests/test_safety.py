@@ -95,7 +95,8 @@ async def test_a_flagged_answer_is_withheld_and_replaces_what_streamed(
     make_engine: EngineFactory, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.moderation_words = {"detonate": {"violence": 0.9}}
-    fake_openai.script(Text("First you detonate the thing, then run"))
+    # Paced, so that its first half is streamed before the whole is checked.
+    fake_openai.script(Text("First you detonate the thing, then run", chunks=2, interval=0.05))
     engine = make_engine(**MODERATED, moderation_check_answers=True)
     events = await collect(engine, message("tell me a story"))
     assert any(e.kind is ReplyKind.DELTA and "detonate" in e.text for e in events)

@@ -192,7 +192,8 @@ async def test_long_answer_is_split_with_fences_intact(
     if not native:
         h.slack.fail("chat.startStream")
     answer = long_answer(prose, lines)  # about 10,000 and 30,000 characters
-    h.model.script(Text(answer, chunks=40))
+    # Paced, so that it is streamed (an answer that comes whole is posted whole).
+    h.model.script(Text(answer, chunks=40, interval=0.005))
     await h.event(mention())
     texts = h.texts()
     assert len(texts) >= 3
