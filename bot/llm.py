@@ -380,6 +380,9 @@ class ModelClient:
         )
         template = self.client._build_request(options)
         del template.headers["Content-Length"]
+        # The stream's bytes are read as they come, beneath the SDK's decoders (see
+        # _byte_chunks): a compressed event stream would be unreadable.
+        template.headers["Accept-Encoding"] = "identity"
         return template
 
     async def _send(self, body: bytes) -> httpx2.Response:
@@ -390,6 +393,9 @@ class ModelClient:
             "POST", template.url, headers=template.headers, content=body,
             extensions=template.extensions,
         )  # fmt: skip
+        cookies = self.client._client.cookies  # a server's, as the SDK's requests carry
+        if cookies:
+            cookies.set_cookie_header(request)
         try:
             response = await self.client._send_request(request, stream=True)
         except timeout_exceptions() as error:
@@ -398,7 +404,7 @@ class ModelClient:
             raise
         except request_exceptions() as error:
             raise openai.APIConnectionError(request=request) from error
-        if response.is_error:
+        if not response.is_success:  # 4xx, 5xx, or a redirect that was not followed
             await response.aread()  # the error's body, for its message; closes it
             raise self.client._make_status_error_from_response(response)
         return response
@@ -422,7 +428,6 @@ class ModelClient:
         answer (None: the client's own; see READ_BATCH_SECONDS)."""
         if not self.configured:  # no key and no base URL: fail at once, and say why
             raise ModelError("no_key", "neither OPENAI_API_KEY nor OPENAI_BASE_URL is set")
-        body = _encoded({**_request_body(model, messages, tools, max_tokens), **(extra_body or {})})
         deadlines = Deadlines(self.deadline_seconds, self.first_token_seconds)
         pause = self.batch_seconds if batch_seconds is None else batch_seconds
         retrying = AsyncRetrying(
@@ -432,6 +437,9 @@ class ModelClient:
             reraise=True,
         )
         try:
+            body = _encoded(
+                {**_request_body(model, messages, tools, max_tokens), **(extra_body or {})}
+            )
             async for attempt in retrying:
                 with attempt:
                     assembler = _ChunkAssembler()

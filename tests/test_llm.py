@@ -35,10 +35,12 @@ async def client(fake_openai: FakeOpenAI) -> AsyncIterator[ModelClient]:
     await model.close()
 
 
-async def complete(client: ModelClient) -> tuple[str, Completion]:
+async def complete(
+    client: ModelClient, prompt: list[dict[str, Any]] = PROMPT
+) -> tuple[str, Completion]:
     streamed = ""
     final = None
-    async for item in client.stream("gpt-fake", PROMPT):
+    async for item in client.stream("gpt-fake", prompt):
         if isinstance(item, Delta):
             streamed += item.text
         else:
@@ -328,3 +330,21 @@ async def test_an_answer_sent_whole_comes_whole(
     items = [item async for item in client.stream("gpt-fake", PROMPT)]
     assert [type(item) for item in items] == [Completion]
     assert isinstance(items[0], Completion) and items[0].text == answer
+
+
+@pytest.mark.parametrize("code", [300, 302])  # a redirect the client cannot follow
+async def test_a_status_that_is_not_success_is_an_error_not_an_empty_answer(
+    client: ModelClient, fake_openai: FakeOpenAI, code: int
+) -> None:
+    fake_openai.script(Status(code))
+    with pytest.raises(ModelError) as caught:
+        await complete(client)
+    assert caught.value.kind == "bad_request"  # as the SDK's request() raised it
+    assert str(code) in str(caught.value)
+
+
+async def test_a_body_that_cannot_be_encoded_is_a_model_error(client: ModelClient) -> None:
+    prompt = [{"role": "user", "content": "half a surrogate: \ud800"}]
+    with pytest.raises(ModelError) as caught:
+        await complete(client, prompt)
+    assert caught.value.kind == "malformed"
