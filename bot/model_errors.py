@@ -26,7 +26,7 @@ USER_MESSAGES = {
     "start the model server or fix OPENAI_BASE_URL.",
     "model_missing": "The model endpoint has no model named {model}; an admin should set "
     "PARLEY_MODEL to a model it serves.",
-    "wrong_url": "The model endpoint has no chat API at its URL (HTTP 404); an admin should "
+    "wrong_url": "The model endpoint has no chat API at its URL; an admin should "
     "check OPENAI_BASE_URL (it usually ends in /v1).",
     "rate_limited": "The model provider is rate limiting Parley right now. "
     "Please try again in a minute.",
@@ -89,6 +89,8 @@ def _status_kind(error: openai.APIStatusError) -> str:
         # bare "Not Found" page or an "Invalid URL" error instead.
         return "model_missing" if "model" in str(error.body).lower() else "wrong_url"
     if status == 405:  # POST refused: the URL is some web page, not the chat API
+        return "wrong_url"
+    if 300 <= status < 400:  # a redirect the client could not follow: a web page's login?
         return "wrong_url"
     if status >= 500:
         return "unavailable"

@@ -206,6 +206,7 @@ def test_a_local_server_is_found_and_said(tmp_path: Path) -> None:
     [
         (401, "refused Parley's key; an admin should check OPENAI_API_KEY", "auth: HTTP 401"),
         (404, "no model named gpt-4o-mini; an admin should set PARLEY_MODEL", "HTTP 404"),
+        (302, "no chat API at its URL; an admin should check OPENAI_BASE_URL", "HTTP 302"),
     ],
 )
 def test_model_failures_name_the_cause_and_the_setting(

@@ -339,7 +339,7 @@ async def test_a_status_that_is_not_success_is_an_error_not_an_empty_answer(
     fake_openai.script(Status(code))
     with pytest.raises(ModelError) as caught:
         await complete(client)
-    assert caught.value.kind == "bad_request"  # as the SDK's request() raised it
+    assert caught.value.kind == "wrong_url"  # a web page's redirect, not the chat API
     assert str(code) in str(caught.value)
 
 
