@@ -22,8 +22,7 @@ The stream's bytes are read and split into events here (SSEBuffer), not by the S
 AsyncStream: its per-event machinery (four nested async generators, a line decoder, an
 event object per line) cost more CPU per streamed chunk than the rest of Parley's path
 together (bench/platform_bench.py). Chunks are read as plain dicts; any shape we cannot
-read becomes a "malformed" ModelError, never a crash. The SDK still sends the request and
-maps HTTP statuses and transport failures to its exceptions, as before.
+read becomes a "malformed" ModelError, never a crash.
 """
 
 from __future__ import annotations

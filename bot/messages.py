@@ -80,21 +80,21 @@ class Message:
         # Field by field, not dataclasses.asdict(): its deep copy of every value was
         # most of this method's cost, on every message (the values are str, bool,
         # tuples of str and one mapping of str, which json takes as they are).
-        fields = {name: getattr(self, name) for name in MESSAGE_FIELDS}
-        fields["route"] = dict(self.route)
-        fields["attachments"] = [[a.name, a.mime_type, a.size] for a in self.attachments]
-        return json.dumps(fields)
+        values = {name: getattr(self, name) for name in MESSAGE_FIELDS}
+        values["route"] = dict(self.route)
+        values["attachments"] = [[a.name, a.mime_type, a.size] for a in self.attachments]
+        return json.dumps(values)
 
     @classmethod
     def from_payload(cls, payload: str) -> Message:
         """Raises ValueError for a payload that is not a stored message."""
         try:
-            fields: Any = json.loads(payload)
-            fields["dedupe_keys"] = tuple(fields["dedupe_keys"])
-            fields["roles"] = tuple(fields.get("roles", ()))
-            files = fields.get("attachments", [])
-            fields["attachments"] = tuple(Attachment(str(n), str(m), int(s)) for n, m, s in files)
-            return cls(**fields)
+            values: Any = json.loads(payload)
+            values["dedupe_keys"] = tuple(values["dedupe_keys"])
+            values["roles"] = tuple(values.get("roles", ()))
+            files = values.get("attachments", [])
+            values["attachments"] = tuple(Attachment(str(n), str(m), int(s)) for n, m, s in files)
+            return cls(**values)
         except (TypeError, KeyError, ValueError) as error:
             raise ValueError(f"not a stored message: {error}") from None
 

@@ -82,19 +82,19 @@ class TurnKeeper:
 
     async def wait(self, conversation: ConversationKey, turn: Turn) -> None:
         """Return once no older turn of the conversation is live, on any replica."""
+        if turn.first and not turn.behind_stale:
+            return  # no older turn, live or dead
         if not turn.first:
             await self._until_first(conversation, turn)
         # An older turn whose process died no longer counts once its lease ran out, but
         # it is still to be answered: take it over now, so that it goes first, rather
         # than whenever the next look for stale turns comes. (Once: a turn the platform
-        # keeps refusing is let go of again and must not hold this one for ever.) Only
-        # where there was an older turn: dead when this one was taken, or waited for.
-        # Then wait again whatever the look found: another replica may have taken the
-        # older turn over first, and its answer goes before this one too.
-        if turn.behind_stale or not turn.first:
-            if conversation.platform in self.recoverers:
-                await self._take_over_stale()
-            await self._until_first(conversation, turn)
+        # keeps refusing is let go of again and must not hold this one for ever.) Then
+        # wait again whatever the look found: another replica may have taken the older
+        # turn over first, and its answer goes before this one too.
+        if conversation.platform in self.recoverers:
+            await self._take_over_stale()
+        await self._until_first(conversation, turn)
 
     async def _take_over_stale(self) -> None:
         try:
