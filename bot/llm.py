@@ -464,7 +464,7 @@ class ModelClient:
         # What the socket has delivered, at each read: no decoding layers.
         chunks = _byte_chunks(response)
         events = SSEBuffer()
-        emitted = done = gathered = False
+        emitted = done = False
         due = deadlines.first_token  # then, once the answer has begun, the call's
         try:
             try:
@@ -487,20 +487,15 @@ class ModelClient:
                         # The answer's last words come only with its Completion, so that
                         # a platform gets them with its closing call: one call, not two.
                         texts.clear()
-                    if texts and gathered:  # after a pause: the batch as one Delta
+                    if texts:  # all the text of one read as one Delta
                         emitted = True
                         yield "".join(texts)
-                    elif texts:
-                        emitted = True
-                        for text in texts:
-                            yield text
                     if done:
                         break
                     if due != deadlines.call and assembler.begun:
                         due = deadlines.call
                     if emitted and pause:
                         await _gather_more(response, pause)
-                        gathered = True
             except httpx2.TimeoutException as error:
                 raise openai.APITimeoutError(request=response.request) from error
             except httpx2.RequestError as error:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.config import Settings
-from bot.history import StoredMessage
+from bot.history import StoredMessage, Window
 from bot.messages import ConversationKey, Message
 from bot.store import ConversationSummary, Store
 from bot.summaries import Summarizer
@@ -109,7 +109,7 @@ class PromptBuilder:
         if self.schema_tokens(schemas) + count_recurring(system) + _tokens(history) > room:
             history = []  # the question alone does not fit: the engine says so
         images = sees_images(model, self.settings.vision)  # else images go by their names
-        messages = [{"role": "system", "content": system}, *[m.as_chat(images) for m in history]]
+        messages = [{"role": "system", "content": system}, *_chat_forms(window, history, images)]
         left_out = window.dropped_older or state.starts_after > 0
         notice = ""
         if left_out and not window.trim_noticed:
@@ -147,6 +147,17 @@ class PromptBuilder:
         state = ConversationSummary(text, covers, dropped_up_to, self.clock())
         await self.store.save_summary(message.conversation, state, replacing)
         return kept, state
+
+
+def _chat_forms(window: Window, history: list[StoredMessage], images: bool) -> list[dict[str, Any]]:
+    """The history as the API takes it: the store's copy when it holds one and the
+    history is the window's newest messages as they are (the usual case), else built."""
+    held = window.chats
+    if held is not None and images and history:
+        start = len(window.messages) - len(history)
+        if start >= 0 and window.messages[start:] == history:
+            return held[start:]
+    return [m.as_chat(images) for m in history]
 
 
 def _tokens(messages: list[StoredMessage]) -> int:

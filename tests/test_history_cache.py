@@ -38,8 +38,12 @@ def test_a_window_grows_with_appends_and_keeps_only_the_newest() -> None:
     cache.put("c", [message(1, "a"), message(2, "b")], capacity=3, noticed=False)
     cache.append("c", message(3, "c"))
     cache.append("c", message(4, "d"))
-    assert cache.get("c", 3) == ([message(2, "b"), message(3, "c"), message(4, "d")], False)
-    assert cache.get("c", 2) == ([message(3, "c"), message(4, "d")], False)
+    held = cache.get("c", 3)
+    assert held is not None
+    assert held.messages == [message(2, "b"), message(3, "c"), message(4, "d")]
+    assert held.chats == [m.as_chat() for m in held.messages]
+    assert not held.trim_noticed
+    assert cache.get("c", 2) == ([message(3, "c"), message(4, "d")], False, held.chats[1:])
     assert cache.get("c", 4) is None  # held too short to answer
     cache.append("not held", message(5, "e"))
     assert cache.get("not held", 1) is None
@@ -153,3 +157,16 @@ async def test_settings_and_limits_set_on_one_replica_apply_on_the_other(
     await store.set_user_limit("s:u", "blocked", 1)
     assert (await other.channel_settings("s", "w", "c"))["system_prompt"] == "Be brief."
     assert (await other.admit("s:u", UserLimits(), 1000.0)).refused == "blocked"
+
+
+async def test_the_chat_forms_held_are_those_of_the_messages(store: Store) -> None:
+    """The prompt takes a held window's chat forms as they are: they must be each
+    message's own, through appends, tool rounds and the window's sliding."""
+    await store.append(KEY, "user", "look", 1)
+    call = [{"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{}"}}]
+    await store.append_tool_round(KEY, ("", 1, call), [("result", 1, "c1")])
+    for index in range(6):
+        await store.append(KEY, "user" if index % 2 == 0 else "assistant", f"m{index}", 1)
+        window = await store.recent(KEY, 4)
+        if window.chats is not None:  # a store that holds windows in memory
+            assert window.chats == [m.as_chat() for m in window.messages]

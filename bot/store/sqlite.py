@@ -360,13 +360,18 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
         # One more than asked for tells whether older messages were left out.
         count = max_messages + 1
         self._drop_cache_if_others_wrote()
-        cached = self.history_cache.get(key, count)
-        if cached is None:
-            cached = self._read_window(key, count)
-            self.history_cache.put(key, cached[0], count, cached[1])
-        messages, noticed = cached
-        dropped = len(messages) > max_messages
-        return Window(messages[1:] if dropped else messages, dropped, noticed)
+        held = self.history_cache.get(key, count)
+        if held is None:
+            messages, noticed = self._read_window(key, count)
+            self.history_cache.put(key, messages, count, noticed)
+            held = self.history_cache.get(key, count)  # None if too large to hold
+            if held is None:
+                dropped = len(messages) > max_messages
+                return Window(messages[1:] if dropped else messages, dropped, noticed)
+        messages, noticed, chats = held
+        if len(messages) > max_messages:
+            return Window(messages[1:], True, noticed, chats[1:])
+        return Window(messages, False, noticed, chats)
 
     def _read_window(self, key: str, count: int) -> tuple[list[StoredMessage], bool]:
         row = self.db.execute(
