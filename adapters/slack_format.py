@@ -11,6 +11,7 @@ the asking user's DM with the bot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -339,6 +340,7 @@ class SlackReply:
         self.throttle: Throttle | None = None
         self.status_shown = False
         self.placeholder_only = False  # the surface shows a status, not answer text
+        self._status_call: asyncio.Task[None] | None = None
 
     @property
     def target(self) -> Target:
@@ -346,6 +348,13 @@ class SlackReply:
 
     async def handle(self, event: ReplyEvent) -> None:
         private = event.private or self.all_private
+        await self._status_settled()
+        if event.kind is ReplyKind.STATUS and not private:
+            # Set while the engine goes on to ask the model: the model's first words
+            # need not wait for Slack's answer to the status (a round trip), and
+            # whatever is shown next waits for it above, so nothing overtakes it.
+            self._status_call = asyncio.create_task(self.status(clean(event.text)))
+            return
         if event.kind is ReplyKind.DELTA:
             # Raw: the streamed text is cleaned as a whole when shown, since a ping can
             # span two deltas (and cleaning each of hundreds of deltas would be waste).
@@ -364,8 +373,6 @@ class SlackReply:
         if private:
             if event.kind in (ReplyKind.FINAL, ReplyKind.ERROR, ReplyKind.NOTICE):
                 await self.private(f":warning: {text}" if event.kind is ReplyKind.ERROR else text)
-        elif event.kind is ReplyKind.STATUS:
-            await self.status(text)
         elif event.kind is ReplyKind.FINAL:
             await self.final(text)
         elif event.kind is ReplyKind.ERROR:
@@ -375,8 +382,15 @@ class SlackReply:
 
     async def close(self) -> None:
         """Clear a status nothing replaced (Slack clears it when the bot posts)."""
+        await self._status_settled()
         if self.status_shown and self.surface is None:
             await self._set_status("")
+
+    async def _status_settled(self) -> None:
+        """Until the status being set, if any, is shown (or has failed)."""
+        if self._status_call is not None:
+            call, self._status_call = self._status_call, None
+            await call
 
     async def status(self, text: str) -> None:
         if self.throttle is not None and self.throttle.text:

@@ -245,6 +245,22 @@ async def test_an_answer_in_one_piece_takes_two_web_api_calls(start: Start) -> N
     assert h.texts() == ["one two three four five six"]
 
 
+async def test_the_model_is_asked_while_slack_sets_the_status(start: Start) -> None:
+    # The status is not waited for before the model is called (one Slack round trip
+    # less before the first words), yet nothing is posted before it is set.
+    h = await start()
+    h.model.script(Text("one two three", chunks=1))
+    status_set = h.slack.hold("assistant.threads.setStatus")
+    await h.send.event(mention())
+    await eventually(lambda: h.model.requests)  # asked, the status still unanswered
+    assert not h.slack.calls_to("chat.postMessage")
+    status_set.set()
+    await h.adapter.drain()
+    methods = [call.method for call in h.slack.calls if call.method.startswith(("chat.", "as"))]
+    assert methods == ["assistant.threads.setStatus", "chat.postMessage"]
+    assert h.texts() == ["one two three"]
+
+
 @pytest.mark.parametrize("native", [True, False])
 async def test_final_text_replaces_a_streamed_tool_preamble(start: Start, native: bool) -> None:
     h = await start()

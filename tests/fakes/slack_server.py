@@ -10,6 +10,7 @@ Slack's side of the Events API: it signs requests exactly as Slack does.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -98,6 +99,8 @@ class FakeSlack:
         self.file_objects: dict[str, JSON] = {}  # what files.info returns, by id
         self.downloads: list[tuple[str, str]] = []
         self._faults: dict[str, _Fault] = {}
+        # Methods whose answer waits until the test sets their event (hold()).
+        self._held: dict[str, asyncio.Event] = {}
         self.scopes = list(GRANTED_SCOPES)  # the bot token's; a test removes one
         self._ts = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -147,6 +150,10 @@ class FakeSlack:
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 0) -> None:
         """Make a method answer HTTP 429 with Retry-After, `times` times."""
         self._faults[method] = _Fault(status=429, retry_after=retry_after, times=times)
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Make a method's answers wait until the returned event is set."""
+        return self._held.setdefault(method, asyncio.Event())
 
     # -- inspection ------------------------------------------------------------------
 
@@ -203,6 +210,8 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await _params(request)
         self.calls.append(ApiCall(method, params, request.headers))
+        if (held := self._held.get(method)) is not None:
+            await held.wait()
         fault = self._faults.get(method)
         if fault is not None and fault.times != 0:
             if fault.times is not None:
