@@ -1,7 +1,7 @@
 """Instructions per streamed chunk, per platform, under valgrind: what drift cannot move.
 
     python bench/platform_instructions.py [--platforms slack,discord,web,console] [--count 8]
-                                          [--one-piece] [--root DIR]
+                                          [--one-piece [--history N] [--whole]] [--root DIR]
 
 For each platform, two bot processes run under callgrind at once, on the fakes of
 bench/platform_bench.py: one gets every answer in one piece, the other the same answer
@@ -15,8 +15,9 @@ minutes per platform.
 
 --one-piece counts instead what one answer in one piece costs: two processes answer
 `count` and 2 x `count` questions in one piece, and the difference is divided by
-`count`. --root runs the bots of another checkout (git worktree add DIR COMMIT): the
-counts of two versions compare exactly, whatever the machine was doing meanwhile.
+`count`; `--history 1000 --whole` after 1,000 messages, all carried in the prompt.
+--root runs the bots of another checkout (git worktree add DIR COMMIT): the counts of
+two versions compare exactly, whatever the machine was doing meanwhile.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 async def counted(
     platform: str, interval: float, count: int, folder: Path, root: Path = ROOT,
-    alone: bool = False,
+    alone: bool = False, history: int = 10, whole: bool = False,
 ) -> int:  # fmt: skip
-    """Instructions of one bot process that answers `count` questions (after a seed);
-    `alone`: one after another, with no pause as long as a streamed answer between."""
+    """Instructions of one bot process that answers `count` questions after `history`
+    messages; `alone`: one after another, with no pause as long as a streamed answer
+    between; `whole`: the history carried whole (platform_bench's NAME-whole)."""
     model = await Host.start("model", None)
     slack = await Host.start("slack", None) if platform == "slack" else None
     name = f"{platform}-{'streamed' if interval else 'one'}-{count}"
@@ -52,10 +54,10 @@ async def counted(
         await model.ask(interval=interval, text=ANSWER)
         bot = await start_bot(
             platform, folder / name, model.hello["url"], None, prefix=CALLGRIND, slack=slack,
-            guilds=2, root=root,
+            guilds=2, root=root, whole=whole,
         )  # fmt: skip
         conversation = await bot.new_conversation()
-        for _ in range(5 + count):  # 10 history messages, then the questions
+        for _ in range(history // 2 + count):  # the history, then the questions
             await bot.ask(conversation, 1)
             if not interval and not alone:
                 # As long as a streamed answer takes: what an idle process does meanwhile
@@ -84,6 +86,8 @@ async def main() -> None:
     parser.add_argument("--keep", help="a folder to keep the bots' logs and databases in")
     parser.add_argument("--one-piece", action="store_true", help="instructions per answer")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to run")
+    parser.add_argument("--history", type=int, default=10, help="messages before the questions")
+    parser.add_argument("--whole", action="store_true", help="the history carried whole")
     arguments = parser.parse_args()
     os.environ["PYTHONHASHSEED"] = "0"  # the same hashing in both runs
     if shutil.which("valgrind") is None:
@@ -95,9 +99,10 @@ async def main() -> None:
             if arguments.one_piece:
                 for sub in (count, 2 * count):
                     (folder / f"{platform}-one-{sub}").mkdir()
+                size, whole = arguments.history, arguments.whole
                 fewer, more = await asyncio.gather(
-                    counted(platform, 0.0, count, folder, root, alone=True),
-                    counted(platform, 0.0, 2 * count, folder, root, alone=True),
+                    counted(platform, 0.0, count, folder, root, True, size, whole),
+                    counted(platform, 0.0, 2 * count, folder, root, True, size, whole),
                 )
                 print(f"{platform:<8} {(more - fewer) / count / 1e6:>8.2f} million instructions "
                       f"per answer in one piece", flush=True)  # fmt: skip

@@ -10,8 +10,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-# What the cached windows may hold in all, in characters of message text; the least
-# recently used conversations are dropped beyond it.
+# What the cached windows may hold in all, in characters of message text and
+# HELD_MESSAGE_OVERHEAD per message (about as many bytes); the least recently used
+# conversations are dropped beyond it.
 CACHE_MAX_CHARS = 8_000_000
 
 
@@ -76,8 +77,13 @@ class _Cached:
     chats: list[dict[str, Any]]  # as_chat() of each of messages
 
 
+# What a held message costs beside its text (the tuple, its chat form's dict), counted
+# as characters: many short messages must not hold far more memory than the limit says.
+HELD_MESSAGE_OVERHEAD = 400
+
+
 def _size(message: StoredMessage) -> int:
-    return len(message.content) + len(message.parts)
+    return len(message.content) + len(message.parts) + HELD_MESSAGE_OVERHEAD
 
 
 class HistoryCache:

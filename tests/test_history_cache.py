@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.history import HistoryCache, StoredMessage
+from bot.history import HELD_MESSAGE_OVERHEAD, HistoryCache, StoredMessage
 from bot.messages import ConversationKey
 from bot.store import Store, open_store
 from bot.store.sqlite import SqliteStore
@@ -50,7 +50,7 @@ def test_a_window_grows_with_appends_and_keeps_only_the_newest() -> None:
 
 
 def test_the_least_recently_used_windows_go_beyond_the_size_limit() -> None:
-    cache = HistoryCache(max_chars=10)
+    cache = HistoryCache(max_chars=10 + 2 * HELD_MESSAGE_OVERHEAD)  # two of the three
     cache.put("old", [message(1, "x" * 4)], capacity=5, noticed=False)
     cache.put("new", [message(2, "y" * 4)], capacity=5, noticed=False)
     cache.get("old", 1)  # used again: now "new" is the least recent
