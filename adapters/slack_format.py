@@ -353,7 +353,7 @@ class SlackReply:
             # Set while the engine goes on to ask the model: the model's first words
             # need not wait for Slack's answer to the status (a round trip), and
             # whatever is shown next waits for it above, so nothing overtakes it.
-            self._status_call = asyncio.create_task(self.status(clean(event.text)))
+            self._status_call = asyncio.create_task(self._status_aside(clean(event.text)))
             return
         if event.kind is ReplyKind.DELTA:
             # Raw: the streamed text is cleaned as a whole when shown, since a ping can
@@ -385,6 +385,14 @@ class SlackReply:
         await self._status_settled()
         if self.status_shown and self.surface is None:
             await self._set_status("")
+
+    async def _status_aside(self, text: str) -> None:
+        """status(), with a failure of its own logged here: an answer must not be lost
+        to a status line that could not be shown (a closed session at shutdown)."""
+        try:
+            await self.status(text)
+        except Exception:
+            log.exception("slack: setting the status failed (channel %s)", self.target.channel)
 
     async def _status_settled(self) -> None:
         """Until the status being set, if any, is shown (or has failed)."""

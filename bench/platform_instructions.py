@@ -1,23 +1,22 @@
 """Instructions per streamed chunk, per platform, under valgrind: what drift cannot move.
 
     python bench/platform_instructions.py [--platforms slack,discord,web,console] [--count 8]
-                                          [--one-piece [--history N] [--whole]] [--root DIR]
+                                          [--one-piece] [--history N] [--whole] [--root DIR]
 
 For each platform, two bot processes run under callgrind at once, on the fakes of
 bench/platform_bench.py: one gets every answer in one piece, the other the same answer
 streamed a word a chunk (10 chunks a second: slow enough that the bot, slowed by
 valgrind, still reads every chunk on its own). Both start, seed a conversation with 10
-messages and answer `count` questions, the first waiting after each answer as long as
-a streamed one takes; the difference in instructions, divided by the extra chunks, is
-what one streamed chunk costs the bot's process, with its share of the throttled
-platform edits. Start-up, imports and idle timers cancel out. Needs valgrind; a few
-minutes per platform.
+messages (--history; --whole carries them all in the prompt) and answer `count`
+questions, the first waiting after each answer as long as a streamed one takes; the
+difference in instructions, divided by the extra chunks, is what one streamed chunk
+costs the bot's process, with its share of the throttled platform edits. Start-up,
+imports and idle timers cancel out. Needs valgrind; a few minutes per platform.
 
 --one-piece counts instead what one answer in one piece costs: two processes answer
 `count` and 2 x `count` questions in one piece, and the difference is divided by
-`count`; `--history 1000 --whole` after 1,000 messages, all carried in the prompt.
---root runs the bots of another checkout (git worktree add DIR COMMIT): the counts of
-two versions compare exactly, whatever the machine was doing meanwhile.
+`count`. --root runs the bots of another checkout (git worktree add DIR COMMIT): the
+counts of two versions compare exactly, whatever the machine was doing meanwhile.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ async def main() -> None:
     parser.add_argument("--keep", help="a folder to keep the bots' logs and databases in")
     parser.add_argument("--one-piece", action="store_true", help="instructions per answer")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to run")
-    parser.add_argument("--history", type=int, default=10, help="messages before the questions")
+    parser.add_argument("--history", type=int, default=10, help="messages before (even)")
     parser.add_argument("--whole", action="store_true", help="the history carried whole")
     arguments = parser.parse_args()
     os.environ["PYTHONHASHSEED"] = "0"  # the same hashing in both runs
@@ -96,10 +95,10 @@ async def main() -> None:
     for platform in arguments.platforms.split(","):
         with tempfile.TemporaryDirectory() as name:
             folder = Path(arguments.keep or name)
+            size, whole = arguments.history, arguments.whole
             if arguments.one_piece:
                 for sub in (count, 2 * count):
                     (folder / f"{platform}-one-{sub}").mkdir()
-                size, whole = arguments.history, arguments.whole
                 fewer, more = await asyncio.gather(
                     counted(platform, 0.0, count, folder, root, True, size, whole),
                     counted(platform, 0.0, 2 * count, folder, root, True, size, whole),
@@ -110,8 +109,8 @@ async def main() -> None:
             for sub in ("one", "streamed"):
                 (folder / f"{platform}-{sub}-{count}").mkdir()
             one, streamed = await asyncio.gather(
-                counted(platform, 0.0, count, folder, root),
-                counted(platform, PACE, count, folder, root),
+                counted(platform, 0.0, count, folder, root, False, size, whole),
+                counted(platform, PACE, count, folder, root, False, size, whole),
             )
         extra = arguments.count * (CHUNKS - 1)
         print(f"{platform:<8} {(streamed - one) / extra / 1e3:>8.0f} thousand instructions "

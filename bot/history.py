@@ -59,11 +59,11 @@ class Window:
 
 class Held(NamedTuple):
     """What HistoryCache.get gives: the newest messages, trim_noticed, and each
-    message's as_chat() (the same length as messages)."""
+    message's as_chat() (the same length as messages; None if one has images)."""
 
     messages: list[StoredMessage]
     trim_noticed: bool
-    chats: list[dict[str, Any]]
+    chats: list[dict[str, Any]] | None
 
 
 @dataclass(slots=True)
@@ -74,16 +74,25 @@ class _Cached:
     capacity: int
     trim_noticed: bool
     chars: int
-    chats: list[dict[str, Any]]  # as_chat() of each of messages
+    chats: list[dict[str, Any]]  # as_chat() of each of messages, or _NOT_HELD
+    with_images: int  # how many of messages have images (content parts)
 
 
 # What a held message costs beside its text (the tuple, its chat form's dict), counted
 # as characters: many short messages must not hold far more memory than the limit says.
 HELD_MESSAGE_OVERHEAD = 400
+# The chat form of a message with images is not held: it would be a second copy of its
+# images, of use only to a model that sees them. A window holding one is built message
+# by message, as before.
+_NOT_HELD: dict[str, Any] = {}
 
 
 def _size(message: StoredMessage) -> int:
     return len(message.content) + len(message.parts) + HELD_MESSAGE_OVERHEAD
+
+
+def _chat_form(message: StoredMessage) -> dict[str, Any]:
+    return _NOT_HELD if message.parts else message.as_chat()
 
 
 class HistoryCache:
@@ -110,16 +119,22 @@ class HistoryCache:
         if entry is None or entry.capacity < count:
             return None
         self._entries.move_to_end(conversation)
-        return Held(entry.messages[-count:], entry.trim_noticed, entry.chats[-count:])
+        chats = None if entry.with_images else entry.chats[-count:]
+        return Held(entry.messages[-count:], entry.trim_noticed, chats)
 
     def put(
         self, conversation: str, messages: list[StoredMessage], capacity: int, noticed: bool
     ) -> None:
-        """Hold a window just read: the newest `capacity` messages, or all if fewer."""
+        """Hold a window just read: the newest `capacity` messages, or all if fewer.
+        A window larger than the whole limit is not held (nor others dropped for it)."""
         self.drop(conversation)
         chars = sum(_size(m) for m in messages)
-        chats = [m.as_chat() for m in messages]
-        self._entries[conversation] = _Cached(list(messages), capacity, noticed, chars, chats)
+        if chars > self.max_chars:
+            return
+        chats = [_chat_form(m) for m in messages]
+        images = sum(1 for m in messages if m.parts)
+        entry = _Cached(list(messages), capacity, noticed, chars, chats, images)
+        self._entries[conversation] = entry
         self._chars += chars
         self._evict()
 
@@ -129,11 +144,14 @@ class HistoryCache:
         if entry is None:
             return
         entry.messages.append(message)
-        entry.chats.append(message.as_chat())
+        entry.chats.append(_chat_form(message))
+        entry.with_images += bool(message.parts)
         added = _size(message)
         if len(entry.messages) > entry.capacity:
-            added -= _size(entry.messages.pop(0))
+            oldest = entry.messages.pop(0)
             entry.chats.pop(0)
+            entry.with_images -= bool(oldest.parts)
+            added -= _size(oldest)
         entry.chars += added
         self._chars += added
         self._evict()

@@ -60,6 +60,26 @@ def test_the_least_recently_used_windows_go_beyond_the_size_limit() -> None:
     assert len(cache) == 1
 
 
+def test_a_window_with_images_holds_no_chat_forms_until_they_slide_out() -> None:
+    # A message's images would be held twice (its parts, and its chat form's copy).
+    cache = HistoryCache()
+    image = StoredMessage(1, "user", "see", 1, 1, parts='[{"type": "text", "text": "see"}]')
+    cache.put("c", [image, message(2, "b")], capacity=2, noticed=False)
+    held = cache.get("c", 2)
+    assert held is not None and held.chats is None
+    cache.append("c", message(3, "c"))  # the image slides out of the window
+    held = cache.get("c", 2)
+    assert held is not None and held.chats == [m.as_chat() for m in held.messages]
+
+
+def test_a_window_larger_than_the_limit_is_not_held_and_drops_no_other() -> None:
+    cache = HistoryCache(max_chars=10 + HELD_MESSAGE_OVERHEAD)
+    cache.put("small", [message(1, "x")], capacity=5, noticed=False)
+    cache.put("huge", [message(2, "y" * 20)], capacity=5, noticed=False)
+    assert cache.get("huge", 1) is None
+    assert cache.get("small", 1) is not None
+
+
 async def test_a_write_by_another_replica_is_seen(store: Store, other: Store) -> None:
     await store.append(KEY, "user", "mine", 1)
     assert await texts(store) == ["mine"]

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import create
 from adapters.slack_format import to_mrkdwn
@@ -259,6 +260,22 @@ async def test_the_model_is_asked_while_slack_sets_the_status(start: Start) -> N
     methods = [call.method for call in h.slack.calls if call.method.startswith(("chat.", "as"))]
     assert methods == ["assistant.threads.setStatus", "chat.postMessage"]
     assert h.texts() == ["one two three"]
+
+
+async def test_a_status_that_fails_unexpectedly_costs_no_answer(
+    start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The status is set aside while the model answers: its failure (here the client's
+    # session closed under it, as at shutdown) must not surface as the answer's.
+    async def closed(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Session is closed")
+
+    h = await start()
+    monkeypatch.setattr(AsyncWebClient, "assistant_threads_setStatus", closed)
+    h.model.script(Text("still answered", chunks=1))
+    await h.event(mention())
+    assert h.texts() == ["still answered"]
+    assert "setting the status failed" in caplog.text
 
 
 @pytest.mark.parametrize("native", [True, False])

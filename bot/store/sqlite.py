@@ -370,7 +370,7 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
                 return Window(messages[1:] if dropped else messages, dropped, noticed)
         messages, noticed, chats = held
         if len(messages) > max_messages:
-            return Window(messages[1:], True, noticed, chats[1:])
+            return Window(messages[1:], True, noticed, None if chats is None else chats[1:])
         return Window(messages, False, noticed, chats)
 
     def _read_window(self, key: str, count: int) -> tuple[list[StoredMessage], bool]:
