@@ -110,7 +110,11 @@ class PromptBuilder:
             history = []  # the question alone does not fit: the engine says so
         images = sees_images(model, self.settings.vision)  # else images go by their names
         messages = [{"role": "system", "content": system}, *_chat_forms(window, history, images)]
-        left_out = window.dropped_older or state.starts_after > 0
+        # Left out by a trim: older than the window, or in it but before the trim's mark.
+        # (A /reset puts the mark at the reset too; what came before it is out by the
+        # user's choice, and the window holds nothing before it.)
+        oldest = window.messages[0].id if window.messages else 0
+        left_out = window.dropped_older or 0 < oldest <= state.starts_after
         notice = ""
         if left_out and not window.trim_noticed:
             notice = SUMMARY_NOTICE if state.text else TRIM_NOTICE

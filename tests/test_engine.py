@@ -118,6 +118,23 @@ async def test_trim_notice_is_given_when_history_first_overflows(
     assert [TRIM_NOTICE] in seen
 
 
+async def test_no_trim_notice_after_a_reset_until_a_trim_leaves_messages_out(
+    make_engine: EngineFactory,
+) -> None:
+    # The user reset the conversation: the older messages are out by their choice, not
+    # because they no longer fit, and the first answer after it says nothing of a trim.
+    engine = make_engine(context_tokens=300, reply_tokens=100, tools=(), summary_enabled=False)
+    await collect(engine, message("a short question"))
+    await collect(engine, message("/reset"))
+    seen = []
+    for number in range(10):
+        events = await collect(engine, message(f"note {number} " + "word " * 20))
+        seen.append([e.text for e in events if e.kind is ReplyKind.NOTICE])
+    assert seen[0] == []
+    assert sum(len(notices) for notices in seen) == 1  # the trim that came later
+    assert [TRIM_NOTICE] in seen
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
 async def test_empty_input_gets_a_clear_message_and_nothing_is_stored(
     make_engine: EngineFactory, fake_openai: FakeOpenAI, text: str
