@@ -7,6 +7,8 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.history import HELD_MESSAGE_OVERHEAD, HistoryCache, StoredMessage
 from bot.messages import ConversationKey
@@ -70,6 +72,46 @@ def test_a_window_with_images_holds_no_chat_forms_until_they_slide_out() -> None
     cache.append("c", message(3, "c"))  # the image slides out of the window
     held = cache.get("c", 2)
     assert held is not None and held.chats == [m.as_chat() for m in held.messages]
+
+
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["put", "append", "drop"]), st.sampled_from("ab"),
+              st.booleans(), st.integers(0, 4)),
+    max_size=30,
+)  # fmt: skip
+
+
+@given(_STEPS)
+def test_held_chat_forms_are_always_those_of_the_messages_given(
+    steps: list[tuple[str, str, bool, int]],
+) -> None:
+    # What a prompt takes as it is: whatever the windows went through, the chat forms
+    # given are exactly the messages' own, or none (a window holding images).
+    cache = HistoryCache(max_chars=7 * (HELD_MESSAGE_OVERHEAD + 40))  # evicts now and then
+    ids = iter(range(1, 1000))
+
+    def made(images: bool) -> StoredMessage:
+        id_ = next(ids)
+        parts = '[{"type": "text", "text": "x"}]' if images else ""
+        return StoredMessage(id_, "user", f"m{id_}", 1, id_, parts=parts)
+
+    for action, conversation, images, count in steps:
+        if action == "put":
+            cache.put(conversation, [made(images) for _ in range(count)], 4, noticed=False)
+        elif action == "append":
+            cache.append(conversation, made(images))
+        else:
+            cache.drop(conversation)
+        for name in "ab":
+            for size in range(1, 5):
+                held = cache.get(name, size)
+                if held is None:
+                    continue
+                if held.chats is not None:
+                    assert held.chats == [m.as_chat() for m in held.messages]
+                else:  # a window holding images (perhaps older than these `size`)
+                    whole = cache.get(name, 4)
+                    assert whole is not None and any(m.parts for m in whole.messages)
 
 
 def test_a_window_larger_than_the_limit_is_not_held_and_drops_no_other() -> None:
