@@ -155,9 +155,11 @@ class PromptBuilder:
 
 def _chat_forms(window: Window, history: list[StoredMessage], images: bool) -> list[dict[str, Any]]:
     """The history as the API takes it: the store's copy when it holds one and the
-    history is the window's newest messages as they are (the usual case), else built."""
+    history is the window's newest messages as they are (the usual case), else built.
+    (A store holds none for a window with images, the only messages whose form
+    depends on `images`.)"""
     held = window.chats
-    if held is not None and images and history:
+    if held is not None and history:
         start = len(window.messages) - len(history)
         if start >= 0 and window.messages[start:] == history:
             return held[start:]

@@ -105,33 +105,22 @@ async def test_trimming_keeps_newest_that_fit_and_tells_once(
     assert all_requests == 13
 
 
+@pytest.mark.parametrize("reset_first", [False, True])
 async def test_trim_notice_is_given_when_history_first_overflows(
-    make_engine: EngineFactory,
+    make_engine: EngineFactory, reset_first: bool
 ) -> None:
     engine = make_engine(context_tokens=300, reply_tokens=100, tools=(), summary_enabled=False)
+    if reset_first:
+        # Messages out by the user's /reset are not out for want of room: no notice
+        # for them, only for the trim that comes later.
+        await collect(engine, message("a short question"))
+        await collect(engine, message("/reset"))
     seen = []
     for number in range(10):
         events = await collect(engine, message(f"note {number} " + "word " * 20))
         seen.append([e.text for e in events if e.kind is ReplyKind.NOTICE])
     assert seen[0] == []
     assert sum(len(notices) for notices in seen) == 1
-    assert [TRIM_NOTICE] in seen
-
-
-async def test_no_trim_notice_after_a_reset_until_a_trim_leaves_messages_out(
-    make_engine: EngineFactory,
-) -> None:
-    # The user reset the conversation: the older messages are out by their choice, not
-    # because they no longer fit, and the first answer after it says nothing of a trim.
-    engine = make_engine(context_tokens=300, reply_tokens=100, tools=(), summary_enabled=False)
-    await collect(engine, message("a short question"))
-    await collect(engine, message("/reset"))
-    seen = []
-    for number in range(10):
-        events = await collect(engine, message(f"note {number} " + "word " * 20))
-        seen.append([e.text for e in events if e.kind is ReplyKind.NOTICE])
-    assert seen[0] == []
-    assert sum(len(notices) for notices in seen) == 1  # the trim that came later
     assert [TRIM_NOTICE] in seen
 
 

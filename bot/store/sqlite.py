@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database
 
-from bot.history import HistoryCache, StoredMessage, Window
+from bot.history import Held, HistoryCache, StoredMessage, Window
 from bot.messages import ConversationKey
 from bot.store.access_tables import SqliteAccess
 from bot.store.base import SETTING_COLUMNS, ToolCall, ToolResult
@@ -364,10 +364,8 @@ class SqliteStore(UsageTables, AuditTables, SummaryTables, SqliteAccess):
         if held is None:
             messages, noticed = self._read_window(key, count)
             self.history_cache.put(key, messages, count, noticed)
-            held = self.history_cache.get(key, count)  # None if too large to hold
-            if held is None:
-                dropped = len(messages) > max_messages
-                return Window(messages[1:] if dropped else messages, dropped, noticed)
+            # Not held if too large to hold: then without chat forms.
+            held = self.history_cache.get(key, count) or Held(messages, noticed, None)
         messages, noticed, chats = held
         if len(messages) > max_messages:
             return Window(messages[1:], True, noticed, None if chats is None else chats[1:])
