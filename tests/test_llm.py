@@ -320,6 +320,29 @@ async def test_chunks_arriving_close_together_are_read_in_one_go(fake_openai: Fa
     assert len(deltas) <= 5
 
 
+async def test_a_read_after_a_pause_takes_what_came_before_it_too(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # While the consumer shows the first word (a platform call, 50 ms), the next words
+    # reach the stream's buffer; then the socket rests 0.2 s. The read after the rest
+    # hands on those words together with all that came during it: one platform call,
+    # not one for the words from before the rest and another for the rest.
+    model = ModelClient(
+        api_key="test", base_url=fake_openai.base_url, timeout_seconds=5, max_attempts=1,
+        retry_max_wait_seconds=0.05, batch_seconds=0.2,
+    )  # fmt: skip
+    words = " ".join(f"w{index}" for index in range(40))
+    fake_openai.script(Text(words, interval=0.02))
+    deltas = []
+    async for item in model.stream("gpt-fake", PROMPT):
+        if isinstance(item, Delta):
+            deltas.append(item.text)
+            await asyncio.sleep(0.05)
+    await model.close()
+    assert deltas[0] == "w0 "
+    assert len(deltas[1].split()) >= 6, deltas  # the ~2 from before the rest, and ~10 more
+
+
 async def test_an_answer_sent_whole_comes_whole(
     client: ModelClient, fake_openai: FakeOpenAI
 ) -> None:
