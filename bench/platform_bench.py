@@ -62,6 +62,9 @@ CHUNKS = len(re.findall(r"\S+\s*", ANSWER))  # one word a chunk when streamed
 MODES = {"one piece": 0.0, "25/s": 1 / 25, "100/s": 1 / 100}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 SETTLE_SECONDS = 0.05  # lets the bot finish reading the platform's last answer
+# At the defaults (history_messages 100, trim_to 0.6) a full window is trimmed to its
+# newest 60 messages, so a trim, with its rolling summary, comes every 20 answers.
+ANSWERS_PER_TRIM = 20
 
 
 def cpu_seconds(pid: int) -> float:
@@ -390,8 +393,9 @@ Plan = list[tuple[Bot, int, str]]  # bot, history size, label
 
 async def run_rounds(
     plan: Plan, model: Host, modes: Sequence[str], rounds: int, count: int
-) -> dict[tuple[str, str, str], Figures]:
+) -> tuple[dict[tuple[str, str, str], Figures], list[Trim]]:
     results: dict[tuple[str, str, str], Figures] = {}
+    trims: list[Trim] = []
     for round_ in range(rounds):
         for bot, size, label in plan:
             conversation = await seed(bot, model, size)
@@ -399,26 +403,56 @@ async def run_rounds(
             order = list(modes[round_ % len(modes) :]) + list(modes[: round_ % len(modes)])
             for mode in order:
                 await set_mode(model, mode)
-                await asyncio.sleep(SETTLE_SECONDS)
-                before, ticks = cpu_ns(bot.pid), cpu_seconds(bot.pid)
-                woken = wake_ups(bot.pid)
-                walls, calls = await bot.ask(conversation, count)
-                await asyncio.sleep(SETTLE_SECONDS)
-                spent = cpu_ns(bot.pid) - before
-                woken = wake_ups(bot.pid) - woken
                 figures = results.setdefault((bot.name, label, mode), Figures())
-                figures.cpu_ms.append(spent / count / 1e6)
-                figures.ticks_seconds += cpu_seconds(bot.pid) - ticks
-                figures.ns_seconds += spent / 1e9
-                figures.walls.extend(walls)
-                figures.messages += count
-                figures.wake_ups += woken
-                for name, number in calls.items():
-                    figures.calls[name] = figures.calls.get(name, 0) + number
+                # A batch in which the bot trimmed the history and wrote the rolling
+                # summary (a model call more, every 20 answers at the defaults) is kept
+                # apart and measured again: else it falls on whichever kind of answer
+                # meets it (at 100 history, the first after seeding).
+                while (trimmed := await measure(bot, model, conversation, count, figures)) > 0:
+                    trims.append(Trim(bot.name, label, mode, round_, trimmed))
             if isinstance(conversation, WebConversation):
                 await conversation.session.close()
         print(f"round {round_ + 1} of {rounds} done", file=sys.stderr)
-    return results
+    return results, trims
+
+
+@dataclass(frozen=True)
+class Trim:
+    """A batch in which the bot summarised: its CPU per answer, and with what."""
+
+    bot: str
+    label: str
+    mode: str
+    round: int
+    cpu_ms: float
+
+
+async def summaries_asked(model: Host) -> int:
+    return int((await model.ask(op="summaries"))["summaries"])
+
+
+async def measure(bot: Bot, model: Host, conversation: Any, count: int, figures: Figures) -> float:
+    """Ask `count` questions and add the figures; 0.0, or if the bot summarised meanwhile
+    the batch's CPU per answer (ms), nothing added."""
+    summarised = await summaries_asked(model)
+    await asyncio.sleep(SETTLE_SECONDS)
+    before, ticks = cpu_ns(bot.pid), cpu_seconds(bot.pid)
+    woken = wake_ups(bot.pid)
+    walls, calls = await bot.ask(conversation, count)
+    await asyncio.sleep(SETTLE_SECONDS)
+    spent = cpu_ns(bot.pid) - before
+    woken = wake_ups(bot.pid) - woken
+    if await summaries_asked(model) > summarised:
+        return spent / count / 1e6
+    figures.cpu_ms.append(spent / count / 1e6)
+    figures.ticks_seconds += cpu_seconds(bot.pid) - ticks
+    figures.ns_seconds += spent / 1e9
+    figures.walls.extend(walls)
+    figures.messages += count
+    figures.wake_ups += woken
+    for name, number in calls.items():
+        figures.calls[name] = figures.calls.get(name, 0) + number
+    return 0.0
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -458,6 +492,25 @@ def report(results: dict[tuple[str, str, str], Figures]) -> list[dict[str, Any]]
         print(f"{bot:<14}{label:<12}{mode:<11}{extra * 1000:>6.0f} µs per chunk")
         rows.append({"platform": bot, "history": label, "answer": mode,
                      "us_per_chunk": extra * 1000})  # fmt: skip
+    return rows
+
+
+def report_trims(
+    results: dict[tuple[str, str, str], Figures], trims: Sequence[Trim], count: int
+) -> list[dict[str, Any]]:
+    """What a trim with its rolling summary added to its batch, and per answer."""
+    if not trims:
+        return []
+    print(f"\nBatches with a trim and its rolling summary, measured again without it (at the"
+          f" defaults one every {ANSWERS_PER_TRIM} answers):")  # fmt: skip
+    rows = []
+    for trim in trims:
+        clean = statistics.median(results[(trim.bot, trim.label, trim.mode)].cpu_ms)
+        added = (trim.cpu_ms - clean) * count
+        print(f"{trim.bot:<14}{trim.label:<12}{trim.mode:<11}round {trim.round + 1}: "
+              f"+{added:.2f} ms once, {added / ANSWERS_PER_TRIM:.2f} ms per answer")  # fmt: skip
+        rows.append({"platform": trim.bot, "history": trim.label, "answer": trim.mode,
+                     "trim_ms": added, "trim_ms_per_answer": added / ANSWERS_PER_TRIM})  # fmt: skip
     return rows
 
 
@@ -537,8 +590,10 @@ async def main() -> None:
                         await bot.ask(conversation, 2)
                     if isinstance(conversation, WebConversation):
                         await conversation.session.close()
-                results = await run_rounds(plan, model, modes, arguments.rounds, arguments.count)
-        rows = report(results)
+                results, trims = await run_rounds(
+                    plan, model, modes, arguments.rounds, arguments.count
+                )
+        rows = report(results) + report_trims(results, trims, arguments.count)
         if arguments.json:
             with open(arguments.json, "w") as out:  # noqa: ASYNC230  # after the measuring
                 json.dump(rows, out, indent=1)

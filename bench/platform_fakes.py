@@ -37,6 +37,7 @@ SIGNING_SECRET = "bench-signing-secret"
 _GUILD_COUNT = int(sys.argv[2]) if __name__ == "__main__" and sys.argv[2:] else 40
 GUILDS = [GUILD_ID + index for index in range(_GUILD_COUNT)]
 STREAMING_MARK = " …"  # adapters/discord_reply.py's, not imported: no bot code here
+SUMMARY_MARK = "You keep the running summary"  # how bot/summaries.py's instructions begin
 
 
 async def lines() -> Any:
@@ -56,11 +57,19 @@ async def model() -> None:
     async with FakeOpenAI() as fake:
         say({"url": fake.base_url})
         async for command in lines():
+            if command.get("op") == "summaries":  # how many rolling summaries were asked for
+                say({"summaries": sum(map(_asks_for_summary, fake.requests))})
+                continue
             # interval 0: the whole answer in one chunk; else one word per chunk, paced.
             interval = float(command["interval"])
             chunks = 1 if interval == 0 else None
             fake.default = Text(command["text"], chunks=chunks, interval=interval)
             say({"ok": True})
+
+
+def _asks_for_summary(body: JSON) -> bool:
+    messages = body.get("messages") or [{}]
+    return str(messages[0].get("content", "")).startswith(SUMMARY_MARK)
 
 
 # -- Slack -----------------------------------------------------------------------------
