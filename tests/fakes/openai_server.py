@@ -422,13 +422,18 @@ class FakeOpenAI:
             await resp.write(f"data: {reply.body}\n\n".encode())
         else:
             interval = reply.interval if isinstance(reply, Text) else 0.0
+            loop = asyncio.get_running_loop()
+            due = loop.time()
             # All made first (the usage chunk counts the whole prompt): a long prompt's
             # counting must not hold back an answer's last chunks, as no real server's does.
             for chunk in list(self._chunks(body, reply)):
                 if interval and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                    # Paced: each content delta is its own write, as from a real model.
+                    # Paced: each content delta is its own write, as from a real model, at
+                    # a steady rate (a late write does not push back the later ones: 74
+                    # sleeps' overshoot made a 3 s answer at 25 a second up to 0.1 s late).
+                    due += interval
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closing.wait(), interval)
+                        await asyncio.wait_for(self._closing.wait(), max(0.0, due - loop.time()))
                     if self._closing.is_set():
                         break
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
