@@ -2,21 +2,21 @@
 
     python bench/platform_instructions.py [--platforms slack,discord,web,console] [--count 8]
                                           [--one-piece] [--history N] [--whole] [--root DIR]
+                                          [--rate 10]
 
-For each platform, two bot processes run under callgrind at once, on the fakes of
-bench/platform_bench.py: one gets every answer in one piece, the other the same answer
-streamed a word a chunk (10 chunks a second: slow enough that the bot, slowed by
-valgrind, still reads every chunk on its own). Both start, seed a conversation with 10
-messages (--history; --whole carries them all in the prompt) and answer `count`
-questions, the first waiting after each answer as long as a streamed one takes; the
-difference in instructions, divided by the extra chunks, is what one streamed chunk
-costs the bot's process, with its share of the throttled platform edits. Start-up,
-imports and idle timers cancel out. Needs valgrind; a few minutes per platform.
+For each platform and kind of answer, two bot processes run under callgrind at once, on
+the fakes of bench/platform_bench.py: both seed a conversation with 10 messages
+(--history; --whole carries them all in the prompt), then one answers `count` questions
+and the other 2 x `count`, one after another; the difference, divided by `count`, is
+what one answer costs, exactly (start-up and imports cancel out). Answers come in one
+piece, or streamed a word a chunk at --rate chunks a second (10 unless told), read at
+the platform's pace as outside valgrind, idle timers during the stream included. The
+streamed answer's extra instructions over one in one piece, divided by the extra
+chunks, are what a streamed chunk costs. Needs valgrind; several minutes per platform.
 
---one-piece counts instead what one answer in one piece costs: two processes answer
-`count` and 2 x `count` questions in one piece, and the difference is divided by
-`count`. --root runs the bots of another checkout (git worktree add DIR COMMIT): the
-counts of two versions compare exactly, whatever the machine was doing meanwhile.
+--one-piece counts only what one answer in one piece costs. --root runs the bots of
+another checkout (git worktree add DIR COMMIT): the counts of two versions compare
+exactly, whatever the machine was doing meanwhile.
 """
 
 from __future__ import annotations
@@ -34,17 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from platform_bench import ANSWER, CHUNKS, ROOT, Bot, Host, start_bot
 
-PACE = 1 / 10
+RATE = 10.0  # streamed chunks a second, unless told
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
 async def counted(
     platform: str, interval: float, count: int, folder: Path, root: Path = ROOT,
-    alone: bool = False, history: int = 10, whole: bool = False,
+    history: int = 10, whole: bool = False,
 ) -> int:  # fmt: skip
-    """Instructions of one bot process that answers `count` questions after `history`
-    messages; `alone`: one after another, with no pause as long as a streamed answer
-    between; `whole`: the history carried whole (platform_bench's NAME-whole)."""
+    """Instructions of one bot process that answers `count` questions, one after
+    another, after `history` messages; `whole`: the history carried whole
+    (platform_bench's NAME-whole); `interval`: seconds between streamed chunks (0: the
+    answer in one piece)."""
     model = await Host.start("model", None)
     slack = await Host.start("slack", None) if platform == "slack" else None
     name = f"{platform}-{'streamed' if interval else 'one'}-{count}"
@@ -56,12 +57,10 @@ async def counted(
             guilds=2, root=root, whole=whole,
         )  # fmt: skip
         conversation = await bot.new_conversation()
-        for _ in range(history // 2 + count):  # the history, then the questions
-            await bot.ask(conversation, 1)
-            if not interval and not alone:
-                # As long as a streamed answer takes: what an idle process does meanwhile
-                # (timers, keep-alives) then counts in both runs alike and cancels out.
-                await asyncio.sleep(CHUNKS * PACE)
+        await model.ask(interval=0.0, text=ANSWER)
+        await bot.ask(conversation, history // 2)
+        await model.ask(interval=interval, text=ANSWER)
+        await bot.ask(conversation, count)
     finally:
         if bot is not None:
             await bot.stop()
@@ -78,6 +77,21 @@ async def counted(
     return int(match.group(1).replace(",", ""))
 
 
+async def per_answer(
+    platform: str, interval: float, count: int, folder: Path, root: Path, history: int,
+    whole: bool,
+) -> float:  # fmt: skip
+    """Instructions per answer: two processes answering `count` and 2 x `count`."""
+    kind = "streamed" if interval else "one"
+    for sub in (count, 2 * count):
+        (folder / f"{platform}-{kind}-{sub}").mkdir()
+    fewer, more = await asyncio.gather(
+        counted(platform, interval, count, folder, root, history, whole),
+        counted(platform, interval, 2 * count, folder, root, history, whole),
+    )
+    return (more - fewer) / count
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--platforms", default="slack,discord,web,console")
@@ -87,6 +101,7 @@ async def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to run")
     parser.add_argument("--history", type=int, default=10, help="messages before (even)")
     parser.add_argument("--whole", action="store_true", help="the history carried whole")
+    parser.add_argument("--rate", type=float, default=RATE, help="chunks a second")
     arguments = parser.parse_args()
     os.environ["PYTHONHASHSEED"] = "0"  # the same hashing in both runs
     if shutil.which("valgrind") is None:
@@ -95,27 +110,16 @@ async def main() -> None:
     for platform in arguments.platforms.split(","):
         with tempfile.TemporaryDirectory() as name:
             folder = Path(arguments.keep or name)
-            size, whole = arguments.history, arguments.whole
+            where = (folder, root, arguments.history, arguments.whole)
+            one = await per_answer(platform, 0.0, count, *where)
             if arguments.one_piece:
-                for sub in (count, 2 * count):
-                    (folder / f"{platform}-one-{sub}").mkdir()
-                fewer, more = await asyncio.gather(
-                    counted(platform, 0.0, count, folder, root, True, size, whole),
-                    counted(platform, 0.0, 2 * count, folder, root, True, size, whole),
-                )
-                print(f"{platform:<8} {(more - fewer) / count / 1e6:>8.2f} million instructions "
-                      f"per answer in one piece", flush=True)  # fmt: skip
+                print(f"{platform:<8} {one / 1e6:>8.2f} million instructions per answer in "
+                      "one piece", flush=True)  # fmt: skip
                 continue
-            for sub in ("one", "streamed"):
-                (folder / f"{platform}-{sub}-{count}").mkdir()
-            one, streamed = await asyncio.gather(
-                counted(platform, 0.0, count, folder, root, False, size, whole),
-                counted(platform, PACE, count, folder, root, False, size, whole),
-            )
-        extra = arguments.count * (CHUNKS - 1)
-        print(f"{platform:<8} {(streamed - one) / extra / 1e3:>8.0f} thousand instructions "
-              f"per streamed chunk ({one / 1e9:.2f} and {streamed / 1e9:.2f} billion in all)",
-              flush=True)  # fmt: skip
+            streamed = await per_answer(platform, 1 / arguments.rate, count, *where)
+        print(f"{platform:<8} {(streamed - one) / (CHUNKS - 1) / 1e3:>8.0f} thousand instructions"
+              f" per streamed chunk at {arguments.rate:g}/s ({one / 1e6:.2f} million per answer "
+              f"in one piece, {streamed / 1e6:.2f} streamed)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
