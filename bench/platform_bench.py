@@ -27,7 +27,10 @@ in every round (a slow spell of the shared machine falls on all alike), each rou
 fresh conversations. The bots run on one core, the fakes and this script on the other.
 History sizes: 10, 100 and 1,000 messages with the default settings (so the prompt
 carries the newest 100), and 1,000 carried whole (context settings raised) in a second
-process per platform. bench/platform_instructions.py counts instructions per chunk.
+process per platform. A batch in which the bot trimmed a conversation and wrote its
+rolling summary (every 20 answers at the defaults; the fake model tells) is measured
+again and reported apart: what the trim added, once and per answer, and how much later
+the answer that met it came. bench/platform_instructions.py counts instructions.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ SETTLE_SECONDS = 0.05  # lets the bot finish reading the platform's last answer
 # At the defaults (history_messages 100, trim_to 0.6) a full window is trimmed to its
 # newest 60 messages, so a trim, with its rolling summary, comes every 20 answers.
 ANSWERS_PER_TRIM = 20
+MEASURE_TRIES = 3  # batches of one kind in one round, until one meets no trim
 
 
 def cpu_seconds(pid: int) -> float:
@@ -407,9 +411,14 @@ async def run_rounds(
                 # A batch in which the bot trimmed the history and wrote the rolling
                 # summary (a model call more, every 20 answers at the defaults) is kept
                 # apart and measured again: else it falls on whichever kind of answer
-                # meets it (at 100 history, the first after seeding).
-                while (trimmed := await measure(bot, model, conversation, count, figures)) > 0:
-                    trims.append(Trim(bot.name, label, mode, round_, trimmed))
+                # meets it (at 100 history, the first after seeding). The last try is
+                # kept whatever it met (a --count of 10 or more can meet another trim).
+                for attempt in range(MEASURE_TRIES):
+                    keep = attempt == MEASURE_TRIES - 1
+                    trim = await measure(bot, model, conversation, count, figures, keep)
+                    if trim is None:
+                        break
+                    trims.append(replace(trim, bot=bot.name, label=label, mode=mode))
             if isinstance(conversation, WebConversation):
                 await conversation.session.close()
         print(f"round {round_ + 1} of {rounds} done", file=sys.stderr)
@@ -418,22 +427,25 @@ async def run_rounds(
 
 @dataclass(frozen=True)
 class Trim:
-    """A batch in which the bot summarised: its CPU per answer, and with what."""
+    """A batch in which the bot summarised: its CPU per answer and its longest wait."""
 
-    bot: str
-    label: str
-    mode: str
-    round: int
     cpu_ms: float
+    wall_max: float
+    kept: bool
+    bot: str = ""
+    label: str = ""
+    mode: str = ""
 
 
 async def summaries_asked(model: Host) -> int:
     return int((await model.ask(op="summaries"))["summaries"])
 
 
-async def measure(bot: Bot, model: Host, conversation: Any, count: int, figures: Figures) -> float:
-    """Ask `count` questions and add the figures; 0.0, or if the bot summarised meanwhile
-    the batch's CPU per answer (ms), nothing added."""
+async def measure(
+    bot: Bot, model: Host, conversation: Any, count: int, figures: Figures, keep: bool
+) -> Trim | None:
+    """Ask `count` questions and add the figures; if the bot summarised meanwhile, the
+    batch as a Trim, its figures added only if `keep`."""
     summarised = await summaries_asked(model)
     await asyncio.sleep(SETTLE_SECONDS)
     before, ticks = cpu_ns(bot.pid), cpu_seconds(bot.pid)
@@ -442,8 +454,11 @@ async def measure(bot: Bot, model: Host, conversation: Any, count: int, figures:
     await asyncio.sleep(SETTLE_SECONDS)
     spent = cpu_ns(bot.pid) - before
     woken = wake_ups(bot.pid) - woken
+    trim = None
     if await summaries_asked(model) > summarised:
-        return spent / count / 1e6
+        trim = Trim(spent / count / 1e6, max(walls), keep)
+        if not keep:
+            return trim
     figures.cpu_ms.append(spent / count / 1e6)
     figures.ticks_seconds += cpu_seconds(bot.pid) - ticks
     figures.ns_seconds += spent / 1e9
@@ -452,7 +467,7 @@ async def measure(bot: Bot, model: Host, conversation: Any, count: int, figures:
     figures.wake_ups += woken
     for name, number in calls.items():
         figures.calls[name] = figures.calls.get(name, 0) + number
-    return 0.0
+    return trim
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -501,16 +516,21 @@ def report_trims(
     """What a trim with its rolling summary added to its batch, and per answer."""
     if not trims:
         return []
-    print(f"\nBatches with a trim and its rolling summary, measured again without it (at the"
-          f" defaults one every {ANSWERS_PER_TRIM} answers):")  # fmt: skip
+    print(f"\nBatches with a trim and its rolling summary (at the defaults one every "
+          f"{ANSWERS_PER_TRIM} answers; the fake model streams the summary as it streams the "
+          "answers, and the answer waits for it), measured again without:")  # fmt: skip
     rows = []
     for trim in trims:
-        clean = statistics.median(results[(trim.bot, trim.label, trim.mode)].cpu_ms)
-        added = (trim.cpu_ms - clean) * count
-        print(f"{trim.bot:<14}{trim.label:<12}{trim.mode:<11}round {trim.round + 1}: "
-              f"+{added:.2f} ms once, {added / ANSWERS_PER_TRIM:.2f} ms per answer")  # fmt: skip
+        clean = results[(trim.bot, trim.label, trim.mode)]
+        added = (trim.cpu_ms - statistics.median(clean.cpu_ms)) * count
+        waited = trim.wall_max - statistics.median(clean.walls)
+        kept = " (kept: no try without one)" if trim.kept else ""
+        print(f"{trim.bot:<14}{trim.label:<12}{trim.mode:<11}{added:+.2f} ms once, "
+              f"{added / ANSWERS_PER_TRIM:+.2f} ms per answer; the answer that met it came "
+              f"{waited:+.2f} s later{kept}")  # fmt: skip
         rows.append({"platform": trim.bot, "history": trim.label, "answer": trim.mode,
-                     "trim_ms": added, "trim_ms_per_answer": added / ANSWERS_PER_TRIM})  # fmt: skip
+                     "trim_ms": added, "trim_ms_per_answer": added / ANSWERS_PER_TRIM,
+                     "trim_wait_s": waited, "kept": trim.kept})  # fmt: skip
     return rows
 
 

@@ -1,6 +1,6 @@
 """Instructions per streamed chunk, per platform, under valgrind: what drift cannot move.
 
-    python bench/platform_instructions.py [--platforms slack,discord,web,console] [--count 8]
+    python bench/platform_instructions.py [--platforms slack,discord,web,console] [--count 12]
                                           [--one-piece] [--history N] [--whole] [--root DIR]
                                           [--rate 10]
 
@@ -8,11 +8,16 @@ For each platform and kind of answer, two bot processes run under callgrind at o
 the fakes of bench/platform_bench.py: both seed a conversation with 10 messages
 (--history; --whole carries them all in the prompt), then one answers `count` questions
 and the other 2 x `count`, one after another; the difference, divided by `count`, is
-what one answer costs, exactly (start-up and imports cancel out). Answers come in one
-piece, or streamed a word a chunk at --rate chunks a second (10 unless told), read at
-the platform's pace as outside valgrind, idle timers during the stream included. The
-streamed answer's extra instructions over one in one piece, divided by the extra
-chunks, are what a streamed chunk costs. Needs valgrind; several minutes per platform.
+what one answer costs (start-up and imports cancel out: in one piece exact, whatever
+the machine does). Answers come in one piece, or streamed a word a chunk at --rate
+chunks a second (10 unless told), read at the platform's pace as outside valgrind,
+idle timers during the stream included; how many chunks each read finds depends on
+timing (valgrind slows the bot about fifty times), so streamed figures are close, not
+exact. The streamed answer's extra instructions over one in one piece, divided by the
+extra chunks, are what a streamed chunk costs. If the two processes' conversations
+were trimmed and summarised a different number of times (a model call more each: at
+the defaults every 20 answers once 100 messages are held), it says so: use a smaller
+--count. Needs valgrind; several minutes per platform.
 
 --one-piece counts only what one answer in one piece costs. --root runs the bots of
 another checkout (git worktree add DIR COMMIT): the counts of two versions compare
@@ -41,11 +46,11 @@ CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 async def counted(
     platform: str, interval: float, count: int, folder: Path, root: Path = ROOT,
     history: int = 10, whole: bool = False,
-) -> int:  # fmt: skip
+) -> tuple[int, int]:  # fmt: skip
     """Instructions of one bot process that answers `count` questions, one after
-    another, after `history` messages; `whole`: the history carried whole
-    (platform_bench's NAME-whole); `interval`: seconds between streamed chunks (0: the
-    answer in one piece)."""
+    another, after `history` messages, and the rolling summaries it asked for;
+    `whole`: the history carried whole (platform_bench's NAME-whole); `interval`:
+    seconds between streamed chunks (0: the answer in one piece)."""
     model = await Host.start("model", None)
     slack = await Host.start("slack", None) if platform == "slack" else None
     name = f"{platform}-{'streamed' if interval else 'one'}-{count}"
@@ -61,6 +66,7 @@ async def counted(
         await bot.ask(conversation, history // 2)
         await model.ask(interval=interval, text=ANSWER)
         await bot.ask(conversation, count)
+        summaries = int((await model.ask(op="summaries"))["summaries"])
     finally:
         if bot is not None:
             await bot.stop()
@@ -74,7 +80,7 @@ async def counted(
     match = re.search(r"Collected\s*:\s*([\d,]+)", errors)
     if match is None:
         raise SystemExit(f"callgrind failed for {name}:\n{errors[-2000:]}")
-    return int(match.group(1).replace(",", ""))
+    return int(match.group(1).replace(",", "")), summaries
 
 
 async def per_answer(
@@ -85,10 +91,14 @@ async def per_answer(
     kind = "streamed" if interval else "one"
     for sub in (count, 2 * count):
         (folder / f"{platform}-{kind}-{sub}").mkdir()
-    fewer, more = await asyncio.gather(
+    (fewer, summarised), (more, summarised_more) = await asyncio.gather(
         counted(platform, interval, count, folder, root, history, whole),
         counted(platform, interval, 2 * count, folder, root, history, whole),
     )
+    if summarised != summarised_more:
+        print(f"{platform}: {summarised_more - summarised} rolling summaries more in the run of"
+              f" {2 * count} {kind} answers than in that of {count}: counted in the figure "
+              "below (a smaller --count avoids it)", flush=True)  # fmt: skip
     return (more - fewer) / count
 
 

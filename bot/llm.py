@@ -281,10 +281,11 @@ async def _arrived_meanwhile(response: httpx2.Response) -> bytes:
 async def _gather_more(response: httpx2.Response, seconds: float) -> None:
     """Leave the socket unread for `seconds`: what arrives meanwhile is read at once.
 
-    Then two turns of the loop (it sees the socket readable, then reads it), so that the
-    next read takes what the socket gathered together with what the stream held from
-    before the pause: else that read would hand on only the older bytes (often one word,
-    read just after the last read) and the rest a read later, a platform call more."""
+    Then two turns of the loop (in the first the loop reads the socket, after this
+    task's own step; in the second this task goes on), so that the next read takes what
+    the socket gathered together with what the stream held from before the pause: else
+    that read would hand on only the older bytes (often one word, read just after the
+    last read) and the rest a read later, a platform call more."""
     transport = _socket_of(response)
     if transport is None or not transport.is_reading():
         return

@@ -422,11 +422,12 @@ class FakeOpenAI:
             await resp.write(f"data: {reply.body}\n\n".encode())
         else:
             interval = reply.interval if isinstance(reply, Text) else 0.0
-            loop = asyncio.get_running_loop()
-            due = loop.time()
             # All made first (the usage chunk counts the whole prompt): a long prompt's
             # counting must not hold back an answer's last chunks, as no real server's does.
-            for chunk in list(self._chunks(body, reply)):
+            chunks = list(self._chunks(body, reply))
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            for chunk in chunks:
                 if interval and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     # Paced: each content delta is its own write, as from a real model, at
                     # a steady rate (a late write does not push back the later ones: 74
