@@ -83,6 +83,10 @@ class _Printer:
         self.out.flush()
 
 
+# What people type to leave a terminal chat (end of input, Ctrl-D, does the same).
+QUIT_COMMANDS = frozenset({"/quit", "/exit"})
+
+
 async def answer(engine: Engine, message: Message, out: TextIO, *, stream: bool) -> None:
     """Print the engine's reply to one message."""
     printer = _Printer(out, stream)
@@ -108,6 +112,8 @@ async def chat(
         if line is None:
             return
         text = line.rstrip("\n")
+        if text.strip() in QUIT_COMMANDS:
+            return
         if is_attach(text.strip()):
             attached, said = attach(text.strip())
             files += [attached] if attached else []

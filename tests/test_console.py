@@ -55,6 +55,16 @@ def test_each_line_is_a_message_and_each_reply_is_printed_whole(
     assert result.stdout.splitlines() == ["parley> echo: hello", "parley> echo: how are you?"]
 
 
+@pytest.mark.parametrize("command", ["/quit", "/exit", "  /exit  "])
+def test_quit_ends_the_chat_and_nothing_after_it_is_asked(
+    model_server: FakeOpenAI, tmp_path: Path, command: str
+) -> None:
+    result = run_chat(model_server, tmp_path, f"hello\n{command}\nstill there?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["parley> echo: hello"]
+    assert len(model_server.requests) == 1
+
+
 def test_history_survives_a_restart(model_server: FakeOpenAI, tmp_path: Path) -> None:
     run_chat(model_server, tmp_path, "first\n", "--user", "ann")
     run_chat(model_server, tmp_path, "second\n", "--user", "ann")
