@@ -112,10 +112,11 @@ async def chat(
         if line is None:
             return
         text = line.rstrip("\n")
-        if text.strip() in QUIT_COMMANDS:
+        command = text.strip()
+        if command in QUIT_COMMANDS:
             return
-        if is_attach(text.strip()):
-            attached, said = attach(text.strip())
+        if is_attach(command):
+            attached, said = attach(command)
             files += [attached] if attached else []
             out.write(f"{said}\n" if attached else f"parley! {said}\n")
             continue

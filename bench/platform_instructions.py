@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from platform_bench import ANSWER, CHUNKS, ROOT, Bot, Host, start_bot
+from platform_bench import ANSWER, CHUNKS, ROOT, Bot, Host, start_bot, summaries_asked
 
 RATE = 10.0  # streamed chunks a second, unless told
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
@@ -66,7 +66,7 @@ async def counted(
         await bot.ask(conversation, history // 2)
         await model.ask(interval=interval, text=ANSWER)
         await bot.ask(conversation, count)
-        summaries = int((await model.ask(op="summaries"))["summaries"])
+        summaries = await summaries_asked(model)
     finally:
         if bot is not None:
             await bot.stop()
